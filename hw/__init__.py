@@ -1,0 +1,1 @@
+"""xnorflow.hw: Amaranth gateware for binarized-network accelerators."""

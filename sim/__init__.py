@@ -1,0 +1,1 @@
+"""xnorflow.sim: cocotb testbenches, stream helpers and simulator runners."""

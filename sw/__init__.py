@@ -1,0 +1,3 @@
+"""xnorflow: binarized neural networks from PyTorch to verified FPGA accelerators."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,193 @@
+"""The ``xnorflow`` command line: a thin layer over the library's functions.
+
+Every verb prints human output by default and one JSON object with ``--json``. Errors in the
+user's input (files, data, options) end with a one-line message and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["main"]
+
+err = Console(stderr=True, highlight=False)
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed without a traceback."""
+
+
+def _emit(args, obj: dict, human) -> None:
+    if args.json:
+        print(json.dumps(obj, indent=None, sort_keys=False))
+    else:
+        human(obj)
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from .data import load
+    from .export import compare_with_float, export
+    from .golden import GoldenModel
+    from .train import TrainConfig, parse_topology, train
+
+    topology = parse_topology(args.layers or args.preset)
+    tr = load(args.data, "train")
+    te = load(args.data, "test")
+    if args.limit:
+        tr = tr.subset(args.limit)
+    cfg = TrainConfig(topology=topology, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, lr_final=args.lr_final, dropout=args.dropout,
+                      in_dropout=args.in_dropout, scaling=args.scaling, shift=args.shift,
+                      seed=args.seed, threads=args.threads)
+    err.print(f"training {'-'.join(map(str, topology))} on {tr.name} ({len(tr)} train / "
+              f"{len(te)} test frames), {cfg.epochs} epochs, seed {cfg.seed}")
+
+    def progress(row: dict) -> None:
+        err.print(f"  epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['loss']:.4f}  "
+                  f"train {100 * row['train_accuracy']:.2f} %  "
+                  f"test {100 * row.get('test_accuracy', float('nan')):.2f} %  "
+                  f"({row['seconds']:.1f} s)")
+
+    result = train(cfg, tr.images, tr.labels, te.images, te.labels, progress=progress)
+    prov = {"dataset": tr.name, "train_frames": len(tr), "test_frames": len(te),
+            "seed": cfg.seed, "epochs": cfg.epochs, "train_seconds": round(result.train_seconds, 1),
+            "float_test_accuracy": result.test_accuracy,
+            "training": {k: v for k, v in result.summary()["config"].items()}}
+    model = export(result.model, prov)
+    golden_acc = float((GoldenModel(model).predict(te.images) == te.labels).mean())
+    check = compare_with_float(result.model, model, te.images)
+    if check["prediction_mismatches"] or check["activation_bit_mismatches"] or \
+            check["score_mismatches"]:
+        raise RuntimeError(f"the integer model disagrees with the float model: {check}")
+    model.provenance["test_accuracy"] = golden_acc
+    model.provenance["golden_vs_float"] = check
+    out = model.save(args.out)
+    obj = {"model": str(out), "model_hash": model.content_hash, "topology": topology,
+           "dataset": tr.name, "epochs": cfg.epochs,
+           "train_seconds": round(result.train_seconds, 1),
+           "float_test_accuracy": result.test_accuracy, "test_accuracy": golden_acc,
+           "golden_vs_float": check, "history": result.history}
+    if args.history:
+        Path(args.history).write_text(json.dumps(obj, indent=1))
+    _emit(args, obj, lambda o: err.print(
+        f"wrote {o['model']} (hash {o['model_hash'][:16]}): test accuracy "
+        f"{100 * o['test_accuracy']:.2f} % (integer model) / {100 * o['float_test_accuracy']:.2f} %"
+        f" (float model), {o['train_seconds']} s"))
+    return 0
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from .data import load
+    from .golden import GoldenModel
+    from .model import Model
+
+    model = Model.load(args.model)
+    ds = load(args.data, args.split)
+    if args.limit:
+        ds = ds.subset(args.limit)
+    golden = GoldenModel(model)
+    t0 = time.perf_counter()
+    pred = golden.predict(ds.images)
+    dt = time.perf_counter() - t0
+    acc = float((pred == ds.labels).mean()) if len(ds) else 0.0
+    per_class = {int(c): float((pred[ds.labels == c] == c).mean())
+                 for c in np.unique(ds.labels)}
+    obj = {"model": str(args.model), "model_hash": model.content_hash, "dataset": ds.name,
+           "split": ds.split, "images": len(ds), "correct": int((pred == ds.labels).sum()),
+           "accuracy": acc, "per_class_accuracy": per_class, "seconds": round(dt, 3),
+           "frames_per_s": round(len(ds) / dt, 1) if dt > 0 else None}
+
+    def human(o):
+        t = Table(title=f"{Path(o['model']).name} on {o['dataset']} ({o['split']})")
+        t.add_column("images", justify="right")
+        t.add_column("accuracy", justify="right")
+        t.add_column("golden model frames/s", justify="right")
+        t.add_row(str(o["images"]), f"{100 * o['accuracy']:.2f} %", f"{o['frames_per_s']:,}")
+        Console().print(t)
+
+    _emit(args, obj, human)
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xnorflow",
+        description="Binarized neural networks from PyTorch to verified FPGA accelerators.")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def data_arg(sp):
+        sp.add_argument("--data", metavar="PATH", default=None,
+                        help="directory with MNIST IDX files (raw or .gz; MD5SUMS checked when "
+                             "present); default: the embedded 5,000-image subset")
+
+    t = sub.add_parser("train", help="train a BNN and export it to an integer model file",
+                       description="Train a binarized MLP (PyTorch, straight-through estimator, "
+                                   "batch norm), fold it into an integer model and save it.")
+    t.add_argument("--preset", default="sfc", choices=["tfc", "sfc", "lfc"],
+                   help="FINN topology: tfc 784-64-64-64-10, sfc 784-256-256-256-10, "
+                        "lfc 784-1024-1024-1024-10 (default sfc)")
+    t.add_argument("--layers", metavar="LIST", help="any layer list instead, e.g. 784-128-10")
+    data_arg(t)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=100)
+    t.add_argument("--lr", type=float, default=0.01, help="initial Adam learning rate")
+    t.add_argument("--lr-final", type=float, default=1e-4,
+                   help="final learning rate (exponential decay)")
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout on hidden activations")
+    t.add_argument("--in-dropout", type=float, default=0.0, help="dropout on the input pixels")
+    t.add_argument("--shift", type=int, default=0,
+                   help="augment with random translations of up to this many pixels")
+    t.add_argument("--scaling", action="store_true",
+                   help="XNOR-Net per-channel weight scaling (folds into the thresholds)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    t.add_argument("--limit", type=int, default=0, help="train on the first N frames only")
+    t.add_argument("--out", default="model.npz", help="model file to write (default model.npz)")
+    t.add_argument("--history", metavar="FILE", help="also write the training log as JSON")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="golden-model accuracy of a model file on a dataset",
+                       description="Run the bit-exact NumPy golden model over a dataset split.")
+    e.add_argument("model", help="model file (.npz)")
+    data_arg(e)
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=int, default=0, help="only the first N frames")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetError
+    from .model import ModelFormatError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, DatasetError, ModelFormatError, ValueError, FileNotFoundError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

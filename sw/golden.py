@@ -1,0 +1,140 @@
+"""The golden model: NumPy integer inference written from ``docs/semantics.md`` alone.
+
+It reads the packed arrays of a :class:`~xnorflow.model.Model` and interprets them by the
+documented bit order with its own code (it shares no packing code with the exporter, the
+hardware or the driver). Binary layers run bit-packed on 64-bit words with ``np.bitwise_count``,
+so this is also the CPU baseline of the benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import Model
+
+__all__ = ["FrameError", "GoldenModel", "GoldenResult"]
+
+
+class FrameError(ValueError):
+    """Frames that are not vectors of 8-bit unsigned pixels of the model's input size."""
+
+
+@dataclass
+class GoldenResult:
+    """Outputs of :meth:`GoldenModel.run` for a batch of ``B`` frames."""
+
+    scores: np.ndarray  #: ``int64 (B, classes)``: the last layer's integer scores
+    classes: np.ndarray  #: ``int64 (B,)``: argmax of the scores, ties to the lowest index
+    activations: list[np.ndarray] | None = None
+    """Per hidden layer, ``uint8 (B, M)`` 0/1 output bits (only when asked for)."""
+
+
+def _bytes_to_words(packed: np.ndarray) -> np.ndarray:
+    """LSB-first byte rows -> little-endian uint64 word rows (element j: word j//64, bit j%64)."""
+    rows, nbytes = packed.shape
+    nwords = (nbytes + 7) // 8
+    buf = np.zeros((rows, nwords * 8), dtype=np.uint8)
+    buf[:, :nbytes] = packed
+    return buf.view("<u8").copy()
+
+
+def _bits_to_words(bits: np.ndarray) -> np.ndarray:
+    """0/1 rows -> uint64 word rows, element j at bit j%64 of word j//64."""
+    b, n = bits.shape
+    nwords = (n + 63) // 64
+    padded = np.zeros((b, nwords * 64), dtype=np.uint64)
+    padded[:, :n] = bits
+    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    return (padded.reshape(b, nwords, 64) * weights).sum(axis=2, dtype=np.uint64)
+
+
+def _signs_from_bytes(packed: np.ndarray, n: int) -> np.ndarray:
+    """Packed weight rows -> +1/-1 matrix (M, N): element j is bit j%8 of byte j//8."""
+    j = np.arange(n)
+    bits = (packed[:, j // 8] >> (j % 8).astype(np.uint8)) & 1
+    return np.where(bits == 1, 1, -1).astype(np.int8)
+
+
+class GoldenModel:
+    """Bit-exact integer inference of an exported model.
+
+    ``run(frames)`` takes ``(B, N0)`` (or ``(N0,)``) integer pixels in ``[0, 255]`` and returns
+    scores, classes and, on request, every hidden activation bit.
+    """
+
+    def __init__(self, model: Model, batch: int = 128):
+        model.validate()
+        self.model = model
+        self.batch = batch
+        self._layers = []
+        for i, layer in enumerate(model.layers):
+            n = layer.in_features
+            if i == 0:
+                signs = _signs_from_bytes(layer.weights, n)
+                # Exact in float32 while every partial sum stays below 2**24 (255 * N < 2**24).
+                dtype = np.float32 if 255 * n < 2**24 else np.float64
+                w = np.ascontiguousarray(signs.T.astype(dtype))
+            else:
+                w = _bytes_to_words(layer.weights)
+            t = None if layer.thresholds is None else layer.thresholds.astype(np.int64)
+            d = None if layer.directions is None else layer.directions.astype(np.int64)
+            self._layers.append((n, w, t, d))
+
+    def check_frames(self, frames) -> np.ndarray:
+        """Validate frames and return them as ``uint8 (B, N0)``; raise :class:`FrameError`."""
+        x = np.asarray(frames)
+        n0 = self.model.in_features
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != n0:
+            raise FrameError(f"frames must have shape (B, {n0}) or ({n0},), got {x.shape}")
+        if x.dtype == np.uint8:
+            return x
+        if not np.issubdtype(x.dtype, np.integer):
+            raise FrameError(f"frames must be integer pixels in [0, 255], got dtype {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() > 255):
+            bad = np.argwhere((x < 0) | (x > 255))[0]
+            raise FrameError(f"pixel out of range [0, 255]: frame {bad[0]}, pixel {bad[1]} = "
+                             f"{int(x[tuple(bad)])}")
+        return x.astype(np.uint8)
+
+    def run(self, frames, activations: bool = False) -> GoldenResult:
+        x = self.check_frames(frames)
+        outs = [self._run_batch(x[s:s + self.batch], activations)
+                for s in range(0, max(len(x), 1), self.batch)] if len(x) else []
+        if not outs:
+            m = self.model.classes
+            return GoldenResult(np.zeros((0, m), np.int64), np.zeros(0, np.int64),
+                                [np.zeros((0, lay.out_features), np.uint8)
+                                 for lay in self.model.layers[:-1]] if activations else None)
+        scores = np.concatenate([o[0] for o in outs])
+        acts = None
+        if activations:
+            acts = [np.concatenate([o[1][k] for o in outs]) for k in range(len(outs[0][1]))]
+        return GoldenResult(scores, scores.argmax(axis=1), acts)
+
+    def predict(self, frames) -> np.ndarray:
+        """Predicted classes, ``int64 (B,)``."""
+        return self.run(frames).classes
+
+    def _run_batch(self, x: np.ndarray, keep: bool):
+        acts = []
+        a_words = None
+        for i, (n, w, t, d) in enumerate(self._layers):
+            if i == 0:
+                acc = (x.astype(w.dtype) @ w).astype(np.int64)  # (B, M)
+            else:
+                # p = number of agreeing positions = N - popcount(w XOR a); padding bits are 0
+                # in both, so they never count as disagreements.
+                diff = np.bitwise_count(a_words[:, None, :] ^ w[None, :, :])
+                acc = n - diff.sum(axis=2, dtype=np.int64)
+            if t is None:
+                return acc, acts
+            y = np.where(d > 0, acc >= t, acc <= t)
+            bits = y.astype(np.uint8)
+            if keep:
+                acts.append(bits)
+            a_words = _bits_to_words(bits)
+        raise AssertionError("unreachable: the last layer has scores")
