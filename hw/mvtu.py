@@ -1,0 +1,480 @@
+"""The matrix-vector-threshold unit (MVTU): one dense layer of a binarized network.
+
+The integer semantics are those of docs/semantics.md (section 3) and the stream packing that of
+its section 4; :class:`MVTU` documents its ports, timing and backpressure behaviour.
+"""
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .popcount import AddSubTree, Popcount, tree_latency
+
+__all__ = ["MVTU"]
+
+#: Largest value of an 8-bit input lane (a pixel).
+_PIXEL_MAX = 255
+
+#: Pipeline registers outside the reduction tree between the handshake of a frame's last input
+#: beat and its first output beat being valid: the input buffer fill counter, the weight/input
+#: memory read register, the accumulator result register and the output register.
+_LATENCY_CONSTANT = 4
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _bits_to_int(bits):
+    """An integer whose bit ``l`` is ``bits[l]`` (LSB first)."""
+    return sum(1 << index for index, bit in enumerate(bits) if bit)
+
+
+class MVTU(wiring.Component):
+    """Matrix-vector-threshold unit for one dense layer of ``N`` inputs and ``M`` outputs.
+
+    Computes, per frame, ``acc_i`` for each output channel ``i`` (docs/semantics.md section 3.1:
+    the popcount of ``XNOR(w_i, a)`` for binary input, ``sum_j s_ij * x_j`` for 8-bit input),
+    then either the threshold bit ``y_i`` (section 3.2) or, for a score layer, ``acc_i`` itself
+    (section 3.3).
+
+    ``PE`` processing elements each reduce ``SIMD`` lanes per cycle. PE ``p`` computes output
+    channels ``f*PE + p`` for the folds ``f = 0 ... NF-1``, ``NF = M / PE``; each channel takes
+    ``SF = N / SIMD`` cycles.
+
+    Parameters
+    ----------
+    weights : array of bool or integer 0/1, shape (M, N)
+        ``weights[i, j]`` is ``w_ij`` (1 means +1, 0 means -1).
+    thresholds : integer array of shape (M,), or None
+        ``T_i`` per channel; ``None`` makes a score (last) layer. Each must lie in the range that
+        docs/semantics.md section 3.2 allows for its direction.
+    directions : integer array of shape (M,) of +1/-1, or None
+        ``d_i`` per channel; must be ``None`` exactly when ``thresholds`` is.
+    input_bits : 1 or 8
+        1: binary activations (``acc = popcount(XNOR)``), 8: unsigned 8-bit pixels
+        (``acc = sum of +-x``).
+    pe : int
+        Processing elements; must divide ``M``.
+    simd : int
+        Lanes per processing element; must divide ``N``.
+    storage : "bram" or "lut"
+        ``"bram"``: the weights live in :class:`amaranth.lib.memory.Memory` ROMs, one per PE of
+        ``NF*SF`` words of ``SIMD`` bits, word ``f*SF + k`` holding
+        ``w[f*PE + p, k*SIMD ... k*SIMD + SIMD - 1]`` LSB first (see :meth:`weight_words`),
+        marked ``ram_style = "block"`` so that Yosys maps them to block RAM even when small; the
+        per-PE thresholds (``NF`` words) are Memory ROMs too, left to the tool to map. ``"lut"``:
+        the same words, weights and thresholds, as constant logic (a registered case statement
+        over the address). Both read with the same one-cycle registered latency.
+    levels_per_stage : int
+        Adder levels between pipeline registers of the popcount / add-subtract tree (default 2).
+
+    Ports
+    -----
+    i_stream : In(stream.Signature(SIMD * input_bits))
+        ``SF`` beats per frame; beat ``k`` holds elements ``k*SIMD ... k*SIMD + SIMD - 1``,
+        element ``k*SIMD + l`` at bits ``l*input_bits ...`` (LSB first).
+    o_stream : Out(stream.Signature(...))
+        ``NF`` beats per frame; beat ``f`` holds channels ``f*PE ... f*PE + PE - 1``. For a
+        threshold layer the payload is ``unsigned(PE)``, channel ``f*PE + p`` at bit ``p``. For a
+        score layer it is ``data.ArrayLayout(score_shape, PE)``, element ``p`` the score of channel
+        ``f*PE + p``; :attr:`score_shape` is ``unsigned(ceil(log2(N+1)))`` for binary input and a
+        signed shape holding ``[-255*N, 255*N]`` for 8-bit input.
+
+    Timing
+    ------
+    Initiation interval (:attr:`ii`): ``NF * SF`` cycles per frame. The input vector is kept in a
+    ping-pong buffer of two frames: the first fold consumes chunks as they arrive (one cycle behind
+    the input handshake), the later folds re-read the buffer, and the other half accepts the next
+    frame meanwhile, so with input always valid and output always ready the output has no bubbles
+    between frames (one beat every ``SF`` cycles).
+
+    Latency (:attr:`latency`): ``4 + P`` cycles, where ``P`` (:attr:`tree_latency`) is the
+    pipeline depth of the reduction tree, ``ceil(ceil(log2(SIMD)) / levels_per_stage)``. It is
+    counted from the cycle in which the last input beat of a frame is accepted to the cycle in
+    which that frame's first output beat is valid, for a unit that is not busy with an earlier
+    frame and whose output is ready. With back-to-back input to an idle unit the last output beat
+    of the frame is valid ``ii - 1 + latency`` cycles after its first input beat is accepted.
+
+    Backpressure
+    ------------
+    ``i_stream.ready`` depends only on internal state: it is 1 while the buffer half being filled
+    has room. Chunks are written to the buffer independently of the compute pipeline, so input is
+    accepted while the output is stalled until both halves are full. The compute pipeline (memory
+    read registers, reduction tree, accumulators, threshold stage and the output register) advances
+    as one, under the clock enable ``~o_stream.valid | o_stream.ready``; while the output register
+    holds a beat that is not accepted, the whole pipeline stalls, so nothing is lost, duplicated or
+    reordered and no skid buffer is needed. ``o_stream.valid`` is a register and does not wait on
+    ``o_stream.ready``; the payload holds while ``valid & ~ready``. The enable is a combinational
+    path from ``o_stream.ready`` to every pipeline register.
+    """
+
+    def __init__(self, weights, thresholds, directions, *, input_bits, pe, simd, storage="bram",
+                 levels_per_stage=2):
+        weights = np.asarray(weights)
+        if weights.ndim != 2 or 0 in weights.shape:
+            raise ValueError(
+                f"weights must be a non-empty 2-D array of shape (M, N), not of shape "
+                f"{weights.shape}")
+        if weights.dtype != np.bool_ and not np.issubdtype(weights.dtype, np.integer):
+            raise ValueError(f"weights must be bool or integer, not {weights.dtype}")
+        if not np.all((weights == 0) | (weights == 1)):
+            raise ValueError("weights must hold only 0 and 1 (1 means +1)")
+        m, n = weights.shape
+
+        if not _is_int(input_bits) or input_bits not in (1, 8):
+            raise ValueError(f"input_bits ({input_bits!r}) must be 1 or 8")
+        if not _is_int(pe) or pe < 1:
+            raise ValueError(f"PE ({pe!r}) must be a positive integer")
+        if m % pe:
+            raise ValueError(f"PE ({pe}) must divide the output channels ({m})")
+        if not _is_int(simd) or simd < 1:
+            raise ValueError(f"SIMD ({simd!r}) must be a positive integer")
+        if n % simd:
+            raise ValueError(f"SIMD ({simd}) must divide the input channels ({n})")
+        if storage not in ("bram", "lut"):
+            raise ValueError(f"storage ({storage!r}) must be 'bram' or 'lut'")
+        if not _is_int(levels_per_stage) or levels_per_stage < 1:
+            raise ValueError(
+                f"levels_per_stage ({levels_per_stage!r}) must be a positive integer")
+
+        if input_bits == 1:
+            acc_lo, acc_hi = 0, n
+        else:
+            acc_lo, acc_hi = -_PIXEL_MAX * n, _PIXEL_MAX * n
+
+        if (thresholds is None) != (directions is None):
+            raise ValueError(
+                "thresholds and directions must both be given (threshold layer) or both be None "
+                "(score layer)")
+        if thresholds is not None:
+            thresholds = np.asarray(thresholds)
+            directions = np.asarray(directions)
+            for name, array in (("thresholds", thresholds), ("directions", directions)):
+                if array.shape != (m,):
+                    raise ValueError(f"{name} must have shape ({m},), not {array.shape}")
+                if not np.issubdtype(array.dtype, np.integer):
+                    raise ValueError(f"{name} must be integers, not {array.dtype}")
+            if not np.all((directions == 1) | (directions == -1)):
+                raise ValueError("directions must hold only +1 and -1")
+            for i in range(m):
+                t, d = int(thresholds[i]), int(directions[i])
+                lo, hi = (acc_lo, acc_hi + 1) if d == 1 else (acc_lo - 1, acc_hi)
+                if not lo <= t <= hi:
+                    raise ValueError(
+                        f"threshold of channel {i} ({t}) is outside [{lo}, {hi}], the range "
+                        f"allowed for direction {d:+d}")
+            thresholds = thresholds.astype(np.int64)
+            directions = directions.astype(np.int64)
+            thresholds.flags.writeable = False
+            directions.flags.writeable = False
+
+        weights = weights.astype(np.bool_)
+        weights.flags.writeable = False
+        self._weights = weights
+        self._thresholds = thresholds
+        self._directions = directions
+        self._m, self._n = m, n
+        self._input_bits = int(input_bits)
+        self._pe = int(pe)
+        self._simd = int(simd)
+        self._storage = storage
+        self._levels_per_stage = int(levels_per_stage)
+        self._acc_range = (acc_lo, acc_hi)
+        self._acc_shape = Shape.cast(range(acc_lo, acc_hi + 1))
+
+        if thresholds is None:
+            o_shape = data.ArrayLayout(self._acc_shape, self._pe)
+        else:
+            o_shape = self._pe
+        super().__init__({
+            "i_stream": In(stream.Signature(self._simd * self._input_bits)),
+            "o_stream": Out(stream.Signature(o_shape)),
+        })
+
+    # Parameters (read-only).
+
+    @property
+    def weights(self):
+        """The weights, a read-only bool array of shape (M, N)."""
+        return self._weights
+
+    @property
+    def thresholds(self):
+        """The thresholds, a read-only int64 array of shape (M,), or None for a score layer."""
+        return self._thresholds
+
+    @property
+    def directions(self):
+        """The directions (+1/-1), a read-only int64 array of shape (M,), or None."""
+        return self._directions
+
+    @property
+    def in_channels(self):
+        """N, the number of inputs."""
+        return self._n
+
+    @property
+    def out_channels(self):
+        """M, the number of outputs."""
+        return self._m
+
+    @property
+    def input_bits(self):
+        return self._input_bits
+
+    @property
+    def pe(self):
+        return self._pe
+
+    @property
+    def simd(self):
+        return self._simd
+
+    @property
+    def storage(self):
+        return self._storage
+
+    @property
+    def levels_per_stage(self):
+        return self._levels_per_stage
+
+    @property
+    def is_score_layer(self):
+        """True when the unit outputs scores (no thresholds)."""
+        return self._thresholds is None
+
+    # Derived quantities.
+
+    @property
+    def neuron_fold(self):
+        """NF = M / PE, the output beats per frame."""
+        return self._m // self._pe
+
+    @property
+    def synapse_fold(self):
+        """SF = N / SIMD, the input beats per frame."""
+        return self._n // self._simd
+
+    @property
+    def acc_range(self):
+        """``(lo, hi)``, the range of the accumulator (docs/semantics.md section 3.1)."""
+        return self._acc_range
+
+    @property
+    def score_shape(self):
+        """Shape of one score of a score layer (the accumulator's shape); None otherwise."""
+        return self._acc_shape if self.is_score_layer else None
+
+    @property
+    def tree_latency(self):
+        """P, the pipeline depth of the popcount / add-subtract tree."""
+        return tree_latency(self._simd, self._levels_per_stage)
+
+    @property
+    def ii(self):
+        """Initiation interval in cycles per frame: ``NF * SF``."""
+        return self.neuron_fold * self.synapse_fold
+
+    @property
+    def latency(self):
+        """``4 + tree_latency``: cycles from the last input beat of a frame being accepted to the
+        frame's first output beat being valid (unit idle, output ready)."""
+        return _LATENCY_CONSTANT + self.tree_latency
+
+    # Memory images.
+
+    def weight_words(self, pe):
+        """The ``NF*SF`` weight words of processing element ``pe``, word ``f*SF + k`` holding
+        ``w[f*PE + pe, k*SIMD + l]`` at bit ``l``."""
+        nf, sf, simd = self.neuron_fold, self.synapse_fold, self._simd
+        return [_bits_to_int(self._weights[f * self._pe + pe, k * simd:(k + 1) * simd])
+                for f in range(nf) for k in range(sf)]
+
+    def _threshold_words(self, pe, width):
+        """Per fold: the adjusted threshold ``T'`` (``width`` bits, two's complement) and, above
+        it, the invert bit. ``y = (acc >= T') ^ invert``: ``T' = T`` for direction +1, and
+        ``T' = T + 1``, invert for direction -1 (``acc <= T`` is ``not acc >= T + 1``)."""
+        words = []
+        for f in range(self.neuron_fold):
+            channel = f * self._pe + pe
+            t, d = int(self._thresholds[channel]), int(self._directions[channel])
+            adjusted, invert = (t, 0) if d == 1 else (t + 1, 1)
+            words.append((adjusted & ((1 << width) - 1)) | (invert << width))
+        return words
+
+    def _rom(self, m, name, shape, words, addr, en, *, attrs=None):
+        """A registered read of ``words[addr]`` under ``en``: a Memory ROM or constant logic."""
+        if self._storage == "bram":
+            memory = Memory(shape=shape, depth=len(words), init=words, attrs=attrs)
+            m.submodules[name] = memory
+            port = memory.read_port()
+            m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+            return port.data
+        if len(words) == 1:
+            return Const(words[0], shape)
+        value = Signal(shape, name=name)
+        with m.If(en):
+            with m.Switch(addr):
+                for index, word in enumerate(words):
+                    with m.Case(index):
+                        m.d.sync += value.eq(word)
+        return value
+
+    def elaborate(self, platform):
+        m = Module()
+        nf, sf, pe = self.neuron_fold, self.synapse_fold, self._pe
+        chunk_width = self._simd * self._input_bits
+        i_stream, o_stream = self.i_stream, self.o_stream
+
+        # Clock enable of the whole compute pipeline: the output register can take a beat.
+        advance = Signal()
+        m.d.comb += advance.eq(~o_stream.valid | o_stream.ready)
+
+        # Input ping-pong buffer: two halves of SF chunks. fill_b counts the chunks written to half
+        # b; the reader may read chunk k of half b once fill_b > k and empties the half (fill_b = 0)
+        # when it issues the last read of the frame's last fold.
+        m.submodules.ibuf = ibuf = Memory(shape=chunk_width, depth=2 * sf, init=[])
+        ibuf_w = ibuf.write_port()
+        ibuf_r = ibuf.read_port()
+        fill = [Signal(range(sf + 1), name=f"fill{b}") for b in range(2)]
+
+        w_half = Signal()
+        w_fill = Signal(range(sf + 1))
+        m.d.comb += w_fill.eq(Mux(w_half, fill[1], fill[0]))
+        write = Signal()
+        m.d.comb += [
+            i_stream.ready.eq(w_fill != sf),
+            write.eq(i_stream.valid & i_stream.ready),
+            ibuf_w.addr.eq(Mux(w_half, sf + w_fill, w_fill)),
+            ibuf_w.data.eq(i_stream.payload),
+            ibuf_w.en.eq(write),
+        ]
+        with m.If(write):
+            with m.If(w_half):
+                m.d.sync += fill[1].eq(fill[1] + 1)
+            with m.Else():
+                m.d.sync += fill[0].eq(fill[0] + 1)
+            with m.If(w_fill == sf - 1):
+                m.d.sync += w_half.eq(~w_half)
+
+        # Stage 0: issue the reads of chunk k of fold f from half r_half.
+        r_half = Signal()
+        k = Signal(range(sf), name="chunk")
+        f = Signal(range(nf), name="fold")
+        w_addr = Signal(range(nf * sf), name="weight_addr")
+        r_fill = Signal(range(sf + 1))
+        k_last = Signal()
+        f_last = Signal()
+        issue = Signal()
+        m.d.comb += [
+            r_fill.eq(Mux(r_half, fill[1], fill[0])),
+            k_last.eq(k == sf - 1),
+            f_last.eq(f == nf - 1),
+            issue.eq(advance & (r_fill > k)),
+            ibuf_r.addr.eq(Mux(r_half, sf + k, k)),
+            ibuf_r.en.eq(advance),
+        ]
+        with m.If(issue):
+            m.d.sync += w_addr.eq(w_addr + 1)
+            with m.If(k_last):
+                m.d.sync += k.eq(0)
+                with m.If(f_last):
+                    m.d.sync += [f.eq(0), w_addr.eq(0), r_half.eq(~r_half)]
+                    with m.If(r_half):
+                        m.d.sync += fill[1].eq(0)
+                    with m.Else():
+                        m.d.sync += fill[0].eq(0)
+                with m.Else():
+                    m.d.sync += f.eq(f + 1)
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+
+        # Stage 1: the input chunk and the weight words are in the memories' read registers.
+        s1_valid = Signal()
+        s1_first = Signal()
+        s1_last = Signal()
+        s1_fold = Signal(range(nf))
+        with m.If(advance):
+            m.d.sync += [
+                s1_valid.eq(issue),
+                s1_first.eq(k == 0),
+                s1_last.eq(k_last),
+                s1_fold.eq(f),
+            ]
+        chunk = ibuf_r.data
+
+        partials = []
+        for p in range(pe):
+            # Yosys maps small ROMs to logic unless told otherwise; "bram" means block RAM.
+            w_word = self._rom(m, f"pe{p}_weights", self._simd, self.weight_words(p), w_addr,
+                               advance, attrs={"ram_style": "block"})
+            if self._input_bits == 1:
+                xnor = Signal(self._simd, name=f"pe{p}_xnor")
+                m.d.comb += xnor.eq(~(w_word ^ chunk))
+                tree = Popcount(self._simd, levels_per_stage=self._levels_per_stage)
+                m.d.comb += [tree.data.eq(xnor), tree.en.eq(advance)]
+                partials.append(tree.count)
+            else:
+                tree = AddSubTree(self._simd, lane_bits=8,
+                                  levels_per_stage=self._levels_per_stage)
+                m.d.comb += [tree.data.eq(chunk), tree.signs.eq(w_word), tree.en.eq(advance)]
+                partials.append(tree.total)
+            m.submodules[f"pe{p}_tree"] = tree
+
+        # Delay the control bits through the tree's pipeline depth.
+        valid, first, last, fold = s1_valid, s1_first, s1_last, s1_fold
+        for stage in range(self.tree_latency):
+            d_valid = Signal(name=f"t{stage}_valid")
+            d_first = Signal(name=f"t{stage}_first")
+            d_last = Signal(name=f"t{stage}_last")
+            d_fold = Signal(range(nf), name=f"t{stage}_fold")
+            with m.If(advance):
+                m.d.sync += [d_valid.eq(valid), d_first.eq(first), d_last.eq(last),
+                             d_fold.eq(fold)]
+            valid, first, last, fold = d_valid, d_first, d_last, d_fold
+
+        # Accumulate; on a fold's last chunk the sum moves to the result register.
+        r_valid = Signal()
+        with m.If(advance):
+            m.d.sync += r_valid.eq(valid & last)
+        results = []
+        for p in range(pe):
+            acc = Signal(self._acc_shape, name=f"pe{p}_acc")
+            acc_next = Signal(self._acc_shape, name=f"pe{p}_acc_next")
+            result = Signal(self._acc_shape, name=f"pe{p}_result")
+            m.d.comb += acc_next.eq(Mux(first, 0, acc) + partials[p])
+            with m.If(advance & valid):
+                m.d.sync += acc.eq(acc_next)
+                with m.If(last):
+                    m.d.sync += result.eq(acc_next)
+            results.append(result)
+
+        # Output register: thresholds compared with the results, or the scores themselves.
+        with m.If(advance):
+            m.d.sync += o_stream.valid.eq(r_valid)
+        if self.is_score_layer:
+            with m.If(advance):
+                m.d.sync += [o_stream.payload[p].eq(results[p]) for p in range(pe)]
+            return m
+
+        acc_lo, acc_hi = self._acc_range
+        t_shape = Shape.cast(range(acc_lo, acc_hi + 2))
+        bits = []
+        for p in range(pe):
+            word = self._rom(m, f"pe{p}_thresholds", t_shape.width + 1,
+                             self._threshold_words(p, t_shape.width), fold, advance)
+            threshold = Signal(t_shape, name=f"pe{p}_threshold")
+            invert = Signal(name=f"pe{p}_invert")
+            bit = Signal(name=f"pe{p}_y")
+            m.d.comb += [
+                threshold.eq(word[:t_shape.width]),
+                invert.eq(word[t_shape.width]),
+                bit.eq((results[p] >= threshold) ^ invert),
+            ]
+            bits.append(bit)
+        with m.If(advance):
+            m.d.sync += o_stream.payload.eq(Cat(*bits))
+        return m

@@ -1,0 +1,145 @@
+# amaranth: UnusedElaboratable=no
+"""Simulation tests of the pipelined popcount and add/subtract trees against naive models."""
+
+import random
+
+import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+from hwsim import PAUSE_KINDS, pauses
+
+from xnorflow.hw.popcount import AddSubTree, Popcount, tree_latency
+
+
+def ref_popcount(word):
+    return sum((word >> i) & 1 for i in range(word.bit_length()))
+
+
+def ref_add_sub(data, signs, lanes, lane_bits):
+    total = 0
+    for lane in range(lanes):
+        x = (data >> (lane * lane_bits)) & ((1 << lane_bits) - 1)
+        total += x if (signs >> lane) & 1 else -x
+    return total
+
+
+def run_pipeline(dut, inputs, output, model, en_pause, cycles=60, seed=0):
+    """Drive random ``inputs`` (a dict port name -> width) every cycle with ``en`` following the
+    pause pattern, and check ``output`` in every cycle against a shift register of ``dut.latency``
+    enabled stages of ``model(values)`` (reset contents 0)."""
+    rng = random.Random(seed)
+    en_pauses = pauses(en_pause, seed)
+    stalls = 0
+
+    async def testbench(ctx):
+        nonlocal stalls
+        pipe = [0] * dut.latency
+        for cycle in range(cycles):
+            values = {port: rng.getrandbits(width) for port, width in inputs.items()}
+            # Extreme inputs now and then: all ones, all zeros.
+            if cycle % 7 == 3:
+                values = {port: (1 << width) - 1 for port, width in inputs.items()}
+            elif cycle % 7 == 5:
+                values = {port: 0 for port in inputs}
+            for port, value in values.items():
+                ctx.set(getattr(dut, port), value)
+            en = not next(en_pauses)
+            stalls += not en
+            ctx.set(dut.en, en)
+            _, _, got = await ctx.tick().sample(output)
+            expected = pipe[-1] if pipe else model(values)
+            assert got == expected, f"cycle {cycle}"
+            if en and pipe:
+                pipe = [model(values)] + pipe[:-1]
+
+    # A tree over one leaf has no registers; the explicit domain gives the testbench a clock.
+    top = Module()
+    top.domains.sync = ClockDomain()
+    top.submodules.dut = dut
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert (stalls > 0) == (en_pause != "none")
+
+
+@pytest.mark.parametrize("en_pause", PAUSE_KINDS)
+@pytest.mark.parametrize("levels_per_stage", [1, 2, 3])
+@pytest.mark.parametrize("width", [1, 2, 5, 12, 33])
+def test_popcount(width, levels_per_stage, en_pause):
+    dut = Popcount(width, levels_per_stage=levels_per_stage)
+    run_pipeline(dut, {"data": width}, dut.count,
+                 lambda values: ref_popcount(values["data"]), en_pause, seed=width)
+
+
+@pytest.mark.parametrize("en_pause", PAUSE_KINDS)
+@pytest.mark.parametrize("levels_per_stage", [1, 2])
+@pytest.mark.parametrize("lanes", [1, 3, 8, 13])
+def test_add_sub_tree(lanes, levels_per_stage, en_pause):
+    dut = AddSubTree(lanes, levels_per_stage=levels_per_stage)
+    run_pipeline(dut, {"data": 8 * lanes, "signs": lanes}, dut.total,
+                 lambda values: ref_add_sub(values["data"], values["signs"], lanes, 8),
+                 en_pause, seed=lanes)
+
+
+def test_add_sub_tree_hand_checked():
+    """x = (200, 100, 7): signs 0b011 -> 200 + 100 - 7 = 293; 0b100 -> -200 - 100 + 7 = -293;
+    0b000 with x = (255, 255, 255) -> -765, the most negative sum."""
+    dut = AddSubTree(3, levels_per_stage=1)
+    assert dut.latency == 2
+    cases = [(200 | 100 << 8 | 7 << 16, 0b011, 293), (200 | 100 << 8 | 7 << 16, 0b100, -293),
+             (0xFFFFFF, 0b000, -765), (0xFFFFFF, 0b111, 765)]
+
+    async def testbench(ctx):
+        for data, signs, _ in cases:
+            ctx.set(dut.data, data)
+            ctx.set(dut.signs, signs)
+            await ctx.tick()
+        # A value set in cycle c is the output in cycle c + latency; now is cycle len(cases).
+        for *_, expected in cases[len(cases) - dut.latency:]:
+            assert ctx.get(dut.total) == expected
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+@pytest.mark.parametrize(("leaves", "levels_per_stage", "latency"), [
+    (1, 1, 0), (1, 3, 0), (2, 1, 1), (2, 2, 1), (3, 1, 2), (4, 2, 1), (5, 2, 2), (8, 2, 2),
+    (9, 2, 2), (33, 2, 3), (33, 3, 2), (64, 4, 2), (784, 2, 5), (784, 3, 4),
+])
+def test_tree_latency(leaves, levels_per_stage, latency):
+    """ceil(ceil(log2(leaves)) / levels_per_stage), hand-computed."""
+    assert tree_latency(leaves, levels_per_stage) == latency
+    assert Popcount(leaves, levels_per_stage=levels_per_stage).latency == latency
+    assert AddSubTree(leaves, levels_per_stage=levels_per_stage).latency == latency
+
+
+def test_trees_have_one_adder_per_node():
+    """A tree over n leaves has exactly n - 1 adders and named nodes: no expression is
+    re-emitted, even at 64 lanes."""
+    text = rtlil.convert(AddSubTree(64))
+    assert text.count("cell $add") == 63
+    assert text.count("cell $neg") == 64
+    assert "wire width 10 signed \\as_l1_n31" in text
+    text = rtlil.convert(Popcount(64, levels_per_stage=3))
+    assert text.count("cell $add") == 63
+    assert "wire width 2 \\pc_l1_n31" in text
+    assert "wire width 7 \\pc_l6_n0" in text
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Popcount(0), r"^Popcount width \(0\) must be a positive integer$"),
+    (lambda: Popcount(8, levels_per_stage=0),
+     r"^Levels per pipeline stage \(0\) must be a positive integer$"),
+    (lambda: AddSubTree(0), r"^Number of lanes \(0\) must be a positive integer$"),
+    (lambda: AddSubTree(4, lane_bits=0), r"^Lane width \(0\) must be a positive integer$"),
+    (lambda: AddSubTree(4, levels_per_stage=1.5),
+     r"^Levels per pipeline stage \(1\.5\) must be a positive integer$"),
+])
+def test_parameter_messages(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
