@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["main"]
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class UsageError(Exception):
@@ -123,6 +124,63 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# -- demo ----------------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    """The whole flow on the embedded subset: train -> export -> golden-model evaluation."""
+    from .data import load
+    from .export import compare_with_float, export
+    from .golden import GoldenModel
+    from .model import Model
+    from .train import TrainConfig, train
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr, te = load(args.data, "train"), load(args.data, "test")
+    cfg = TrainConfig(topology=[784, 64, 64, 64, 10], epochs=args.epochs, seed=args.seed,
+                      lr=0.01, lr_final=1e-3)
+    err.rule("xnorflow demo")
+    err.print(f"[1/3] train TFC 784-64-64-64-10 on {tr.name}: {len(tr)} frames, "
+              f"{cfg.epochs} epochs")
+    t0 = time.perf_counter()
+    result = train(cfg, tr.images, tr.labels, te.images, te.labels, progress=lambda r: err.print(
+        f"      epoch {r['epoch']:>2}/{cfg.epochs}  loss {r['loss']:.3f}  "
+        f"test {100 * r['test_accuracy']:.1f} %  ({r['seconds']:.1f} s)"))
+    err.print("[2/3] export: fold batch norm + sign into integer thresholds")
+    model = export(result.model, {"dataset": tr.name, "seed": cfg.seed, "epochs": cfg.epochs,
+                                  "float_test_accuracy": result.test_accuracy})
+    check = compare_with_float(result.model, model, te.images)
+    path = model.save(out / "tfc.npz")
+    model = Model.load(path)
+    err.print(f"      {path} ({path.stat().st_size:,} bytes, hash {model.content_hash[:16]})")
+    err.print("[3/3] golden model (bit-packed NumPy) on the held-out frames")
+    golden = GoldenModel(model)
+    pred = golden.predict(te.images)
+    acc = float((pred == te.labels).mean())
+    bad = check["prediction_mismatches"] + check["activation_bit_mismatches"] + \
+        check["score_mismatches"]
+    obj = {"model": str(path), "model_hash": model.content_hash, "dataset": tr.name,
+           "images": len(te), "accuracy": acc, "float_accuracy": result.test_accuracy,
+           "golden_vs_float": check, "bit_exact": bad == 0,
+           "seconds": round(time.perf_counter() - t0, 1)}
+
+    def human(o):
+        t = Table(title="xnorflow demo")
+        t.add_column("stage")
+        t.add_column("result", justify="right")
+        t.add_row("float model accuracy", f"{100 * o['float_accuracy']:.2f} %")
+        t.add_row("integer (golden) model accuracy", f"{100 * o['accuracy']:.2f} %")
+        t.add_row("golden vs float: predictions differing",
+                  f"{check['prediction_mismatches']} / {check['frames']}")
+        t.add_row("golden vs float: activation bits differing",
+                  f"{check['activation_bit_mismatches']} / {check['activation_bits_compared']:,}")
+        t.add_row("wall time", f"{o['seconds']} s")
+        Console().print(t)
+
+    _emit(args, obj, human)
+    return 0 if bad == 0 else 1
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=0, help="only the first N frames")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="the whole flow on the embedded MNIST subset, in minutes",
+                       description="Train a small BNN on the embedded subset, export it to an "
+                                   "integer model and check the golden model against it.")
+    data_arg(d)
+    d.add_argument("--epochs", type=int, default=10)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="xnorflow-demo", help="output directory")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    d.set_defaults(func=cmd_demo)
     return p
 
 
@@ -182,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, DatasetError, ModelFormatError, ValueError, FileNotFoundError) as e:
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
