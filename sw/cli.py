@@ -181,6 +181,64 @@ def cmd_demo(args) -> int:
     return 0 if bad == 0 else 1
 
 
+# -- generate ------------------------------------------------------------------------------------
+
+def cmd_generate(args) -> int:
+    """Model (+ folding) -> one Verilog file with the AXI4-Stream top, and its manifest."""
+    from .hw.folding import Folding
+    from .hw.network import generate
+    from .model import Model
+
+    model = Model.load(args.model)
+    folding = Folding.load(args.folding, model.layers) if args.folding else None
+    out = Path(args.out)
+    err.print(f"generating {'-'.join(map(str, model.topology))} ({Path(args.model).name}, hash "
+              f"{model.content_hash[:16]}) with the {args.folding or 'default'} folding")
+    t0 = time.perf_counter()
+    manifest = generate(model, out, folding, with_scores=not args.no_scores)
+    perf = manifest["performance"]
+    obj = {
+        "verilog": str(out / manifest["verilog"]["file"]),
+        "manifest": str(out / "manifest.json"),
+        "top": manifest["top"],
+        "model_hash": manifest["model_hash"],
+        "ii_cycles": perf["ii_cycles"],
+        "latency_cycles": perf["latency_cycles"],
+        "bottleneck": perf["bottleneck"],
+        "frames_per_second_at_100mhz": perf["frames_per_second_at_100mhz"],
+        "s_axis_tdata_width": manifest["s_axis"]["tdata_width"],
+        "m_axis_tdata": manifest["m_axis_tdata"],
+        "resources": manifest["resources"]["total"],
+        "resources_calibrated": manifest["resources"]["calibrated"],
+        "layers": [{k: layer[k] for k in ("index", "name", "in_features", "out_features", "pe",
+                                          "simd", "storage", "ii", "latency", "fifo_depth",
+                                          "converter")}
+                   for layer in manifest["layers"]],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+    def human(o):
+        t = Table(title=f"{o['top']}: {Path(args.model).name}")
+        for col in ("layer", "N x M", "PE", "SIMD", "weights", "II", "latency", "then"):
+            t.add_column(col, justify="left" if col in ("layer", "weights", "then") else "right")
+        for la in o["layers"]:
+            conv = la["converter"]
+            t.add_row(f"{la['index']} {la['name']}", f"{la['in_features']} x {la['out_features']}",
+                      str(la["pe"]), str(la["simd"]), la["storage"], str(la["ii"]),
+                      str(la["latency"]),
+                      f"{conv['in_width']} -> {conv['out_width']} bits" if conv else "")
+        Console().print(t)
+        r = o["resources"]
+        err.print(f"II {o['ii_cycles']} cycles ({o['bottleneck']}), latency {o['latency_cycles']} "
+                  f"cycles; {o['frames_per_second_at_100mhz']:,.0f} frames/s at 100 MHz")
+        err.print(f"estimate (uncalibrated): {r['lut']:,} LUT4, {r['ff']:,} FF, "
+                  f"{r['ice40_ebr']} iCE40 EBR / {r['ecp5_dp16kd']} ECP5 DP16KD")
+        err.print(f"wrote {o['verilog']} and {o['manifest']} ({o['seconds']} s)")
+
+    _emit(args, obj, human)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,17 +297,36 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="xnorflow-demo", help="output directory")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser("generate", help="Verilog accelerator (AXI4-Stream top) + manifest",
+                       description="Generate the streaming dataflow accelerator of a model: one "
+                                   "self-contained Verilog file (top module xnorflow_top) and "
+                                   "manifest.json (ports, tdata layout, per-layer folding, "
+                                   "predicted II and latency, resource estimate).")
+    g.add_argument("model", help="model file (.npz)")
+    g.add_argument("--folding", metavar="FILE",
+                   help='folding JSON: {"layers": [{"pe": P, "simd": S, "storage": "bram"|"lut"}'
+                        ', ...]}, one entry per layer; default: balanced around II = '
+                        'ceil(max N*M / 256)')
+    g.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    g.add_argument("--no-scores", action="store_true",
+                   help="output only the class index, not the class scores")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.set_defaults(func=cmd_generate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
+    from .hw.folding import FoldingError
     from .model import ModelFormatError
+    from .sim.runner import SimError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DatasetError, ModelFormatError, ValueError, FileNotFoundError) as e:
+    except (UsageError, DatasetError, ModelFormatError, FoldingError, SimError, ValueError,
+            FileNotFoundError) as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
     except KeyboardInterrupt:
