@@ -1,0 +1,72 @@
+"""CPU implementations of an exported model, for the accelerator-versus-CPU benchmark.
+
+Both compute exactly the integer semantics of ``docs/semantics.md`` (tests check them against the
+golden model bit for bit), so the benchmark compares equal work:
+
+- :class:`GoldenModel` (``xnorflow.golden``): bit-packed NumPy, XOR + ``np.bitwise_count`` on
+  64-bit words;
+- :class:`TorchCPUModel`: PyTorch float32 with ±1 weights, so every layer is one BLAS matrix
+  product (exact: every partial sum is an integer below 2**24), thresholds compared on the
+  result; this is what a strong CPU deployment of a BNN looks like on a machine without
+  popcount-specialised kernels, and it uses every core torch is allowed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .golden import GoldenModel
+from .model import Model
+
+__all__ = ["TorchCPUModel", "implementations"]
+
+
+class TorchCPUModel:
+    """Integer inference with float32 ±1 matrix products in PyTorch.
+
+    Layer 0: ``acc = x @ S^T`` on the pixel values; later layers: ``dot = a @ S^T`` on ±1
+    activations, with ``p = (dot + N) / 2``; thresholds and directions as in the model.
+    """
+
+    def __init__(self, model: Model):
+        model.validate()
+        if 255 * model.in_features >= 2**24:
+            raise ValueError("first layer too wide for exact float32 accumulation")
+        self.model = model
+        self.layers = []
+        for layer in model.layers:
+            s = torch.from_numpy(layer.weight_bits().astype(np.float32) * 2 - 1)  # (M, N) ±1
+            wt = s.t().contiguous()  # (N, M)
+            if layer.thresholds is None:
+                self.layers.append((layer.input_bits, layer.in_features, wt, None, None))
+                continue
+            t = torch.from_numpy(layer.thresholds.astype(np.float32))
+            d = torch.from_numpy(layer.directions.astype(np.float32))
+            # d * acc >= d * T is acc >= T for d = +1 and acc <= T for d = -1 (all exact)
+            self.layers.append((layer.input_bits, layer.in_features, wt, d, d * t))
+
+    @torch.no_grad()
+    def scores(self, frames: np.ndarray) -> torch.Tensor:
+        h = torch.from_numpy(np.asarray(frames).astype(np.float32))  # a writable copy
+        for input_bits, n, wt, d, dt in self.layers:
+            acc = h @ wt
+            if input_bits == 1:
+                acc = (acc + n) * 0.5  # popcount p
+            if d is None:
+                return acc
+            h = torch.where(acc * d >= dt, 1.0, -1.0)
+        raise AssertionError("unreachable: the last layer has scores")
+
+    def run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer scores ``(B, classes)`` and classes ``(B,)`` (argmax, ties to the lowest)."""
+        s = self.scores(frames)
+        return s.to(torch.int64).numpy(), s.argmax(dim=1).numpy()
+
+    def predict(self, frames: np.ndarray) -> np.ndarray:
+        return self.scores(frames).argmax(dim=1).numpy()
+
+
+def implementations(model: Model) -> dict[str, object]:
+    """The CPU implementations by name, each with ``predict(frames) -> classes``."""
+    return {"golden-numpy-bitpacked": GoldenModel(model), "torch-float32": TorchCPUModel(model)}
