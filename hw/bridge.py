@@ -1,0 +1,593 @@
+"""The serial bridge: the accelerator behind a UART, speaking the protocol of
+:mod:`xnorflow.hw.protocol`.
+
+:class:`SerialBridge` is what a board top instantiates (``rx``/``tx`` pins of the board's USB
+serial chip). It is a :class:`~xnorflow.hw.uart.UARTRx` and a :class:`~xnorflow.hw.uart.UARTTx`
+around a :class:`PacketEngine`, which speaks the protocol on byte streams and holds the
+:class:`~xnorflow.hw.network.Network`. Tests drive the engine's byte streams directly (fast) or
+the bridge's pins bit-serially.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .network import Network
+from .protocol import (
+    BITS_PER_BYTE,
+    CRC,
+    DEFAULT_GAP_BITS,
+    ERROR_BYTES,
+    HEADER_BYTES,
+    INFO_BYTES,
+    MIN_GAP_BITS,
+    OVERHEAD,
+    REPLY_QUEUE_DEPTH,
+    Command,
+    DeviceInfo,
+    ErrorCode,
+    ErrorPayload,
+    Header,
+    InfoPayload,
+    ResultStatus,
+    Sync,
+    result_layout,
+)
+from .uart import UARTRx, UARTTx
+
+__all__ = ["MAX_BAUD_ERROR", "PacketEngine", "SerialBridge"]
+
+#: Largest relative difference allowed between the asked baud rate and ``clk_hz / divisor``.
+MAX_BAUD_ERROR = 0.02
+
+#: An INFO or ERROR reply waiting to be sent (internal; the wire format is protocol's).
+_REPLY = data.StructLayout({"info": 1, "id": 8, "error": ErrorPayload})
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_range(name, value, lo, hi):
+    if not _is_int(value) or not lo <= value <= hi:
+        raise ValueError(f"{name} ({value!r}) must be an integer in [{lo}, {hi}]")
+
+
+def _device_info(network, *, model_hash, clk_hz, divisor, gap_bits, slots):
+    """Check the parameters of a PacketEngine; what its INFO says."""
+    if not isinstance(network, Network):
+        raise TypeError(f"network ({network!r}) must be a xnorflow.hw.network.Network")
+    plan = network.plan
+    n0 = plan.dense[0].in_features
+    if n0 > 0xFFFF:
+        raise ValueError(f"N0 ({n0}) does not fit the protocol's u16 length")
+    if network.classes > 256:
+        raise ValueError(f"classes ({network.classes}) do not fit the protocol's u8 index")
+    score = network.score_shape
+    if network.with_scores and score.width > 16:
+        raise ValueError(f"scores of {score.width} bits do not fit the protocol's 16 bits")
+    own = bytes.fromhex(plan.model_hash)
+    if model_hash is None:
+        model_hash = own
+    if not isinstance(model_hash, bytes) or len(model_hash) != 32:
+        raise ValueError(f"model_hash ({model_hash!r}) must be 32 bytes (a SHA-256 digest)")
+    if model_hash != own:
+        raise ValueError(f"model_hash ({model_hash.hex()}) is not the network's model "
+                         f"({plan.model_hash})")
+    _check_range("clk_hz", clk_hz, 1, 2**32 - 1)
+    _check_range("divisor", divisor, 1, 2**32 - 1)
+    _check_range("gap_bits", gap_bits, MIN_GAP_BITS, 0xFFFF)
+    _check_range("slots", slots, 1, 255)
+    return DeviceInfo(
+        capacity=slots, n0=n0, classes=network.classes,
+        score_bits=score.width if network.with_scores else 0,
+        with_scores=network.with_scores,
+        signed_scores=network.with_scores and score.signed,
+        gap_bits=gap_bits, clk_hz=clk_hz, divisor=divisor, model_hash=model_hash)
+
+
+class PacketEngine(wiring.Component):
+    """The protocol on byte streams, with the accelerator inside: request bytes in, reply bytes out.
+
+    Parameters
+    ----------
+    network : Network
+        The accelerator (elaborated as a submodule of this engine). N0 at most 65535, at most
+        256 classes, and with scores at most 16 bits per score (the protocol's limits).
+    model_hash : bytes or None
+        The 32-byte SHA-256 of the model, sent in INFO; None: the network's own
+        (``network.plan.model_hash``). A hash that differs from the network's is an error.
+    clk_hz, divisor : int
+        The clock frequency and the UART's clock cycles per bit; reported in INFO, and the unit of
+        the timeout (``divisor`` = 1 for a byte-stream-only engine, then the timeout is in cycles).
+    gap_bits : int
+        The inter-byte timeout in bit-times, :data:`~xnorflow.hw.protocol.MIN_GAP_BITS` to 65535
+        (:data:`~xnorflow.hw.protocol.DEFAULT_GAP_BITS`): a packet is abandoned when no byte has
+        arrived for ``gap_bits * divisor`` cycles.
+    slots : int
+        Frame buffers, 1 to 255: the capacity K of the protocol (default 2, enough to keep the
+        link busy). The buffer is one ``lib.memory`` of ``slots * N0/SIMD0`` words of
+        ``8 * SIMD0`` bits.
+
+    Ports
+    -----
+    i_stream : In(stream.Signature(8))
+        Request bytes (from the UART receiver); always ready.
+    o_stream : Out(stream.Signature(8))
+        Reply bytes (to the UART transmitter). ``valid`` and the byte are functions of registers
+        and hold until accepted.
+    line_error : In(1)
+        Pulse per byte the UART dropped for a bad stop bit (for RESULT's ``LINE_ERROR`` status).
+    frame_error : Out(1)
+        The network's sticky ``frame_error`` (0 unless the bridge is faulty).
+
+    Behaviour
+    ---------
+    As the device rules of :mod:`xnorflow.hw.protocol` say. A FRAME's payload is written into a
+    free slot as it arrives; when its crc checks out the slot is marked full and its id queued;
+    a feeder streams full slots in order into ``s_axis`` (one ``SIMD0``-pixel beat per cycle,
+    ``tlast`` on the last); each ``m_axis`` result is sent as a RESULT with the oldest queued id
+    (the network keeps frame order, so ids and results pair up). INFO and ERROR replies go through
+    a queue of :data:`~xnorflow.hw.protocol.REPLY_QUEUE_DEPTH` and are sent before pending results.
+
+    Timing
+    ------
+    Bytes are taken one per cycle. :attr:`result_latency`: cycles from the handshake of a FRAME's
+    crc byte to the first byte of its RESULT being valid on ``o_stream``, when the network is
+    empty and nothing else is being sent: ``3 + network.latency`` (commit 1, feeder 1, network,
+    sender 1). :attr:`reply_latency`: 3 cycles, the same for an INFO or ERROR reply from the
+    byte that decides it (the crc byte; the header's last byte for a length above N0; for
+    TIMEOUT the cycle the gap expires). Replies queue behind a packet being sent.
+    """
+
+    def __init__(self, network, *, model_hash=None, clk_hz, divisor,
+                 gap_bits=DEFAULT_GAP_BITS, slots=2):
+        self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz, divisor=divisor,
+                                  gap_bits=gap_bits, slots=slots)
+        self._network = network
+        super().__init__({
+            "i_stream": In(stream.Signature(8)),
+            "o_stream": Out(stream.Signature(8)),
+            "line_error": In(1),
+            "frame_error": Out(1),
+        })
+
+    # Parameters (read-only).
+
+    @property
+    def network(self) -> Network:
+        return self._network
+
+    @property
+    def info(self) -> DeviceInfo:
+        """What this engine's INFO reply says."""
+        return self._info
+
+    @property
+    def slots(self) -> int:
+        return self._info.capacity
+
+    @property
+    def gap_cycles(self) -> int:
+        """Cycles without a byte after which a packet is abandoned."""
+        return self._info.gap_bits * self._info.divisor
+
+    @property
+    def result_latency(self) -> int:
+        """Cycles from a FRAME's crc byte to its RESULT's first byte (see Timing)."""
+        return 3 + self._network.latency
+
+    @property
+    def reply_latency(self) -> int:
+        """Cycles from the byte that decides an INFO/ERROR reply to its first byte."""
+        return 3
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.network = net = self._network
+        info = self._info
+        lanes, beats, slots = net.lanes, net.beats_per_frame, info.capacity
+        m.d.comb += self.frame_error.eq(net.frame_error)
+
+        # Frame buffer: `slots` frames of `beats` words, one s_axis beat per word.
+        m.submodules.buffer = buffer = Memory(shape=8 * lanes, depth=slots * beats, init=[])
+        wport = buffer.write_port(granularity=8)
+        rport = buffer.read_port()
+        full = Signal(slots)                  # slot holds a whole frame not yet fed
+        set_full = Signal(slots)
+        clear_full = Signal(slots)
+        m.d.sync += full.eq((full | set_full) & ~clear_full)
+
+        # Ids of the frames committed and not yet answered, in order.
+        m.submodules.ids = ids = SyncFIFOBuffered(width=8, depth=slots + 1)
+        # INFO/ERROR replies waiting.
+        m.submodules.replies = replies = SyncFIFOBuffered(width=_REPLY.size,
+                                                          depth=REPLY_QUEUE_DEPTH)
+        reply = Signal(_REPLY)
+        reply_valid = Signal()
+        dropped = Signal()                    # sticky: a reply found the queue full
+        line_seen = Signal()                  # sticky: the UART dropped a byte
+        m.d.comb += [
+            replies.w_data.eq(reply),
+            replies.w_en.eq(reply_valid & replies.w_rdy),
+        ]
+
+        self._elaborate_parser(m, info, lanes, beats, slots, wport, full, set_full, ids, reply,
+                               reply_valid)
+        self._elaborate_feeder(m, net, beats, slots, rport, full, clear_full)
+        self._elaborate_sender(m, net, info, ids, replies, line_seen, dropped)
+        # After the sender, whose snapshot clears the sticky flags: a new event wins.
+        with m.If(reply_valid & ~replies.w_rdy):
+            m.d.sync += dropped.eq(1)
+        with m.If(self.line_error):
+            m.d.sync += line_seen.eq(1)
+        return m
+
+    def _elaborate_parser(self, m, info, lanes, beats, slots, wport, full, set_full, ids, reply,
+                          reply_valid):
+        rx = self.i_stream
+        byte = rx.payload
+        got = rx.valid
+        m.d.comb += rx.ready.eq(1)
+        m.submodules.rx_crc = crc = CRC.create()
+        m.d.comb += crc.data.eq(byte)
+
+        hdr = Signal(Header)                  # the header bytes read so far (sync not stored)
+        hdr_now = Signal(Header)              # ... with the byte of this cycle
+        hpos = Signal(range(HEADER_BYTES))    # index of the next header byte
+        m.d.comb += hdr_now.eq(hdr)
+        with m.Switch(hpos):
+            for k in range(1, HEADER_BYTES):
+                with m.Case(k):
+                    m.d.comb += Value.cast(hdr_now)[8 * k:8 * k + 8].eq(byte)
+
+        count = Signal(range(info.n0 + 1))    # payload bytes read
+        store = Signal()                      # this packet's pixels go to slot wr_slot
+        wr_slot = Signal(range(slots))
+        wr_base = Signal(range(slots * beats))
+        w_addr = Signal(range(slots * beats))
+        w_lanes = Signal(lanes, init=1)       # one-hot: the byte lane of the next pixel
+        quiet = Signal(range(self.gap_cycles))  # cycles since the last byte
+        timeout = Signal()
+        m.d.comb += timeout.eq(~got & (quiet == self.gap_cycles - 1))
+        m.d.sync += quiet.eq(Mux(got, 0, quiet + 1))
+
+        frame_ok = Signal()                   # a FRAME with the right length (from hdr)
+        m.d.comb += frame_ok.eq((hdr.cmd == Command.FRAME) & (hdr.length == info.n0))
+        m.d.comb += [
+            wport.addr.eq(w_addr),
+            wport.data.eq(Cat(*[byte] * lanes)),
+        ]
+
+        def error(code, header):
+            m.d.comb += [
+                reply_valid.eq(1),
+                reply.info.eq(0),
+                reply.id.eq(header.id),
+                reply.error.code.eq(code),
+                reply.error.cmd.eq(header.cmd.as_value()),
+            ]
+
+        def start_header():
+            m.d.comb += crc.start.eq(1)
+            m.d.sync += [hpos.eq(1), hdr.eq(0)]
+            m.next = "HEADER"
+
+        with m.FSM(name="parser"):
+            with m.State("HUNT"):
+                with m.If(got & (byte == Sync.HOST.value)):
+                    start_header()
+            with m.State("HEADER"):
+                with m.If(got):
+                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += [hdr.eq(hdr_now), hpos.eq(hpos + 1)]
+                    with m.If(hpos == HEADER_BYTES - 1):
+                        is_frame = (hdr_now.cmd == Command.FRAME) & (hdr_now.length == info.n0)
+                        room = ~full.bit_select(wr_slot, 1) & ids.w_rdy
+                        m.d.sync += [
+                            store.eq(is_frame & room),
+                            count.eq(0),
+                            w_addr.eq(wr_base),
+                            w_lanes.eq(1),
+                        ]
+                        with m.If(hdr_now.length > info.n0):
+                            error(ErrorCode.BAD_LENGTH, hdr_now)
+                            m.next = "HUNT"
+                        with m.Elif(hdr_now.length == 0):
+                            m.next = "CHECK"
+                        with m.Else():
+                            m.next = "PAYLOAD"
+                with m.Elif(timeout):
+                    m.next = "HUNT"
+            with m.State("PAYLOAD"):
+                with m.If(got):
+                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(store):
+                        m.d.comb += wport.en.eq(w_lanes)
+                        m.d.sync += w_lanes.eq(w_lanes.rotate_left(1))
+                        with m.If(w_lanes[-1]):
+                            m.d.sync += w_addr.eq(w_addr + 1)
+                    with m.If(count == hdr.length - 1):
+                        m.next = "CHECK"
+                with m.Elif(timeout):
+                    error(ErrorCode.TIMEOUT, hdr)
+                    m.next = "HUNT"
+            with m.State("CHECK"):
+                with m.If(got):
+                    m.next = "HUNT"
+                    with m.If(byte != crc.crc):
+                        error(ErrorCode.BAD_CRC, hdr)
+                        with m.If(byte == Sync.HOST.value):
+                            start_header()
+                    with m.Elif((hdr.cmd == Command.HELLO) & (hdr.length == 0)):
+                        m.d.comb += [reply_valid.eq(1), reply.info.eq(1), reply.id.eq(hdr.id)]
+                    with m.Elif(frame_ok & store):
+                        # Commit: the slot is full, its id queued, the next slot is written next.
+                        m.d.comb += [
+                            set_full.eq(Const(1, slots) << wr_slot),
+                            ids.w_en.eq(1),
+                            ids.w_data.eq(hdr.id),
+                        ]
+                        last = wr_slot == slots - 1
+                        m.d.sync += [
+                            wr_slot.eq(Mux(last, 0, wr_slot + 1)),
+                            wr_base.eq(Mux(last, 0, wr_base + beats)),
+                        ]
+                    with m.Elif(frame_ok):
+                        error(ErrorCode.OVERFLOW, hdr)
+                    with m.Elif((hdr.cmd == Command.HELLO) | (hdr.cmd == Command.FRAME)):
+                        error(ErrorCode.BAD_LENGTH, hdr)
+                    with m.Else():
+                        error(ErrorCode.UNKNOWN_CMD, hdr)
+                with m.Elif(timeout):
+                    error(ErrorCode.TIMEOUT, hdr)
+                    m.next = "HUNT"
+
+    def _elaborate_feeder(self, m, net, beats, slots, rport, full, clear_full):
+        """Full slots, in order, into s_axis: a registered read per beat, held while stalled."""
+        rd_slot = Signal(range(slots))
+        rd_base = Signal(range(slots * beats))
+        rd_beat = Signal(range(beats))
+        out_valid = Signal()
+        out_last = Signal()
+        advance = Signal()
+        have = Signal()
+        m.d.comb += [
+            advance.eq(~out_valid | net.s_axis_tready),
+            have.eq(full.bit_select(rd_slot, 1)),
+            rport.en.eq(advance),
+            rport.addr.eq(rd_base + rd_beat),
+            net.s_axis_tdata.eq(rport.data),
+            net.s_axis_tvalid.eq(out_valid),
+            net.s_axis_tlast.eq(out_last),
+        ]
+        with m.If(advance):
+            m.d.sync += [out_valid.eq(have), out_last.eq(rd_beat == beats - 1)]
+            with m.If(have):
+                with m.If(rd_beat == beats - 1):
+                    last = rd_slot == slots - 1
+                    m.d.comb += clear_full.eq(Const(1, slots) << rd_slot)
+                    m.d.sync += [
+                        rd_beat.eq(0),
+                        rd_slot.eq(Mux(last, 0, rd_slot + 1)),
+                        rd_base.eq(Mux(last, 0, rd_base + beats)),
+                    ]
+                with m.Else():
+                    m.d.sync += rd_beat.eq(rd_beat + 1)
+
+    def _elaborate_sender(self, m, net, info, ids, replies, line_seen, dropped):
+        """One reply packet at a time onto o_stream: queued INFO/ERROR first, then results."""
+        o = self.o_stream
+        m.submodules.tx_crc = crc = CRC.create()
+        pending = data.View(_REPLY, replies.r_data)
+        am_layout = net.plan.argmax.output_layout
+        am = data.View(am_layout, net.m_axis_tdata[:am_layout.size])
+        res_layout = result_layout(info.classes, info.with_scores, info.signed_scores)
+
+        status = Signal(ResultStatus)
+        result = Signal(res_layout)
+        m.d.comb += [result.index.eq(am.index), result.status.eq(status)]
+        if info.with_scores:
+            for k in range(info.classes):
+                m.d.comb += result.scores[k].eq(am.scores[k])
+
+        def packet(cmd, id, payload, length):
+            header = Signal(Header, name=f"{cmd.name.lower()}_header")
+            m.d.comb += [header.sync.eq(Sync.DEVICE), header.cmd.eq(cmd), header.id.eq(id),
+                         header.length.eq(length)]
+            return Cat(header, payload), HEADER_BYTES + length
+
+        info_const = InfoPayload.const(info.fields())
+        packets = {
+            "info": packet(Command.INFO, pending.id, info_const, INFO_BYTES),
+            "error": packet(Command.ERROR, pending.id, pending.error, ERROR_BYTES),
+            "result": packet(Command.RESULT, ids.r_data, result, res_layout.size // 8),
+        }
+        longest = max(length for _, length in packets.values())
+
+        busy = Signal()
+        is_result = Signal()
+        index = Signal(range(longest + 1))    # byte of the packet being offered
+        out = Signal(8)
+        last = Signal()                        # the crc byte
+        m.d.comb += [o.valid.eq(busy), o.payload.eq(out)]
+
+        def offer(name):
+            bits, length = packets[name]
+            with m.If(index == length):
+                m.d.comb += [out.eq(crc.crc), last.eq(1)]
+            with m.Else():
+                m.d.comb += out.eq(bits.word_select(index, 8))
+        with m.If(is_result):
+            offer("result")
+        with m.Elif(pending.info):
+            offer("info")
+        with m.Else():
+            offer("error")
+
+        with m.If(~busy):
+            with m.If(replies.r_rdy):
+                m.d.sync += [busy.eq(1), is_result.eq(0), index.eq(0)]
+            with m.Elif(net.m_axis_tvalid & ids.r_rdy):
+                m.d.sync += [
+                    busy.eq(1), is_result.eq(1), index.eq(0),
+                    Value.cast(status).eq(
+                        Mux(net.frame_error, ResultStatus.FRAME_ERROR.value, 0)
+                        | Mux(line_seen, ResultStatus.LINE_ERROR.value, 0)
+                        | Mux(dropped, ResultStatus.REPLY_DROPPED.value, 0)),
+                    line_seen.eq(0),
+                    dropped.eq(0),
+                ]
+        with m.If(o.valid & o.ready):
+            m.d.sync += index.eq(index + 1)
+            m.d.comb += [
+                crc.data.eq(out),
+                crc.start.eq(index == 0),
+                crc.valid.eq((index != 0) & ~last),
+            ]
+            with m.If(last):
+                m.d.sync += busy.eq(0)
+                with m.If(is_result):
+                    m.d.comb += [net.m_axis_tready.eq(1), ids.r_en.eq(1)]
+                with m.Else():
+                    m.d.comb += replies.r_en.eq(1)
+
+
+class SerialBridge(wiring.Component):
+    """The accelerator on a UART: the board top's serial link, protocol of
+    :mod:`xnorflow.hw.protocol`.
+
+    Parameters
+    ----------
+    network : Network
+        The accelerator.
+    clk_hz : int
+        The clock frequency.
+    baud : int
+        The link's bit rate. ``divisor = round(clk_hz / baud)`` clock cycles per bit, at least 4,
+        and ``clk_hz / divisor`` within :data:`MAX_BAUD_ERROR` (2 %) of ``baud``.
+    model_hash, gap_bits, slots
+        As for :class:`PacketEngine`.
+
+    Ports
+    -----
+    rx : In(1), idle 1
+        The line from the host (asynchronous; synchronized inside).
+    tx : Out(1), idle 1
+        The line to the host, from a register.
+
+    Inside: a :class:`~xnorflow.hw.uart.UARTRx` -> :attr:`engine` (its ``i_stream``/``o_stream``
+    are the packet-level byte streams) -> a :class:`~xnorflow.hw.uart.UARTTx`; framing errors of
+    the receiver go to the engine's ``line_error``.
+
+    Throughput
+    ----------
+    A FRAME is ``N0 + 6`` bytes of 10 bit-times, a RESULT ``R + 6`` bytes with ``R = 2 + 2 *
+    classes`` (with scores) or 2. With a host that keeps at least two frames in flight (K =
+    ``slots`` >= 2), one frame per :attr:`frame_cycles` = ``max(10 * divisor * (N0 + 6), 10 *
+    divisor * (R + 6), network.ii, N0/SIMD0)`` cycles, that is :attr:`frames_per_second`: the
+    UART's ``baud / (10 * (N0 + 6))`` in practice (14.6 frames/s for MNIST at 115200 baud,
+    126.6 at 1 Mbaud).
+
+    Latency
+    -------
+    From the cycle the start bit of a FRAME's crc byte reaches ``rx`` to the first cycle of its
+    RESULT's start bit on ``tx``: :attr:`result_latency` = ``divisor // 2 + 9 * divisor + 3``
+    (the receiver) ``+ 3 + network.latency`` (the engine) ``+ 1`` (the transmitter) cycles,
+    when the network is empty and nothing else is being sent; the RESULT then takes ``10 *
+    divisor * (R + 6)`` cycles.
+
+    Errors
+    ------
+    See the device rules in :mod:`xnorflow.hw.protocol`: frames run only from whole packets with
+    a good crc; bad packets are answered with ERROR (BAD_CRC, BAD_LENGTH, UNKNOWN_CMD, OVERFLOW,
+    TIMEOUT) when their header was read; the parser resynchronises on SYNC, after the gap timeout
+    of ``gap_bits`` bit-times and after a bad crc. A byte with a bad stop bit is dropped by the
+    receiver (its packet then fails by crc or timeout) and flagged in the next RESULT's status.
+    """
+
+    def __init__(self, network, *, clk_hz, baud, model_hash=None, gap_bits=DEFAULT_GAP_BITS,
+                 slots=2):
+        _check_range("clk_hz", clk_hz, 1, 2**32 - 1)
+        if not _is_int(baud) or baud < 1:
+            raise ValueError(f"baud ({baud!r}) must be a positive integer")
+        divisor = round(clk_hz / baud)
+        if divisor < UARTRx.MIN_DIVISOR:
+            raise ValueError(f"baud ({baud}) is too fast for clk_hz ({clk_hz}): the UART needs "
+                             f"at least {UARTRx.MIN_DIVISOR} clock cycles per bit")
+        error = abs(clk_hz / divisor - baud) / baud
+        if error > MAX_BAUD_ERROR:
+            raise ValueError(f"baud ({baud}) is {error:.1%} off clk_hz / {divisor} = "
+                             f"{clk_hz / divisor:.0f}; at most {MAX_BAUD_ERROR:.0%} allowed")
+        self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz,
+                                  divisor=divisor, gap_bits=gap_bits, slots=slots)
+        self._network = network
+        self._baud = baud
+        self._engine = None
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+        })
+
+    @property
+    def engine(self) -> PacketEngine:
+        """The protocol engine inside (made on first use, so that a bridge that is only inspected
+        leaves no unused elaboratable behind)."""
+        if self._engine is None:
+            info = self._info
+            self._engine = PacketEngine(self._network, model_hash=info.model_hash,
+                                        clk_hz=info.clk_hz, divisor=info.divisor,
+                                        gap_bits=info.gap_bits, slots=info.capacity)
+        return self._engine
+
+    @property
+    def network(self) -> Network:
+        return self._network
+
+    @property
+    def info(self) -> DeviceInfo:
+        return self._info
+
+    @property
+    def baud(self) -> int:
+        return self._baud
+
+    @property
+    def divisor(self) -> int:
+        return self._info.divisor
+
+    @property
+    def frame_cycles(self) -> int:
+        """Clock cycles per frame in the steady state (see Throughput)."""
+        info, net = self.info, self.network
+        per_byte = BITS_PER_BYTE * info.divisor
+        return max(per_byte * (info.n0 + OVERHEAD), per_byte * (info.result_bytes + OVERHEAD),
+                   net.ii, net.beats_per_frame)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.info.clk_hz / self.frame_cycles
+
+    @property
+    def result_latency(self) -> int:
+        """Cycles from the start bit of a FRAME's crc byte at ``rx`` to the start bit of its RESULT
+        at ``tx`` (see Latency)."""
+        d = self._info.divisor
+        return d // 2 + 9 * d + 3 + 3 + self._network.latency + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = rx = UARTRx(self.divisor)
+        m.submodules.engine = engine = self.engine
+        m.submodules.uart_tx = tx = UARTTx(self.divisor)
+        wiring.connect(m, rx.o_stream, engine.i_stream)
+        wiring.connect(m, engine.o_stream, tx.i_stream)
+        m.d.comb += [
+            rx.rx.eq(self.rx),
+            engine.line_error.eq(rx.framing_error),
+            self.tx.eq(tx.tx),
+        ]
+        return m
