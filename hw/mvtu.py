@@ -18,13 +18,29 @@ __all__ = ["MVTU"]
 _PIXEL_MAX = 255
 
 #: Pipeline registers outside the reduction tree between the handshake of a frame's last input
-#: beat and its first output beat being valid: the input buffer fill counter, the weight/input
-#: memory read register, the accumulator result register and the output register.
+#: beat and its first output beat being valid: the input buffer's fill state, the weight/input
+#: memory read register, the register after it (stage 2) and the output register, which takes the
+#: accumulated and thresholded result directly.
 _LATENCY_CONSTANT = 4
 
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _delay(m, values, en, prefix):
+    """The ``(valid, first, last, fold)`` control of a pipeline stage, registered under ``en``
+    (constants pass through unregistered)."""
+    delayed = []
+    for name, value in zip(("valid", "first", "last", "fold"), values, strict=True):
+        if isinstance(value, Const):
+            delayed.append(value)
+            continue
+        register = Signal.like(value, name=f"{prefix}_{name}")
+        with m.If(en):
+            m.d.sync += register.eq(value)
+        delayed.append(register)
+    return tuple(delayed)
 
 
 def _bits_to_int(bits):
@@ -67,9 +83,11 @@ class MVTU(wiring.Component):
         marked ``ram_style = "block"`` so that Yosys maps them to block RAM even when small; the
         per-PE thresholds (``NF`` words) are Memory ROMs too, left to the tool to map. ``"lut"``:
         the same words, weights and thresholds, as constant logic (a registered case statement
-        over the address). Both read with the same one-cycle registered latency.
+        over the address). Both read with the same registered latency (weights: the read register
+        and one more register, so that a block RAM's slow output never drives logic).
     levels_per_stage : int
-        Adder levels between pipeline registers of the popcount / add-subtract tree (default 2).
+        Adder levels between pipeline registers of the popcount / add-subtract tree (default 2;
+        see :mod:`xnorflow.hw.popcount` for the popcount's first stage).
 
     Ports
     -----
@@ -86,10 +104,14 @@ class MVTU(wiring.Component):
     Timing
     ------
     Initiation interval (:attr:`ii`): ``NF * SF`` cycles per frame. The input vector is kept in a
-    ping-pong buffer of two frames: the first fold consumes chunks as they arrive (one cycle behind
-    the input handshake), the later folds re-read the buffer, and the other half accepts the next
-    frame meanwhile, so with input always valid and output always ready the output has no bubbles
-    between frames (one beat every ``SF`` cycles).
+    buffer of two frames: the first fold consumes chunks as they arrive (one cycle behind the
+    input handshake), the later folds re-read the buffer, and the buffer accepts the next frame
+    meanwhile, so with input always valid and output always ready the output has no bubbles
+    between frames (one beat every ``SF`` cycles). In general the buffer is a ping-pong memory
+    of two halves of ``SF`` chunks. When a frame is one chunk (``SF = 1``) and ``NF >= 3``, it is
+    two registers instead (no memory, no read multiplexer): one takes the input beat and hands it
+    to the second when the frame's first fold enters the pipeline, which frees it for the next
+    frame.
 
     Latency (:attr:`latency`): ``4 + P`` cycles, where ``P`` (:attr:`tree_latency`) is the
     pipeline depth of the reduction tree, ``ceil(ceil(log2(SIMD)) / levels_per_stage)``. It is
@@ -100,12 +122,14 @@ class MVTU(wiring.Component):
 
     Backpressure
     ------------
-    ``i_stream.ready`` depends only on internal state: it is 1 while the buffer half being filled
-    has room. Chunks are written to the buffer independently of the compute pipeline, so input is
-    accepted while the output is stalled until both halves are full. The compute pipeline (memory
-    read registers, reduction tree, accumulators, threshold stage and the output register) advances
-    as one, under the clock enable ``~o_stream.valid | o_stream.ready``; while the output register
-    holds a beat that is not accepted, the whole pipeline stalls, so nothing is lost, duplicated or
+    ``i_stream.ready`` depends only on internal state: it is 1 while the buffer has room for
+    the chunk (the ping-pong half being filled, or the first of the two registers). Chunks are
+    written to the buffer independently of the compute pipeline, so input is accepted while the
+    output is stalled until the buffer is full (with the two registers: until the second frame
+    waits for the first to enter the pipeline). The compute pipeline (memory read registers, the
+    registers after them, reduction tree, accumulators and the output register) advances as one,
+    under the clock enable ``~o_stream.valid | o_stream.ready``; while the output register holds a
+    beat that is not accepted, the whole pipeline stalls, so nothing is lost, duplicated or
     reordered and no skid buffer is needed. ``o_stream.valid`` is a register and does not wait on
     ``o_stream.ready``; the payload holds while ``valid & ~ready``. The enable is a combinational
     path from ``o_stream.ready`` to every pipeline register.
@@ -183,6 +207,9 @@ class MVTU(wiring.Component):
         self._storage = storage
         self._levels_per_stage = int(levels_per_stage)
         self._acc_range = (acc_lo, acc_hi)
+        # The input buffer is two plain registers (no read multiplexer) when a frame is a single
+        # chunk that at least three folds re-read; see the class docstring (Timing).
+        self._register_buffer = n == simd and m // pe >= 3
         self._acc_shape = Shape.cast(range(acc_lo, acc_hi + 1))
 
         if thresholds is None:
@@ -294,15 +321,16 @@ class MVTU(wiring.Component):
                 for f in range(nf) for k in range(sf)]
 
     def _threshold_words(self, pe, width):
-        """Per fold: the adjusted threshold ``T'`` (``width`` bits, two's complement) and, above
-        it, the invert bit. ``y = (acc >= T') ^ invert``: ``T' = T`` for direction +1, and
-        ``T' = T + 1``, invert for direction -1 (``acc <= T`` is ``not acc >= T + 1``)."""
+        """Per fold: ``T' - 1`` (``width`` bits, two's complement) and, above it, the invert bit,
+        where ``y = (acc >= T') ^ invert``: ``T' = T`` for direction +1, and ``T' = T + 1``,
+        invert for direction -1 (``acc <= T`` is ``not acc >= T + 1``). The unit computes
+        ``acc >= T'`` as the sign of ``(T' - 1) - acc``."""
         words = []
         for f in range(self.neuron_fold):
             channel = f * self._pe + pe
             t, d = int(self._thresholds[channel]), int(self._directions[channel])
             adjusted, invert = (t, 0) if d == 1 else (t + 1, 1)
-            words.append((adjusted & ((1 << width) - 1)) | (invert << width))
+            words.append(((adjusted - 1) & ((1 << width) - 1)) | (invert << width))
         return words
 
     def _rom(self, m, name, shape, words, addr, en, *, attrs=None):
@@ -323,6 +351,31 @@ class MVTU(wiring.Component):
                         m.d.sync += value.eq(word)
         return value
 
+    def _weight_word(self, m, p, addr, en):
+        """The weight word at ``addr`` (stage 0) two enabled cycles later (stage 2).
+
+        Block RAM: the memory's read register, then a register in the fabric, so that the block
+        RAM's slow clock-to-output path (about 6 ns on an ECP5 of speed grade 6) ends in a
+        flip-flop instead of running into the XNOR and the tree. Constant logic: the address is
+        registered first and the case statement's register is the second stage.
+        """
+        words = self.weight_words(p)
+        name = f"pe{p}_weights"
+        if self._storage == "bram":
+            # Yosys maps small ROMs to logic unless told otherwise; "bram" means block RAM.
+            data = self._rom(m, name, self._simd, words, addr, en,
+                             attrs={"ram_style": "block"})
+            word = Signal(self._simd, name=f"pe{p}_weight_word")
+            with m.If(en):
+                m.d.sync += word.eq(data)
+            return word
+        if len(words) == 1:
+            return Const(words[0], self._simd)
+        addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1")
+        with m.If(en):
+            m.d.sync += addr_s1.eq(addr)
+        return self._rom(m, name, self._simd, words, addr_s1, en)
+
     def elaborate(self, platform):
         m = Module()
         nf, sf, pe = self.neuron_fold, self.synapse_fold, self._pe
@@ -333,84 +386,114 @@ class MVTU(wiring.Component):
         advance = Signal()
         m.d.comb += advance.eq(~o_stream.valid | o_stream.ready)
 
-        # Input ping-pong buffer: two halves of SF chunks. fill_b counts the chunks written to half
-        # b; the reader may read chunk k of half b once fill_b > k and empties the half (fill_b = 0)
-        # when it issues the last read of the frame's last fold.
-        m.submodules.ibuf = ibuf = Memory(shape=chunk_width, depth=2 * sf, init=[])
-        ibuf_w = ibuf.write_port()
-        ibuf_r = ibuf.read_port()
-        fill = [Signal(range(sf + 1), name=f"fill{b}") for b in range(2)]
-
-        w_half = Signal()
-        w_fill = Signal(range(sf + 1))
-        m.d.comb += w_fill.eq(Mux(w_half, fill[1], fill[0]))
-        write = Signal()
-        m.d.comb += [
-            i_stream.ready.eq(w_fill != sf),
-            write.eq(i_stream.valid & i_stream.ready),
-            ibuf_w.addr.eq(Mux(w_half, sf + w_fill, w_fill)),
-            ibuf_w.data.eq(i_stream.payload),
-            ibuf_w.en.eq(write),
-        ]
-        with m.If(write):
-            with m.If(w_half):
-                m.d.sync += fill[1].eq(fill[1] + 1)
-            with m.Else():
-                m.d.sync += fill[0].eq(fill[0] + 1)
-            with m.If(w_fill == sf - 1):
-                m.d.sync += w_half.eq(~w_half)
-
-        # Stage 0: issue the reads of chunk k of fold f from half r_half.
-        r_half = Signal()
+        # Stage 0: the reader's position: chunk k of fold f (of the frame in buffer half r_half).
         k = Signal(range(sf), name="chunk")
         f = Signal(range(nf), name="fold")
         w_addr = Signal(range(nf * sf), name="weight_addr")
-        r_fill = Signal(range(sf + 1))
         k_last = Signal()
         f_last = Signal()
+        can_read = Signal()
         issue = Signal()
         m.d.comb += [
-            r_fill.eq(Mux(r_half, fill[1], fill[0])),
             k_last.eq(k == sf - 1),
             f_last.eq(f == nf - 1),
-            issue.eq(advance & (r_fill > k)),
-            ibuf_r.addr.eq(Mux(r_half, sf + k, k)),
-            ibuf_r.en.eq(advance),
+            issue.eq(advance & can_read),
         ]
+        if sf == 1:
+            m.d.comb += w_addr.eq(f)  # one chunk per fold: the weight word is the fold's
+        else:
+            with m.If(issue):
+                m.d.sync += w_addr.eq(Mux(k_last & f_last, 0, w_addr + 1))
         with m.If(issue):
-            m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(k_last):
                 m.d.sync += k.eq(0)
                 with m.If(f_last):
-                    m.d.sync += [f.eq(0), w_addr.eq(0), r_half.eq(~r_half)]
-                    with m.If(r_half):
-                        m.d.sync += fill[1].eq(0)
-                    with m.Else():
-                        m.d.sync += fill[0].eq(0)
+                    m.d.sync += f.eq(0)
                 with m.Else():
                     m.d.sync += f.eq(f + 1)
             with m.Else():
                 m.d.sync += k.eq(k + 1)
 
-        # Stage 1: the input chunk and the weight words are in the memories' read registers.
-        s1_valid = Signal()
-        s1_first = Signal()
-        s1_last = Signal()
-        s1_fold = Signal(range(nf))
-        with m.If(advance):
-            m.d.sync += [
-                s1_valid.eq(issue),
-                s1_first.eq(k == 0),
-                s1_last.eq(k_last),
-                s1_fold.eq(f),
+        # Stage 1: the memories' read registers. The control of a stage is (valid, first chunk
+        # of its fold, last chunk of its fold, fold); with one chunk per fold first and last are
+        # constant 1 and need no registers.
+        if sf == 1:
+            s1_control = _delay(m, (issue, Const(1), Const(1), f), advance, "s1")
+        else:
+            s1_control = _delay(m, (issue, k == 0, k_last, f), advance, "s1")
+        s1_valid, s1_fold = s1_control[0], s1_control[3]
+
+        if self._register_buffer:
+            # SF = 1, NF >= 3: the buffer is two registers and needs no multiplexer. `held` takes
+            # the input beat; `current` takes `held` when the frame's first fold leaves stage 1,
+            # and is the chunk of stage 2 for all NF folds of the frame.
+            held = Signal(chunk_width, name="ibuf_held")
+            held_full = Signal()
+            current = Signal(chunk_width, name="ibuf_current")
+            m.d.comb += [
+                i_stream.ready.eq(~held_full),
+                can_read.eq(held_full | (f != 0)),
             ]
-        chunk = ibuf_r.data
+            take = Signal()
+            m.d.comb += take.eq(advance & s1_valid & (s1_fold == 0))
+            with m.If(i_stream.valid & i_stream.ready):
+                m.d.sync += [held.eq(i_stream.payload), held_full.eq(1)]
+            with m.If(take):
+                m.d.sync += [current.eq(held), held_full.eq(0)]
+            chunk = current
+        else:
+            # Ping-pong buffer of two halves of SF chunks. fill_b counts the chunks written to half
+            # b; the reader may read chunk k of half b once fill_b > k and empties the half
+            # (fill_b = 0) when it issues the last read of the frame's last fold.
+            m.submodules.ibuf = ibuf = Memory(shape=chunk_width, depth=2 * sf, init=[])
+            ibuf_w = ibuf.write_port()
+            ibuf_r = ibuf.read_port()
+            fill = [Signal(range(sf + 1), name=f"fill{b}") for b in range(2)]
+            w_half = Signal()
+            w_fill = Signal(range(sf + 1))
+            m.d.comb += w_fill.eq(Mux(w_half, fill[1], fill[0]))
+            write = Signal()
+            m.d.comb += [
+                i_stream.ready.eq(w_fill != sf),
+                write.eq(i_stream.valid & i_stream.ready),
+                ibuf_w.addr.eq(Mux(w_half, sf + w_fill, w_fill)),
+                ibuf_w.data.eq(i_stream.payload),
+                ibuf_w.en.eq(write),
+            ]
+            with m.If(write):
+                with m.If(w_half):
+                    m.d.sync += fill[1].eq(fill[1] + 1)
+                with m.Else():
+                    m.d.sync += fill[0].eq(fill[0] + 1)
+                with m.If(w_fill == sf - 1):
+                    m.d.sync += w_half.eq(~w_half)
+
+            r_half = Signal()
+            r_fill = Signal(range(sf + 1))
+            m.d.comb += [
+                r_fill.eq(Mux(r_half, fill[1], fill[0])),
+                can_read.eq(r_fill > k),
+                ibuf_r.addr.eq(Mux(r_half, sf + k, k)),
+                ibuf_r.en.eq(advance),
+            ]
+            with m.If(issue & k_last & f_last):
+                m.d.sync += r_half.eq(~r_half)
+                with m.If(r_half):
+                    m.d.sync += fill[1].eq(0)
+                with m.Else():
+                    m.d.sync += fill[0].eq(0)
+            # Stage 2: the chunk in a register of its own (a block RAM's output is slow).
+            chunk = Signal(chunk_width, name="chunk_s2")
+            with m.If(advance):
+                m.d.sync += chunk.eq(ibuf_r.data)
+
+        # Stage 2: weight words and chunk in registers.
+        stages = [s1_control]
+        stages.append(_delay(m, stages[-1], advance, "s2"))
 
         partials = []
         for p in range(pe):
-            # Yosys maps small ROMs to logic unless told otherwise; "bram" means block RAM.
-            w_word = self._rom(m, f"pe{p}_weights", self._simd, self.weight_words(p), w_addr,
-                               advance, attrs={"ram_style": "block"})
+            w_word = self._weight_word(m, p, w_addr, advance)
             if self._input_bits == 1:
                 xnor = Signal(self._simd, name=f"pe{p}_xnor")
                 m.d.comb += xnor.eq(~(w_word ^ chunk))
@@ -424,57 +507,51 @@ class MVTU(wiring.Component):
                 partials.append(tree.total)
             m.submodules[f"pe{p}_tree"] = tree
 
-        # Delay the control bits through the tree's pipeline depth.
-        valid, first, last, fold = s1_valid, s1_first, s1_last, s1_fold
+        # Delay the control through the tree's pipeline depth. `stages` holds the control of every
+        # stage from 1 on; the last one is that of the tree's output.
         for stage in range(self.tree_latency):
-            d_valid = Signal(name=f"t{stage}_valid")
-            d_first = Signal(name=f"t{stage}_first")
-            d_last = Signal(name=f"t{stage}_last")
-            d_fold = Signal(range(nf), name=f"t{stage}_fold")
-            with m.If(advance):
-                m.d.sync += [d_valid.eq(valid), d_first.eq(first), d_last.eq(last),
-                             d_fold.eq(fold)]
-            valid, first, last, fold = d_valid, d_first, d_last, d_fold
+            stages.append(_delay(m, stages[-1], advance, f"t{stage}"))
+        valid, first, last, fold = stages[-1]
 
-        # Accumulate; on a fold's last chunk the sum moves to the result register.
-        r_valid = Signal()
+        # Accumulate, and on a fold's last chunk load the output register with the result: the
+        # score itself, or the threshold bit.
         with m.If(advance):
-            m.d.sync += r_valid.eq(valid & last)
-        results = []
-        for p in range(pe):
-            acc = Signal(self._acc_shape, name=f"pe{p}_acc")
-            acc_next = Signal(self._acc_shape, name=f"pe{p}_acc_next")
-            result = Signal(self._acc_shape, name=f"pe{p}_result")
-            m.d.comb += acc_next.eq(Mux(first, 0, acc) + partials[p])
-            with m.If(advance & valid):
-                m.d.sync += acc.eq(acc_next)
-                with m.If(last):
-                    m.d.sync += result.eq(acc_next)
-            results.append(result)
-
-        # Output register: thresholds compared with the results, or the scores themselves.
-        with m.If(advance):
-            m.d.sync += o_stream.valid.eq(r_valid)
+            m.d.sync += o_stream.valid.eq(valid & last)
         if self.is_score_layer:
-            with m.If(advance):
-                m.d.sync += [o_stream.payload[p].eq(results[p]) for p in range(pe)]
+            for p in range(pe):
+                acc = Signal(self._acc_shape, name=f"pe{p}_acc")
+                acc_next = Signal(self._acc_shape, name=f"pe{p}_acc_next")
+                m.d.comb += acc_next.eq(Mux(first, 0, acc) + partials[p])
+                with m.If(advance & valid):
+                    m.d.sync += acc.eq(acc_next)
+                    with m.If(last):
+                        m.d.sync += o_stream.payload[p].eq(acc_next)
             return m
 
+        # Threshold layer: rem = (T' - 1) - acc, so that acc >= T' is the sign of rem; the word
+        # of the fold at the tree's output is read one stage earlier.
         acc_lo, acc_hi = self._acc_range
-        t_shape = Shape.cast(range(acc_lo, acc_hi + 2))
+        t_shape = Shape.cast(range(acc_lo - 1, acc_hi + 1))
+        rem_shape = Shape.cast(range(acc_lo - 1 - acc_hi, acc_hi - acc_lo + 1))
+        read_fold = stages[-2][3]
         bits = []
         for p in range(pe):
             word = self._rom(m, f"pe{p}_thresholds", t_shape.width + 1,
-                             self._threshold_words(p, t_shape.width), fold, advance)
+                             self._threshold_words(p, t_shape.width), read_fold, advance)
             threshold = Signal(t_shape, name=f"pe{p}_threshold")
             invert = Signal(name=f"pe{p}_invert")
+            rem = Signal(rem_shape, name=f"pe{p}_rem")
+            rem_next = Signal(rem_shape, name=f"pe{p}_rem_next")
             bit = Signal(name=f"pe{p}_y")
             m.d.comb += [
                 threshold.eq(word[:t_shape.width]),
                 invert.eq(word[t_shape.width]),
-                bit.eq((results[p] >= threshold) ^ invert),
+                rem_next.eq(Mux(first, threshold, rem) - partials[p]),
+                bit.eq(rem_next[-1] ^ invert),
             ]
+            with m.If(advance & valid):
+                m.d.sync += rem.eq(rem_next)
             bits.append(bit)
-        with m.If(advance):
+        with m.If(advance & valid & last):
             m.d.sync += o_stream.payload.eq(Cat(*bits))
         return m

