@@ -210,3 +210,31 @@ def sweep_markdown(rows: Sequence[SweepRow]) -> str:
             f"{row.lut4_per_lane:.3f} | {row.lut_sites} | {row.lut_sites_per_lane:.3f} | "
             f"{row.ffs} | {row.brams} | {row.fmax_mhz:.1f} ({row.target_mhz:g}) |")
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xnorflow.hw.sweep``: the MVTU SIMD sweep on ECP5-85F and iCE40UP5K."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m xnorflow.hw.sweep",
+                                description="Synthesize, place and route one MVTU PE at several "
+                                            "SIMD widths and print the table.")
+    p.add_argument("--devices", default="LFE5U-85F,iCE40UP5K")
+    p.add_argument("--simd", default="64,128,256,512")
+    p.add_argument("--build-root", default="build/mvtu-sweep")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    args = p.parse_args(argv)
+    rows = []
+    for dev in args.devices.split(","):
+        rows += mvtu_sweep(dev, [int(s) for s in args.simd.split(",")],
+                           build_root=args.build_root, fallback_storage="lut",
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        write_sweep_json(rows, args.json)
+    print(sweep_markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
