@@ -329,6 +329,56 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+# -- synth ---------------------------------------------------------------------------------------
+
+def cmd_synth(args) -> int:
+    """Out-of-context synthesis, place and route of the generated accelerator core."""
+    from .hw.devices import get_device
+    from .hw.folding import Folding
+    from .hw.network import Network
+    from .hw.synth import synthesize
+    from .model import Model
+
+    model = Model.load(args.model)
+    device = get_device(args.device)
+    folding = Folding.load(args.folding, model.layers) if args.folding else None
+    net = Network(model, folding)
+    ii = net.manifest()["performance"]["ii_cycles"]
+    build = Path(args.build_dir or f"build/synth-{Path(args.model).stem}-{device.name}")
+    err.print(f"synthesizing {Path(args.model).name} ({'-'.join(map(str, model.topology))}, "
+              f"II {ii} cycles) for {device.name} out of context in {build}")
+
+    def progress(step, state, seconds):
+        if state == "done":
+            err.print(f"  {step:<8} {seconds:6.1f} s")
+
+    report = synthesize(net, device=device, build_dir=build, top_name="xnorflow_top",
+                        freq_mhz=args.freq, seed=args.seed, bitstream=args.bitstream,
+                        progress=progress)
+    fmax = report.min_fmax_mhz
+    obj = {"model": str(args.model), "model_hash": model.content_hash, "device": device.name,
+           "folding": net.manifest()["folding"], "ii_cycles": ii,
+           "luts": report.luts, "luts_total": report.luts_total, "ffs": report.ffs,
+           "brams": report.brams, "brams_total": report.brams_total, "dsps": report.dsps,
+           "fmax_mhz": report.fmax_mhz, "timing_met": report.timing_met,
+           "frames_per_s_at_fmax": round(fmax * 1e6 / ii, 1) if fmax else None,
+           "bitstream": report.bitstream, "tools": report.tools, "seed": args.seed,
+           "build_dir": str(build), "report": report.to_dict()}
+
+    def human(o):
+        t = Table(title=f"{Path(o['model']).name} on {o['device']} (out of context)")
+        for col in ("LUT", "FF", "BRAM", "Fmax (MHz)", "II (cycles)", "frames/s at Fmax"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{o['luts']}/{o['luts_total']}", str(o["ffs"]),
+                  f"{o['brams']}/{o['brams_total']}",
+                  ", ".join(f"{v:.1f}" for v in o["fmax_mhz"].values()), str(o["ii_cycles"]),
+                  f"{o['frames_per_s_at_fmax']:,}")
+        Console().print(t)
+
+    _emit(args, obj, human)
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,19 +478,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.cache/xnorflow/sim); builds are keyed by the Verilog's hash")
     sm.add_argument("--json", action="store_true", help="print one JSON object")
     sm.set_defaults(func=cmd_simulate)
+
+    sy = sub.add_parser("synth", help="synthesize, place and route the accelerator core",
+                        description="Out-of-context build of the generated accelerator with "
+                                    "YoWASP Yosys and nextpnr (behind a three-pin harness); "
+                                    "figures from the tools' JSON reports.")
+    sy.add_argument("model", help="model file (.npz)")
+    sy.add_argument("--device", required=True,
+                    help="iCE40UP5K, LFE5U-25F, LFE5U-45F or LFE5U-85F (aliases: up5k, "
+                         "ecp5-85f, ...)")
+    sy.add_argument("--folding", metavar="FILE", help="folding JSON (default: the default rule)")
+    sy.add_argument("--freq", type=float, default=None, metavar="MHZ",
+                    help="target clock for nextpnr (Fmax is reported either way)")
+    sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    sy.add_argument("--bitstream", action="store_true", help="also pack a bitstream")
+    sy.add_argument("--build-dir", metavar="DIR", help="where the tools work")
+    sy.add_argument("--json", action="store_true", help="print one JSON object")
+    sy.set_defaults(func=cmd_synth)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
     from .hw.folding import FoldingError
+    from .hw.synth import SynthError
     from .model import ModelFormatError
     from .sim.runner import SimError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DatasetError, ModelFormatError, FoldingError, SimError, ValueError,
+    except (UsageError, DatasetError, ModelFormatError, FoldingError, SimError, SynthError,
+            ValueError,
             FileNotFoundError) as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
