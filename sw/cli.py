@@ -379,6 +379,40 @@ def cmd_synth(args) -> int:
     return 0
 
 
+# -- run -----------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    """Frames through the accelerator with the host driver: a board's serial port or the
+    simulated board (the generated serial bridge, UART included, in Verilator)."""
+    from .driver import run_accelerator
+
+    where = f"port {args.port} at {args.baud} baud" if args.port else "the simulated board"
+    err.print(f"running {args.frames} frames of {args.data or 'the embedded subset'} through "
+              f"{Path(args.model).name} on {where}")
+    step = max(1, args.frames // 10)
+
+    def progress(done, total):
+        if done == total or done % step == 0:
+            err.print(f"  {done}/{total} frames")
+
+    obj = run_accelerator(args.model, port=args.port, baud=args.baud, sim=args.sim,
+                          data=args.data, frames=args.frames, folding=args.folding,
+                          progress=progress, timeout=args.timeout)
+
+    def human(o):
+        t = Table(title=f"{Path(args.model).name} via {o['transport']}")
+        for col in ("frames", "accuracy", "agrees with golden", "frames/s", "errors", "retries"):
+            t.add_column(col, justify="right")
+        errors = sum(o["errors"].values()) if isinstance(o["errors"], dict) else o["errors"]
+        t.add_row(str(o["frames"]), f"{100 * o['accuracy']:.2f} %",
+                  f"{100 * o['golden_agreement']:.2f} %", f"{o['frames_per_s']:.2f}",
+                  str(errors), str(o["retries"]))
+        Console().print(t)
+
+    _emit(args, obj, human)
+    return 0 if obj["golden_agreement"] == 1.0 else 1
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -495,11 +529,30 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--build-dir", metavar="DIR", help="where the tools work")
     sy.add_argument("--json", action="store_true", help="print one JSON object")
     sy.set_defaults(func=cmd_synth)
+
+    r = sub.add_parser("run", help="drive frames through the accelerator with the host driver",
+                       description="Stream test frames to the accelerator over a serial port "
+                                   "(a board) or to the simulated board (--sim), check the "
+                                   "predictions against the golden model.")
+    r.add_argument("model", help="model file (.npz) the device must hold (its hash is checked)")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", metavar="DEV", help="serial port or pyserial URL of a board")
+    where.add_argument("--sim", action="store_true",
+                       help="the generated serial bridge + accelerator in Verilator")
+    r.add_argument("--baud", type=int, default=115200)
+    data_arg(r)
+    r.add_argument("--frames", type=int, default=100,
+                   help="test frames, spread evenly over the test split (default 100)")
+    r.add_argument("--folding", metavar="FILE", help="folding for --sim")
+    r.add_argument("--timeout", type=float, default=None, help="reply timeout in seconds")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(func=cmd_run)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .data import DatasetError
+    from .driver import DriverError
     from .hw.folding import FoldingError
     from .hw.synth import SynthError
     from .model import ModelFormatError
@@ -509,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, DatasetError, ModelFormatError, FoldingError, SimError, SynthError,
-            ValueError,
+            DriverError, ValueError,
             FileNotFoundError) as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}")
         return 2
