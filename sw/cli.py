@@ -126,8 +126,18 @@ def cmd_evaluate(args) -> int:
 
 # -- demo ----------------------------------------------------------------------------------------
 
+#: Folding of the demo's TFC for the iCE40UP5K and the simulated board (II 784 cycles).
+DEMO_FOLDING = {"layers": [{"pe": 4, "simd": 16, "storage": "bram"},
+                           {"pe": 1, "simd": 16, "storage": "bram"},
+                           {"pe": 1, "simd": 16, "storage": "bram"},
+                           {"pe": 1, "simd": 4, "storage": "lut"}]}
+
+
 def cmd_demo(args) -> int:
-    """The whole flow on the embedded subset: train -> export -> golden-model evaluation."""
+    """The whole flow on the embedded subset: train -> export -> golden model -> generate ->
+    simulate (cocotb, Verilator) -> synthesize (iCE40UP5K) -> host driver on the simulated
+    board -> CPU baselines."""
+
     from .data import load
     from .export import compare_with_float, export
     from .golden import GoldenModel
@@ -139,21 +149,22 @@ def cmd_demo(args) -> int:
     tr, te = load(args.data, "train"), load(args.data, "test")
     cfg = TrainConfig(topology=[784, 64, 64, 64, 10], epochs=args.epochs, seed=args.seed,
                       lr=0.01, lr_final=1e-3)
+    stages = 3 if args.software_only else 7
     err.rule("xnorflow demo")
-    err.print(f"[1/3] train TFC 784-64-64-64-10 on {tr.name}: {len(tr)} frames, "
+    err.print(f"[1/{stages}] train TFC 784-64-64-64-10 on {tr.name}: {len(tr)} frames, "
               f"{cfg.epochs} epochs")
     t0 = time.perf_counter()
     result = train(cfg, tr.images, tr.labels, te.images, te.labels, progress=lambda r: err.print(
         f"      epoch {r['epoch']:>2}/{cfg.epochs}  loss {r['loss']:.3f}  "
         f"test {100 * r['test_accuracy']:.1f} %  ({r['seconds']:.1f} s)"))
-    err.print("[2/3] export: fold batch norm + sign into integer thresholds")
+    err.print(f"[2/{stages}] export: fold batch norm + sign into integer thresholds")
     model = export(result.model, {"dataset": tr.name, "seed": cfg.seed, "epochs": cfg.epochs,
                                   "float_test_accuracy": result.test_accuracy})
     check = compare_with_float(result.model, model, te.images)
     path = model.save(out / "tfc.npz")
     model = Model.load(path)
     err.print(f"      {path} ({path.stat().st_size:,} bytes, hash {model.content_hash[:16]})")
-    err.print("[3/3] golden model (bit-packed NumPy) on the held-out frames")
+    err.print(f"[3/{stages}] golden model (bit-packed NumPy) on the held-out frames")
     golden = GoldenModel(model)
     pred = golden.predict(te.images)
     acc = float((pred == te.labels).mean())
@@ -161,24 +172,98 @@ def cmd_demo(args) -> int:
         check["score_mismatches"]
     obj = {"model": str(path), "model_hash": model.content_hash, "dataset": tr.name,
            "images": len(te), "accuracy": acc, "float_accuracy": result.test_accuracy,
-           "golden_vs_float": check, "bit_exact": bad == 0,
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "golden_vs_float": check, "bit_exact": bad == 0}
+    rows = [("float model accuracy", f"{100 * result.test_accuracy:.2f} %"),
+            ("integer (golden) model accuracy", f"{100 * acc:.2f} %"),
+            ("golden vs float: predictions / activation bits differing",
+             f"{check['prediction_mismatches']} / {check['activation_bit_mismatches']:,}")]
+    if not args.software_only:
+        hw_ok = _demo_hardware(args, model, path, te, out, obj, rows, stages)
+        bad += 0 if hw_ok else 1
+    obj["seconds"] = round(time.perf_counter() - t0, 1)
+    rows.append(("wall time", f"{obj['seconds']} s"))
 
     def human(o):
         t = Table(title="xnorflow demo")
         t.add_column("stage")
         t.add_column("result", justify="right")
-        t.add_row("float model accuracy", f"{100 * o['float_accuracy']:.2f} %")
-        t.add_row("integer (golden) model accuracy", f"{100 * o['accuracy']:.2f} %")
-        t.add_row("golden vs float: predictions differing",
-                  f"{check['prediction_mismatches']} / {check['frames']}")
-        t.add_row("golden vs float: activation bits differing",
-                  f"{check['activation_bit_mismatches']} / {check['activation_bits_compared']:,}")
-        t.add_row("wall time", f"{o['seconds']} s")
+        for row in rows:
+            t.add_row(*row)
         Console().print(t)
 
     _emit(args, obj, human)
     return 0 if bad == 0 else 1
+
+
+def _demo_hardware(args, model, path, te, out, obj, rows, stages) -> bool:
+    """Stages 4-7 of the demo; fills ``obj`` and ``rows``; True when every check passed."""
+    import numpy as np
+
+    from .bench import cpu_benchmark
+    from .driver import run_accelerator
+    from .hw.folding import Folding
+    from .hw.network import Network, generate
+    from .hw.synth import synthesize
+    from .simulate import simulate
+
+    folding = Folding.from_dict(DEMO_FOLDING, model.layers)
+    err.print(f"[4/{stages}] generate Verilog (folding PE x SIMD: "
+              f"{', '.join(f'{f.pe}x{f.simd}' for f in folding.layers)})")
+    manifest = generate(model, out / "verilog", folding)
+    ii = manifest["performance"]["ii_cycles"]
+    err.print(f"      {out / 'verilog' / manifest['verilog']['file']}: II {ii} cycles, latency "
+              f"{manifest['performance']['latency_cycles']} cycles")
+    frames = min(args.frames, len(te))
+    index = np.linspace(0, len(te) - 1, frames).round().astype(int)
+    err.print(f"[5/{stages}] simulate {frames} frames in Verilator, 30 % random stalls on both "
+              "sides, against the golden model")
+    sim = simulate(model, folding=folding, frames=te.images[index], labels=te.labels[index],
+                   stall=0.3, seed=args.seed)
+    err.print(f"      {sim['mismatches']} mismatches, {sim['lost']} lost; II {sim['ii_cycles']} "
+              f"(predicted {sim['predicted_ii']}), latency {sim['latency_cycles']} (predicted "
+              f"{sim['predicted_latency']})")
+    err.print(f"[6/{stages}] synthesize, place and route for the iCE40UP5K (iCEBreaker), out of "
+              "context")
+    report = synthesize(Network(model, folding), device="up5k", build_dir=out / "synth-up5k",
+                        top_name="xnorflow_top", freq_mhz=30, seed=1,
+                        progress=lambda step, state, sec: state == "done" and err.print(
+                            f"      {step:<8} {sec:5.1f} s"))
+    fmax = report.min_fmax_mhz
+    err.print(f"[7/{stages}] host driver against the simulated board (UART bridge in Verilator), "
+              "and the CPU baselines")
+    drive = run_accelerator(path, sim=True, frames=args.driver_frames, data=args.data,
+                            folding=DEMO_FOLDING)
+    cpu = cpu_benchmark(model, te.images[:512], min_seconds=0.3)
+    best = max(cpu, key=lambda r: r.frames_per_s)
+    accel_fps = fmax * 1e6 / ii
+    obj.update({
+        "simulate": {k: sim[k] for k in ("frames", "mismatches", "lost", "duplicated",
+                                          "reordered", "ii_cycles", "predicted_ii",
+                                          "latency_cycles", "predicted_latency", "accuracy",
+                                          "golden_accuracy", "passed")},
+        "synth": {"device": report.device, "luts": report.luts, "luts_total": report.luts_total,
+                  "ffs": report.ffs, "brams": report.brams, "brams_total": report.brams_total,
+                  "fmax_mhz": report.fmax_mhz},
+        "run": {k: drive[k] for k in ("frames", "accuracy", "golden_agreement", "frames_per_s",
+                                       "errors", "retries")},
+        "cpu": [r.to_json() for r in cpu],
+        "accelerator_frames_per_s": round(accel_fps, 1),
+        "best_cpu": best.to_json(),
+    })
+    rows += [
+        ("RTL simulation: frames / mismatches / lost",
+         f"{sim['frames']} / {sim['mismatches']} / {sim['lost']}"),
+        ("II measured (predicted), cycles", f"{sim['ii_cycles']} ({sim['predicted_ii']})"),
+        ("iCE40UP5K: LUT / BRAM / Fmax",
+         f"{report.luts}/{report.luts_total} / {report.brams}/{report.brams_total} / "
+         f"{fmax:.1f} MHz"),
+        ("driver on the simulated board: frames agreeing with golden",
+         f"{round(drive['golden_agreement'] * drive['frames'])} / {drive['frames']}"),
+        ("accelerator (Fmax / II), frames/s", f"{accel_fps:,.0f}"),
+        (f"best CPU here ({best.implementation}, {best.threads} threads, batch {best.batch})",
+         f"{best.frames_per_s:,.0f} frames/s"),
+    ]
+    return bool(sim["passed"]) and drive["golden_agreement"] == 1.0
 
 
 # -- generate ------------------------------------------------------------------------------------
@@ -469,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=10)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", default="xnorflow-demo", help="output directory")
+    d.add_argument("--frames", type=int, default=200,
+                   help="frames simulated through the generated Verilog (default 200)")
+    d.add_argument("--driver-frames", type=int, default=10,
+                   help="frames sent by the host driver to the simulated board (default 10)")
+    d.add_argument("--software-only", action="store_true",
+                   help="stop after the golden model (no Verilog, simulation or synthesis)")
     d.add_argument("--json", action="store_true", help="print one JSON object")
     d.set_defaults(func=cmd_demo)
 

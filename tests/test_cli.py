@@ -81,7 +81,8 @@ def test_console_script_installed(trained):
 
 
 def test_demo_json(tmp_path, capsys):
-    assert main(["demo", "--epochs", "1", "--out", str(tmp_path), "--json"]) == 0
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path), "--software-only",
+                 "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["bit_exact"] is True
     assert obj["images"] == 1000
@@ -89,3 +90,23 @@ def test_demo_json(tmp_path, capsys):
     m = Model.load(obj["model"])
     assert obj["model_hash"] == m.content_hash
     assert np.isclose(obj["accuracy"], obj["float_accuracy"])
+
+
+@pytest.mark.slow
+@pytest.mark.synth
+def test_demo_through_hardware(tmp_path, capsys):
+    """The README's main command: every stage, with every check passing."""
+    assert main(["demo", "--epochs", "2", "--out", str(tmp_path), "--frames", "40",
+                 "--driver-frames", "4", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["bit_exact"] is True
+    sim = obj["simulate"]
+    assert sim["passed"] and sim["frames"] == 40 and sim["mismatches"] == sim["lost"] == 0
+    assert sim["ii_cycles"] == sim["predicted_ii"] == 784
+    assert sim["accuracy"] == sim["golden_accuracy"]
+    syn = obj["synth"]
+    assert syn["device"] == "iCE40UP5K" and 0 < syn["luts"] <= syn["luts_total"]
+    assert obj["run"]["frames"] == 4 and obj["run"]["golden_agreement"] == 1.0
+    fmax = min(syn["fmax_mhz"].values())
+    assert obj["accelerator_frames_per_s"] == round(fmax * 1e6 / 784, 1)
+    assert obj["best_cpu"]["frames_per_s"] == max(r["frames_per_s"] for r in obj["cpu"])
