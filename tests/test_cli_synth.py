@@ -6,20 +6,14 @@ import numpy as np
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.model import DenseLayer, Model, pack_bits
+from xnorflow.model import Model
+from xnorflow.sim.sweep import random_frames, random_model
 
 
 def small_model(path):
+    """A random valid 20-12-5 model (the sweep's builder), saved to ``path``."""
     rng = np.random.default_rng(7)
-    layers = []
-    sizes = (20, 12, 5)
-    for i, (n, m) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        w = pack_bits(rng.integers(0, 2, (m, n)))
-        last = i == len(sizes) - 2
-        t = None if last else rng.integers(-100, 100, m).astype(np.int64)
-        d = None if last else rng.choice([-1, 1], m).astype(np.int8)
-        layers.append(DenseLayer(f"l{i}", n, m, 8 if i == 0 else 1, w, t, d))
-    return Model(layers, (20,), {"dataset": "random"}).save(path)
+    return random_model((20, 12, 5), 7, random_frames(rng, 16, 20)).save(path)
 
 
 @pytest.mark.synth
