@@ -37,13 +37,24 @@ from .protocol import (
 )
 from .uart import UARTRx, UARTTx
 
-__all__ = ["MAX_BAUD_ERROR", "PacketEngine", "SerialBridge"]
+__all__ = ["BUFFER_STYLES", "MAX_BAUD_ERROR", "PacketEngine", "SerialBridge",
+           "bridge_buffer_style"]
 
 #: Largest relative difference allowed between the asked baud rate and ``clk_hz / divisor``.
 MAX_BAUD_ERROR = 0.02
 
 #: An INFO or ERROR reply waiting to be sent (internal; the wire format is protocol's).
 _REPLY = data.StructLayout({"info": 1, "id": 8, "error": ErrorPayload})
+
+
+#: Where a frame buffer can live (its ``ram_style``).
+BUFFER_STYLES = ("block", "distributed", "logic")
+
+
+def bridge_buffer_style(family: str, depth: int) -> str:
+    """The frame buffer's place for a board of ``family``: ECP5 LUT RAM up to 64 words deep
+    (far cheaper than block RAMs when ``8*SIMD0`` is wide), else block RAM."""
+    return "distributed" if family == "ecp5" and depth <= 64 else "block"
 
 
 def _is_int(value):
@@ -110,6 +121,9 @@ class PacketEngine(wiring.Component):
         Frame buffers, 1 to 255: the capacity K of the protocol (default 2, enough to keep the
         link busy). The buffer is one ``lib.memory`` of ``slots * N0/SIMD0`` words of
         ``8 * SIMD0`` bits.
+    buffer : "block", "distributed" or "logic"
+        The frame buffer's ``ram_style`` (default ``"block"``; ``"distributed"``, LUT RAM, exists
+        on ECP5 only).
 
     Ports
     -----
@@ -143,9 +157,12 @@ class PacketEngine(wiring.Component):
     """
 
     def __init__(self, network, *, model_hash=None, clk_hz, divisor,
-                 gap_bits=DEFAULT_GAP_BITS, slots=2):
+                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block"):
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz, divisor=divisor,
                                   gap_bits=gap_bits, slots=slots)
+        if buffer not in BUFFER_STYLES:
+            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BUFFER_STYLES)}")
+        self._buffer = buffer
         self._network = network
         super().__init__({
             "i_stream": In(stream.Signature(8)),
@@ -192,7 +209,8 @@ class PacketEngine(wiring.Component):
         m.d.comb += self.frame_error.eq(net.frame_error)
 
         # Frame buffer: `slots` frames of `beats` words, one s_axis beat per word.
-        m.submodules.buffer = buffer = Memory(shape=8 * lanes, depth=slots * beats, init=[])
+        m.submodules.buffer = buffer = Memory(shape=8 * lanes, depth=slots * beats, init=[],
+                                              attrs={"ram_style": self._buffer})
         wport = buffer.write_port(granularity=8)
         rport = buffer.read_port()
         full = Signal(slots)                  # slot holds a whole frame not yet fed
@@ -469,7 +487,7 @@ class SerialBridge(wiring.Component):
     baud : int
         The link's bit rate. ``divisor = round(clk_hz / baud)`` clock cycles per bit, at least 4,
         and ``clk_hz / divisor`` within :data:`MAX_BAUD_ERROR` (2 %) of ``baud``.
-    model_hash, gap_bits, slots
+    model_hash, gap_bits, slots, buffer
         As for :class:`PacketEngine`.
 
     Ports
@@ -510,7 +528,7 @@ class SerialBridge(wiring.Component):
     """
 
     def __init__(self, network, *, clk_hz, baud, model_hash=None, gap_bits=DEFAULT_GAP_BITS,
-                 slots=2):
+                 slots=2, buffer="block"):
         _check_range("clk_hz", clk_hz, 1, 2**32 - 1)
         if not _is_int(baud) or baud < 1:
             raise ValueError(f"baud ({baud!r}) must be a positive integer")
@@ -524,6 +542,9 @@ class SerialBridge(wiring.Component):
                              f"{clk_hz / divisor:.0f}; at most {MAX_BAUD_ERROR:.0%} allowed")
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz,
                                   divisor=divisor, gap_bits=gap_bits, slots=slots)
+        if buffer not in BUFFER_STYLES:
+            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BUFFER_STYLES)}")
+        self._buffer = buffer
         self._network = network
         self._baud = baud
         self._engine = None
@@ -540,7 +561,8 @@ class SerialBridge(wiring.Component):
             info = self._info
             self._engine = PacketEngine(self._network, model_hash=info.model_hash,
                                         clk_hz=info.clk_hz, divisor=info.divisor,
-                                        gap_bits=info.gap_bits, slots=info.capacity)
+                                        gap_bits=info.gap_bits, slots=info.capacity,
+                                        buffer=self._buffer)
         return self._engine
 
     @property

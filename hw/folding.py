@@ -25,7 +25,9 @@ A small JSON object with one entry per model layer, in order::
 ``pe`` must divide the layer's outputs M, ``simd`` its inputs N. ``storage`` (``"bram"`` or
 ``"lut"``, default ``"bram"``) is where the weights live (see :class:`~xnorflow.hw.mvtu.MVTU`).
 ``fifo_depth`` (optional) overrides the depth rule for the FIFO in front of the layer: 0 for none,
-else at least 3. Anything else is an error naming the layer, e.g.
+else at least 3. ``buffer`` (optional: ``"block"``, ``"logic"`` or ``"distributed"``, the last on
+ECP5 only) places the layer's input buffer (default: :func:`xnorflow.hw.mvtu.buffer_style`).
+Anything else is an error naming the layer, e.g.
 ``layer 2 (hidden2): PE (7) must divide the output channels (256)``.
 
 Default folding (:meth:`Folding.default`)
@@ -96,10 +98,13 @@ BRAM_MIN_WORDS = 64
 OUTPUT_FIFO_DEPTH = 4
 #: Smallest FIFO that passes one beat per cycle (``StreamFIFO.FULL_RATE_DEPTH``).
 _FULL_RATE_DEPTH = 3
+#: iCE40: Yosys keeps FIFO memories up to this many words in flip-flops (beyond, block RAM).
+_FIFO_LOGIC_MAX_WORDS = 8
 #: The MVTU's registers outside its reduction tree (its documented latency is 4 + tree depth).
 _MVTU_LATENCY_CONSTANT = 4
 _STORAGE = ("bram", "lut")
-_LAYER_KEYS = ("pe", "simd", "storage", "fifo_depth")
+_LAYER_KEYS = ("pe", "simd", "storage", "fifo_depth", "buffer")
+_BUFFERS = ("block", "logic", "distributed")
 
 
 class FoldingError(ValueError):
@@ -131,11 +136,15 @@ class LayerFolding:
     storage: str = "bram"
     #: Depth of the FIFO in front of the layer; None: the rule of :func:`size_fifos`.
     fifo_depth: int | None = None
+    #: Where the input buffer lives; None: :func:`xnorflow.hw.mvtu.buffer_style`.
+    buffer: str | None = None
 
     def to_dict(self) -> dict:
         d = {"pe": self.pe, "simd": self.simd, "storage": self.storage}
         if self.fifo_depth is not None:
             d["fifo_depth"] = self.fifo_depth
+        if self.buffer is not None:
+            d["buffer"] = self.buffer
         return d
 
 
@@ -182,6 +191,10 @@ class Folding:
             pe, simd = entry["pe"], entry["simd"]
             storage = entry.get("storage", "bram")
             depth = entry.get("fifo_depth")
+            buffer = entry.get("buffer")
+            if buffer is not None and buffer not in _BUFFERS:
+                raise FoldingError(f"{where}: buffer ({buffer!r}) must be 'block', 'logic' or "
+                                   "'distributed'")
             if not _is_int(pe) or pe < 1:
                 raise FoldingError(f"{where}: PE ({pe!r}) must be a positive integer")
             if not _is_int(simd) or simd < 1:
@@ -193,7 +206,7 @@ class Folding:
                 raise FoldingError(f"{where}: fifo_depth ({depth!r}) must be 0 (no FIFO) or at "
                                    f"least {_FULL_RATE_DEPTH}")
             parsed.append(LayerFolding(int(pe), int(simd), storage,
-                                       None if depth is None else int(depth)))
+                                       None if depth is None else int(depth), buffer))
         folding = cls(tuple(parsed))
         if layers is not None:
             folding.check(layers)
@@ -216,6 +229,14 @@ class Folding:
 
     def to_dict(self) -> dict:
         return {"layers": [layer.to_dict() for layer in self.layers]}
+
+    def check_family(self, family: str) -> None:
+        """Raise :class:`FoldingError` for a choice the FPGA ``family`` lacks (LUT RAM input
+        buffers exist on ECP5 only)."""
+        for index, layer in enumerate(self.layers):
+            if layer.buffer == "distributed" and family != "ecp5":
+                raise FoldingError(f"layer {index}: buffer 'distributed' (LUT RAM) exists on ECP5 "
+                                   f"only, not on {family}; use 'logic' or 'block'")
 
     def check(self, layers: Sequence) -> None:
         """Check against the model's layers (anything with ``name``, ``in_features`` and
@@ -259,55 +280,143 @@ class Folding:
 
 # --- Resources ----------------------------------------------------------------------------------
 
-# Block RAM configurations (depth, width): iCE40 EBR (4 kbit) and ECP5 DP16KD (18 kbit).
-_ICE40_EBR = ((256, 16), (512, 8), (1024, 4), (2048, 2))
-_ECP5_DP16KD = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
-#: Memories at least this deep, or holding at least this many bits, are counted as block RAM;
-#: the others as flip-flops and a read mux.
-_BRAM_MIN_DEPTH = 64
-_BRAM_MIN_BITS = 4096
+_FAMILIES = ("ice40", "ecp5")
+# Block RAM configurations (depth, width) that Yosys uses for a memory with one read and at most
+# one write port: iCE40 SB_RAM40_4K (4 kbit) and ECP5 DP16KD (18 kbit).
+_BRAM_CONFIGS = {
+    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
+    "ecp5": ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+}
 
 
-def _blocks(depth, width, configs):
-    return min(-(-depth // d) * -(-width // w) for d, w in configs)
+def bram_blocks(depth: int, width: int, family: str) -> int:
+    """Block RAMs of ``family`` for a ``depth x width`` memory marked ``ram_style = "block"``:
+    the fewest over the block's configurations, as Yosys' ``memory_libmap`` chooses them."""
+    return min(-(-depth // d) * -(-width // w) for d, w in _BRAM_CONFIGS[family])
 
 
 def _rom_luts(words):
-    """LUT4s per output bit of a constant table of ``words`` words (a LUT per 16 words and a
-    mux tree)."""
-    return 1 if words <= 16 else 2 * -(-words // 16) - 1
+    """LUT4s per output bit of a constant table of ``words`` words in logic (a LUT per 16 words
+    and a multiplexer tree), before calibration."""
+    return 0 if words <= 1 else 1 if words <= 16 else 2 * -(-words // 16) - 1
+
+
+def _mux_luts(words):
+    """LUT4s per output bit of a ``words``:1 read multiplexer (two words per LUT4 and level)."""
+    return max(0, words - 1)
+
+
+#: The calibrated LUT model, per family: LUT4s per binary (XNOR + popcount) lane and per 8-bit
+#: (add/subtract) lane, per accumulator bit, per processing element, per unit, and the factors
+#: on the logic tables (``rom``: constant tables, ``mux``: the input buffer's read multiplexer).
+#: Fitted by least squares to Yosys' counts of the blocks of ``python -m xnorflow.hw.calibrate``.
+LUT_MODEL = {
+    "ice40": {"bin": 1.841, "pix": 20.76, "acc": 3.045, "pe": 0.0, "unit": 16.992, "rom": 1.129,
+              "mux": 1.464},
+    "ecp5": {"bin": 1.967, "pix": 21.674, "acc": 3.085, "pe": 0.0, "unit": 24.279, "rom": 1.067,
+             "mux": 1.343},
+}
 
 
 @dataclass(frozen=True)
 class Resources:
-    """A resource estimate: LUT4s, flip-flops and block RAM (bits, iCE40 4-kbit EBRs, ECP5
-    18-kbit DP16KDs). Uncalibrated: a first model from the shapes, not from synthesis."""
+    """A resource estimate: LUT4s (iCE40 and ECP5 count differently: an ECP5 carry cell is two
+    LUT4s, an iCE40 carry is free), flip-flops, block RAM bits and blocks (iCE40 4-kbit EBRs,
+    ECP5 18-kbit DP16KDs). Block RAMs are exact (every memory's mapping is stated, see
+    :func:`xnorflow.hw.mvtu.threshold_style`); LUT4s come from the model of :data:`LUT_MODEL`,
+    calibrated against Yosys; flip-flops from the registers' widths."""
 
-    lut: int = 0
+    lut_ice40: int = 0
+    lut_ecp5: int = 0
     ff: int = 0
     bram_bits: int = 0
     ice40_ebr: int = 0
     ecp5_dp16kd: int = 0
 
+    @classmethod
+    def luts_by(cls, counts, **kwargs) -> Resources:
+        """From a ``{family: LUT4s}`` mapping (rounded) and the other fields."""
+        return cls(lut_ice40=round(counts["ice40"]), lut_ecp5=round(counts["ecp5"]), **kwargs)
+
+    @classmethod
+    def same_luts(cls, luts, **kwargs) -> Resources:
+        """The same LUT4 count on both families."""
+        return cls(lut_ice40=round(luts), lut_ecp5=round(luts), **kwargs)
+
     def __add__(self, other: Resources) -> Resources:
         return Resources(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
 
+    def luts(self, family: str) -> int:
+        """LUT4s on ``family`` (``"ice40"`` or ``"ecp5"``)."""
+        return self.lut_ice40 if family == "ice40" else self.lut_ecp5
+
+    def brams(self, family: str) -> int:
+        """Block RAMs on ``family``: iCE40 EBRs or ECP5 DP16KDs."""
+        return self.ice40_ebr if family == "ice40" else self.ecp5_dp16kd
+
     def as_tuple(self):
-        return (self.lut, self.ff, self.bram_bits, self.ice40_ebr, self.ecp5_dp16kd)
+        return (self.lut_ice40, self.lut_ecp5, self.ff, self.bram_bits, self.ice40_ebr,
+                self.ecp5_dp16kd)
 
     def to_dict(self) -> dict:
-        return {"lut": self.lut, "ff": self.ff, "bram_bits": self.bram_bits,
-                "ice40_ebr": self.ice40_ebr, "ecp5_dp16kd": self.ecp5_dp16kd}
+        return {"lut_ice40": self.lut_ice40, "lut_ecp5": self.lut_ecp5, "ff": self.ff,
+                "bram_bits": self.bram_bits, "ice40_ebr": self.ice40_ebr,
+                "ecp5_dp16kd": self.ecp5_dp16kd}
 
     @classmethod
-    def memory(cls, depth, width, copies=1) -> Resources:
-        """``copies`` memories of ``depth`` x ``width``: block RAM from 64 words or 4096 bits,
-        else flip-flops plus a read mux."""
-        if depth >= _BRAM_MIN_DEPTH or depth * width >= _BRAM_MIN_BITS:
-            return cls(bram_bits=copies * depth * width,
-                       ice40_ebr=copies * _blocks(depth, width, _ICE40_EBR),
-                       ecp5_dp16kd=copies * _blocks(depth, width, _ECP5_DP16KD))
-        return cls(lut=copies * width * _rom_luts(depth), ff=copies * depth * width)
+    def block_memory(cls, depth, width, copies=1) -> Resources:
+        """``copies`` memories of ``depth x width`` in block RAM."""
+        return cls(bram_bits=copies * depth * width,
+                   ice40_ebr=copies * bram_blocks(depth, width, "ice40"),
+                   ecp5_dp16kd=copies * bram_blocks(depth, width, "ecp5"))
+
+    @classmethod
+    def logic_rom(cls, depth, width, copies=1) -> Resources:
+        """``copies`` constant tables of ``depth x width`` in logic, with their read register."""
+        luts = {f: copies * width * _rom_luts(depth) * LUT_MODEL[f]["rom"] for f in _FAMILIES}
+        return cls.luts_by(luts, ff=copies * width * (depth > 1))
+
+    @classmethod
+    def distributed_ram(cls, depth, width) -> Resources:
+        """A ``depth x width`` ECP5 LUT RAM with a read register (its iCE40 figure is that of
+        :meth:`logic_ram`: iCE40 has no LUT RAM, and a folding that asks for one is refused
+        there)."""
+        ice40 = cls.logic_ram(depth, width)
+        return cls(lut_ice40=ice40.lut_ice40, lut_ecp5=_distributed_luts(depth, width),
+                   ff=width)
+
+    @classmethod
+    def logic_ram(cls, depth, width) -> Resources:
+        """A ``depth x width`` memory in flip-flops with a registered read multiplexer."""
+        luts = {f: width * _mux_luts(depth) * LUT_MODEL[f]["mux"] + depth for f in _FAMILIES}
+        return cls.luts_by(luts, ff=depth * width + width)
+
+
+def _distributed_luts(depth, width):
+    """ECP5 LUT RAM: a ``TRELLIS_DPR16X4`` (16 x 4, four LUT4s) per 16 words and 4 bits, and a
+    read multiplexer over the 16-word banks."""
+    banks = -(-depth // 16)
+    return 4 * banks * -(-width // 4) + width * _mux_luts(banks)
+
+
+def bridge_resources(n0: int, simd0: int, family: str, slots: int = 2) -> Resources:
+    """The serial bridge of a board build of ``family`` (:class:`~xnorflow.hw.bridge.
+    SerialBridge`): its frame buffer (``slots`` frames of ``N0/SIMD0`` words of ``8*SIMD0``
+    bits, placed by :func:`~xnorflow.hw.bridge.bridge_buffer_style`) and the UART and packet
+    engine (a constant, calibrated like :data:`LUT_MODEL`)."""
+    from .bridge import bridge_buffer_style
+
+    depth, width = slots * (n0 // simd0), 8 * simd0
+    if bridge_buffer_style(family, depth) == "distributed":
+        buffer = Resources.distributed_ram(depth, width)
+    else:
+        buffer = Resources.block_memory(depth, width)
+    return buffer + Resources.luts_by(BRIDGE_LUTS, ff=BRIDGE_FFS)
+
+
+#: LUT4s and flip-flops of the serial bridge without its frame buffer (calibrated).
+BRIDGE_LUTS = {"ice40": 700, "ecp5": 800}
+BRIDGE_FFS = 450
 
 
 # --- Ops ----------------------------------------------------------------------------------------
@@ -343,6 +452,15 @@ class DenseOp:
     #: Depth of the FIFO in front, as the folding asked; None: the rule of size_fifos.
     fifo_request: int | None = None
     levels_per_stage: int = LEVELS_PER_STAGE
+    #: Where the input buffer lives (None: :func:`xnorflow.hw.mvtu.buffer_style`).
+    buffer: str | None = None
+
+    @property
+    def buffer_style(self) -> str:
+        """The input buffer's ``ram_style`` as built."""
+        from .mvtu import buffer_style
+
+        return self.buffer or buffer_style(self.sf, self.simd * self.input_bits)
 
     kind = "dense"
 
@@ -415,40 +533,66 @@ class DenseOp:
         return np.where(d > 0, acc >= t, acc <= t).astype(np.int64)
 
     def resources(self) -> Resources:
-        """Uncalibrated estimate (LUT4 devices).
+        """The unit's estimate, per family with the coefficients ``k`` of :data:`LUT_MODEL`.
 
-        LUTs: ``PE*SIMD*c`` for the lanes (``c = 3`` for XNOR + popcount, ``19`` for an 8-bit
-        add/subtract lane), ``PE*acc_width`` accumulators, ``PE*(t_width+1)`` comparators and the
-        threshold tables (``PE*(t_width+1)*rom(NF)``), ``PE*SIMD*rom(NF*SF)`` for LUT weights
-        (``rom(D) = 1`` for ``D <= 16`` else ``2*ceil(D/16) - 1``), 30 for control. FFs: the tree
-        pipeline registers, accumulators and results (``2*PE*acc_width``), the output register,
-        the input read register and control. Block RAM: per PE a ``NF*SF x SIMD`` weight memory
-        (``"bram"``) and the ``2*SF x SIMD*bits`` input ping-pong buffer, each counted as block
-        RAM from 64 words or 4096 bits (:meth:`Resources.memory`), else as FFs and a read mux.
+        LUT4s: ``k.bin`` (binary input) or ``k.pix`` (8-bit input) per lane ``PE*SIMD``,
+        ``k.acc`` per accumulator bit (``PE * acc_width``: accumulator, threshold subtraction),
+        ``k.pe`` per PE and ``k.unit`` for the unit's control; plus the logic tables: thresholds
+        in logic (``PE`` tables of ``NF`` words of ``t_width + 1`` bits), weights in logic
+        (``"lut"``: ``PE`` tables of ``NF*SF`` words of ``SIMD`` bits), each ``k.rom *
+        rom(words)`` per bit, and an input buffer in flip-flops (``k.mux`` per bit and word of
+        its read multiplexer).
+
+        Block RAM, exact, as :mod:`xnorflow.hw.mvtu` maps its memories: per PE the ``NF*SF x
+        SIMD`` weight memory (``"bram"``), the threshold table when
+        :func:`~xnorflow.hw.mvtu.threshold_style` puts it in block RAM, and the ``2*SF x
+        SIMD*bits`` input buffer when :func:`~xnorflow.hw.mvtu.buffer_style` does (with ``SF =
+        1`` and ``NF >= 3`` it is two registers). Flip-flops: tree pipeline registers,
+        accumulators, the read registers, the output register and control.
         """
+        from .mvtu import threshold_style
+
         pe, simd, bits = self.pe, self.simd, self.input_bits
-        words, acc_w = self.nf * self.sf, self.score_shape.width
-        lut = pe * simd * (3 if bits == 1 else 19) + pe * acc_w + 30
+        nf, sf = self.nf, self.sf
+        words, acc_w = nf * sf, self.score_shape.width
+        chunk = simd * bits
         leaf = 1 if bits == 1 else 9
         ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
-        ff += pe * (acc_w if self.is_score else 1) + simd * bits
-        ff += 3 * _bits(words) + 8 + (self.tree_latency + 1) * (3 + _bits(self.nf))
+        ff += pe * (acc_w if self.is_score else 1) + chunk
+        ff += 3 * _bits(words) + 8 + (self.tree_latency + 1) * (3 + _bits(nf))
+        luts = {f: LUT_MODEL[f]["bin" if bits == 1 else "pix"] * pe * simd
+                + LUT_MODEL[f]["acc"] * pe * acc_w + LUT_MODEL[f]["pe"] * pe
+                + LUT_MODEL[f]["unit"] for f in _FAMILIES}
+        res = Resources.luts_by(luts, ff=ff)
         if not self.is_score:
             lo, hi = self.acc_range
             t_w = Shape.cast(range(lo, hi + 2)).width
-            lut += pe * (t_w + 1) * (1 + _rom_luts(self.nf))
-        res = Resources(lut=lut, ff=ff)
+            if threshold_style(nf, self.storage) == "block":
+                res += Resources.block_memory(nf, t_w + 1, copies=pe)
+            else:
+                res += Resources.logic_rom(nf, t_w + 1, copies=pe)
         if self.storage == "bram":
-            res += Resources.memory(words, simd, copies=pe)
+            res += Resources.block_memory(words, simd, copies=pe)
+            if words > 1:
+                res += Resources(ff=pe * simd)
         else:
-            res += Resources(lut=pe * simd * _rom_luts(words), ff=pe * simd)
-        return res + Resources.memory(2 * self.sf, simd * bits)
+            res += Resources.logic_rom(words, simd, copies=pe)
+        style = self.buffer_style
+        if sf == 1 and nf >= 3:
+            res += Resources.same_luts(chunk, ff=2 * chunk)
+        elif style == "block":
+            res += Resources.block_memory(2 * sf, chunk)
+        elif style == "distributed":
+            res += Resources.distributed_ram(2 * sf, chunk)
+        else:
+            res += Resources.logic_ram(2 * sf, chunk)
+        return res
 
     def build(self):
         from .mvtu import MVTU
 
         return MVTU(self.weights, self.thresholds, self.directions, input_bits=self.input_bits,
-                    pe=self.pe, simd=self.simd, storage=self.storage,
+                    pe=self.pe, simd=self.simd, storage=self.storage, buffer=self.buffer,
                     levels_per_stage=self.levels_per_stage)
 
 
@@ -482,11 +626,13 @@ class ConverterOp:
         return x
 
     def resources(self) -> Resources:
-        """``capacity`` FFs plus the level counter; per buffer bit a LUT for the shift and one
-        per two write positions."""
+        """``capacity`` FFs plus the level counter; LUT4s ``0.8`` per buffer bit (the shift) and
+        ``0.95`` per input bit and write position (the placement multiplexers), fitted to Yosys'
+        counts of the calibration converters."""
         cap = self.capacity
         positions = (cap - self.in_width) // math.gcd(self.in_width, self.out_width) + 1
-        return Resources(lut=cap * (1 + -(-positions // 2)) + 10, ff=cap + _bits(cap + 1))
+        return Resources.same_luts(0.8 * cap + 0.95 * self.in_width * positions,
+                                   ff=cap + _bits(cap + 1))
 
     def build(self):
         from .plumbing import WidthConverter
@@ -521,9 +667,16 @@ class FifoOp:
         return x
 
     def resources(self) -> Resources:
-        """``depth - 1`` words of memory, the output register and two pointers."""
-        return (Resources.memory(self.depth - 1, self.width)
-                + Resources(lut=self.width + 12, ff=self.width + 3 * _bits(self.depth)))
+        """``depth - 1`` words of memory (:class:`~amaranth.lib.fifo.SyncFIFOBuffered`, placed by
+        Yosys: LUT RAM on ECP5; on iCE40 flip-flops up to :data:`_FIFO_LOGIC_MAX_WORDS` words,
+        else block RAM), the output register and two pointers."""
+        words = self.depth - 1
+        ice40 = (Resources.logic_ram(words, self.width) if words <= _FIFO_LOGIC_MAX_WORDS
+                 else Resources.block_memory(words, self.width) + Resources(lut_ice40=46))
+        ecp5 = Resources.distributed_ram(words, self.width)
+        memory = Resources(lut_ice40=ice40.lut_ice40, lut_ecp5=ecp5.lut_ecp5, ff=ice40.ff,
+                           bram_bits=ice40.bram_bits, ice40_ebr=ice40.ice40_ebr)
+        return memory + Resources.same_luts(12, ff=self.width + 3 * _bits(self.depth))
 
     def build(self):
         from .plumbing import StreamFIFO
@@ -575,7 +728,7 @@ class ArgMaxOp:
         lut = (self.pe - 1) * (2 * w + idx) + 2 * w + idx + 10
         stored = (self.classes - self.pe) * w if self.with_scores else 0
         ff = w + idx + stored + self.out_width + _bits(self.cycles_per_frame)
-        return Resources(lut=lut, ff=ff)
+        return Resources.same_luts(lut, ff=ff)
 
     def build(self):
         from .argmax import ArgMax
@@ -610,7 +763,7 @@ class NetworkPlan:
 
     @property
     def folding(self) -> Folding:
-        return Folding(tuple(LayerFolding(op.pe, op.simd, op.storage, op.fifo_request)
+        return Folding(tuple(LayerFolding(op.pe, op.simd, op.storage, op.fifo_request, op.buffer)
                              for op in self.dense))
 
     @property
@@ -622,7 +775,7 @@ class NetworkPlan:
         return predict_latency(self)
 
     def resources(self) -> Resources:
-        total = Resources(lut=10, ff=_bits(self.dense[0].sf) + 1)  # the input beat counter
+        total = Resources.same_luts(10, ff=_bits(self.dense[0].sf) + 1)  # the input beat counter
         for op in self.ops:
             total += op.resources()
         return total
@@ -671,7 +824,8 @@ def fold(plan: NetworkPlan, folding: Folding) -> NetworkPlan:
     for op in plan.ops:
         if isinstance(op, DenseOp):
             f = by_index[op.index]
-            op = replace(op, pe=f.pe, simd=f.simd, storage=f.storage, fifo_request=f.fifo_depth)
+            op = replace(op, pe=f.pe, simd=f.simd, storage=f.storage, fifo_request=f.fifo_depth,
+                         buffer=f.buffer)
         elif isinstance(op, ArgMaxOp):
             op = replace(op, pe=folding.layers[-1].pe)
         ops.append(op)

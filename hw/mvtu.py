@@ -10,9 +10,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .popcount import AddSubTree, Popcount, tree_latency
+from .popcount import AddSubTree, ComplementSumTree, Popcount, tree_latency
 
-__all__ = ["MVTU"]
+__all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "MVTU", "THRESHOLD_BRAM_MIN_WORDS",
+           "buffer_style", "threshold_style"]
 
 #: Largest value of an 8-bit input lane (a pixel).
 _PIXEL_MAX = 255
@@ -22,6 +23,27 @@ _PIXEL_MAX = 255
 #: memory read register, the register after it (stage 2) and the output register, which takes the
 #: accumulated and thresholded result directly.
 _LATENCY_CONSTANT = 4
+
+#: Per-PE threshold tables of at least this many words go to block RAM (with "bram" storage).
+THRESHOLD_BRAM_MIN_WORDS = 256
+#: The ``buffer`` choices of :class:`MVTU` (None: :func:`buffer_style`).
+BUFFER_STYLES = (None, "block", "logic", "distributed")
+#: Input ping-pong buffers of at most this many bits are flip-flops and a multiplexer.
+BUFFER_LOGIC_MAX_BITS = 2048
+
+
+def threshold_style(nf, storage):
+    """Where a PE's ``NF``-word threshold table lives: ``"block"`` RAM when the weights are in
+    block RAM and the table has at least :data:`THRESHOLD_BRAM_MIN_WORDS` words, else
+    ``"logic"``. Every memory of the unit has its mapping stated, so that the resource model
+    (:meth:`xnorflow.hw.folding.DenseOp.resources`) counts block RAMs exactly."""
+    return "block" if storage == "bram" and nf >= THRESHOLD_BRAM_MIN_WORDS else "logic"
+
+
+def buffer_style(sf, chunk_width):
+    """Where the ``2*SF x chunk_width`` input buffer lives: ``"logic"`` up to
+    :data:`BUFFER_LOGIC_MAX_BITS` bits, else ``"block"`` RAM."""
+    return "logic" if 2 * sf * chunk_width <= BUFFER_LOGIC_MAX_BITS else "block"
 
 
 def _is_int(value):
@@ -80,11 +102,15 @@ class MVTU(wiring.Component):
         ``"bram"``: the weights live in :class:`amaranth.lib.memory.Memory` ROMs, one per PE of
         ``NF*SF`` words of ``SIMD`` bits, word ``f*SF + k`` holding
         ``w[f*PE + p, k*SIMD ... k*SIMD + SIMD - 1]`` LSB first (see :meth:`weight_words`),
-        marked ``ram_style = "block"`` so that Yosys maps them to block RAM even when small; the
-        per-PE thresholds (``NF`` words) are Memory ROMs too, left to the tool to map. ``"lut"``:
-        the same words, weights and thresholds, as constant logic (a registered case statement
-        over the address). Both read with the same registered latency (weights: the read register
-        and one more register, so that a block RAM's slow output never drives logic).
+        marked ``ram_style = "block"`` so that Yosys maps them to block RAM even when small.
+        ``"lut"``: the same words as ROMs marked ``ram_style = "logic"`` (constant logic). Both
+        read with the same registered latency (weights: the read register and one more register,
+        so that a block RAM's slow output never drives logic). The per-PE thresholds (``NF``
+        words) are ROMs placed by :func:`threshold_style`.
+    buffer : None, "block", "logic" or "distributed"
+        Where the ``2*SF x SIMD*input_bits`` input buffer lives (its ``ram_style``): ``None``
+        (default) chooses by :func:`buffer_style`; ``"distributed"`` (LUT RAM) exists on ECP5
+        only (Yosys finds no mapping for it on iCE40).
     levels_per_stage : int
         Adder levels between pipeline registers of the popcount / add-subtract tree (default 2;
         see :mod:`xnorflow.hw.popcount` for the popcount's first stage).
@@ -136,7 +162,7 @@ class MVTU(wiring.Component):
     """
 
     def __init__(self, weights, thresholds, directions, *, input_bits, pe, simd, storage="bram",
-                 levels_per_stage=2):
+                 buffer=None, levels_per_stage=2):
         weights = np.asarray(weights)
         if weights.ndim != 2 or 0 in weights.shape:
             raise ValueError(
@@ -160,6 +186,9 @@ class MVTU(wiring.Component):
             raise ValueError(f"SIMD ({simd}) must divide the input channels ({n})")
         if storage not in ("bram", "lut"):
             raise ValueError(f"storage ({storage!r}) must be 'bram' or 'lut'")
+        if buffer not in BUFFER_STYLES:
+            raise ValueError(f"buffer ({buffer!r}) must be None, 'block', 'logic' or "
+                             "'distributed'")
         if not _is_int(levels_per_stage) or levels_per_stage < 1:
             raise ValueError(
                 f"levels_per_stage ({levels_per_stage!r}) must be a positive integer")
@@ -205,8 +234,14 @@ class MVTU(wiring.Component):
         self._pe = int(pe)
         self._simd = int(simd)
         self._storage = storage
+        self._buffer = buffer
         self._levels_per_stage = int(levels_per_stage)
         self._acc_range = (acc_lo, acc_hi)
+        # 8-bit threshold layers sum complemented pixels (ComplementSumTree): the hardware's
+        # accumulator is u = acc + 255 * Z_i in [0, 255 * N], Z_i the -1 weights of channel i, and
+        # the thresholds move by the same constant (see _hardware_thresholds).
+        self._complement = input_bits == 8 and thresholds is not None
+        self._cmp_range = (0, _PIXEL_MAX * n) if self._complement else (acc_lo, acc_hi)
         # The input buffer is two plain registers (no read multiplexer) when a frame is a single
         # chunk that at least three folds re-read; see the class docstring (Timing).
         self._register_buffer = n == simd and m // pe >= 3
@@ -320,51 +355,61 @@ class MVTU(wiring.Component):
         return [_bits_to_int(self._weights[f * self._pe + pe, k * simd:(k + 1) * simd])
                 for f in range(nf) for k in range(sf)]
 
+    def _hardware_thresholds(self):
+        """``(T, direction)`` per channel on the accumulator the hardware computes: for an 8-bit
+        threshold layer ``u = acc + 255*Z`` (``Z``: the channel's -1 weights), so ``acc >= T``
+        is ``u >= T + 255*Z`` (``<=`` alike), clamped to the ends of ``u``'s range where the
+        comparison is constant anyway; else the thresholds as they are."""
+        t = self._thresholds.astype(np.int64)
+        d = self._directions
+        if not self._complement:
+            return t, d
+        zeros = (~self._weights).sum(axis=1).astype(np.int64)
+        t = t + _PIXEL_MAX * zeros
+        top = _PIXEL_MAX * self._n
+        t = np.where(d == 1, np.clip(t, 0, top + 1), np.clip(t, -1, top))
+        return t, d
+
     def _threshold_words(self, pe, width):
         """Per fold: ``T' - 1`` (``width`` bits, two's complement) and, above it, the invert bit,
         where ``y = (acc >= T') ^ invert``: ``T' = T`` for direction +1, and ``T' = T + 1``,
         invert for direction -1 (``acc <= T`` is ``not acc >= T + 1``). The unit computes
         ``acc >= T'`` as the sign of ``(T' - 1) - acc``."""
         words = []
+        thresholds, directions = self._hardware_thresholds()
         for f in range(self.neuron_fold):
             channel = f * self._pe + pe
-            t, d = int(self._thresholds[channel]), int(self._directions[channel])
+            t, d = int(thresholds[channel]), int(directions[channel])
             adjusted, invert = (t, 0) if d == 1 else (t + 1, 1)
             words.append(((adjusted - 1) & ((1 << width) - 1)) | (invert << width))
         return words
 
-    def _rom(self, m, name, shape, words, addr, en, *, attrs=None):
-        """A registered read of ``words[addr]`` under ``en``: a Memory ROM or constant logic."""
-        if self._storage == "bram":
-            memory = Memory(shape=shape, depth=len(words), init=words, attrs=attrs)
-            m.submodules[name] = memory
-            port = memory.read_port()
-            m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
-            return port.data
+    def _rom(self, m, name, shape, words, addr, en, *, style):
+        """A registered read of ``words[addr]`` under ``en``: a Memory ROM that Yosys maps to
+        block RAM (``style = "block"``) or to logic (``"logic"``: a multiplexer tree of constants
+        and a register), never left to the tool's own choice (see :func:`threshold_style`)."""
         if len(words) == 1:
             return Const(words[0], shape)
-        value = Signal(shape, name=name)
-        with m.If(en):
-            with m.Switch(addr):
-                for index, word in enumerate(words):
-                    with m.Case(index):
-                        m.d.sync += value.eq(word)
-        return value
+        memory = Memory(shape=shape, depth=len(words), init=words, attrs={"ram_style": style})
+        m.submodules[name] = memory
+        port = memory.read_port()
+        m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+        return port.data
 
     def _weight_word(self, m, p, addr, en):
         """The weight word at ``addr`` (stage 0) two enabled cycles later (stage 2).
 
         Block RAM: the memory's read register, then a register in the fabric, so that the block
         RAM's slow clock-to-output path (about 6 ns on an ECP5 of speed grade 6) ends in a
-        flip-flop instead of running into the XNOR and the tree. Constant logic: the address is
-        registered first and the case statement's register is the second stage.
+        flip-flop instead of running into the XNOR and the tree. Logic (``"lut"``): the address is
+        registered first and the logic ROM's read register is the second stage.
         """
         words = self.weight_words(p)
         name = f"pe{p}_weights"
         if self._storage == "bram":
-            # Yosys maps small ROMs to logic unless told otherwise; "bram" means block RAM.
-            data = self._rom(m, name, self._simd, words, addr, en,
-                             attrs={"ram_style": "block"})
+            data = self._rom(m, name, self._simd, words, addr, en, style="block")
+            if len(words) == 1:
+                return data
             word = Signal(self._simd, name=f"pe{p}_weight_word")
             with m.If(en):
                 m.d.sync += word.eq(data)
@@ -374,7 +419,7 @@ class MVTU(wiring.Component):
         addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1")
         with m.If(en):
             m.d.sync += addr_s1.eq(addr)
-        return self._rom(m, name, self._simd, words, addr_s1, en)
+        return self._rom(m, name, self._simd, words, addr_s1, en, style="logic")
 
     def elaborate(self, platform):
         m = Module()
@@ -445,7 +490,9 @@ class MVTU(wiring.Component):
             # Ping-pong buffer of two halves of SF chunks. fill_b counts the chunks written to half
             # b; the reader may read chunk k of half b once fill_b > k and empties the half
             # (fill_b = 0) when it issues the last read of the frame's last fold.
-            m.submodules.ibuf = ibuf = Memory(shape=chunk_width, depth=2 * sf, init=[])
+            m.submodules.ibuf = ibuf = Memory(shape=chunk_width, depth=2 * sf, init=[],
+                                              attrs={"ram_style": self._buffer
+                                                     or buffer_style(sf, chunk_width)})
             ibuf_w = ibuf.write_port()
             ibuf_r = ibuf.read_port()
             fill = [Signal(range(sf + 1), name=f"fill{b}") for b in range(2)]
@@ -500,6 +547,11 @@ class MVTU(wiring.Component):
                 tree = Popcount(self._simd, levels_per_stage=self._levels_per_stage)
                 m.d.comb += [tree.data.eq(xnor), tree.en.eq(advance)]
                 partials.append(tree.count)
+            elif self._complement:
+                tree = ComplementSumTree(self._simd, lane_bits=8,
+                                         levels_per_stage=self._levels_per_stage)
+                m.d.comb += [tree.data.eq(chunk), tree.signs.eq(w_word), tree.en.eq(advance)]
+                partials.append(tree.total)
             else:
                 tree = AddSubTree(self._simd, lane_bits=8,
                                   levels_per_stage=self._levels_per_stage)
@@ -530,14 +582,15 @@ class MVTU(wiring.Component):
 
         # Threshold layer: rem = (T' - 1) - acc, so that acc >= T' is the sign of rem; the word
         # of the fold at the tree's output is read one stage earlier.
-        acc_lo, acc_hi = self._acc_range
+        acc_lo, acc_hi = self._cmp_range
         t_shape = Shape.cast(range(acc_lo - 1, acc_hi + 1))
         rem_shape = Shape.cast(range(acc_lo - 1 - acc_hi, acc_hi - acc_lo + 1))
         read_fold = stages[-2][3]
         bits = []
         for p in range(pe):
             word = self._rom(m, f"pe{p}_thresholds", t_shape.width + 1,
-                             self._threshold_words(p, t_shape.width), read_fold, advance)
+                             self._threshold_words(p, t_shape.width), read_fold, advance,
+                             style=threshold_style(nf, self._storage))
             threshold = Signal(t_shape, name=f"pe{p}_threshold")
             invert = Signal(name=f"pe{p}_invert")
             rem = Signal(rem_shape, name=f"pe{p}_rem")

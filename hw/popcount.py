@@ -20,7 +20,7 @@ from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AddSubTree", "Popcount", "tree_levels", "tree_latency"]
+__all__ = ["AddSubTree", "ComplementSumTree", "Popcount", "tree_levels", "tree_latency"]
 
 
 def tree_levels(leaves):
@@ -262,5 +262,57 @@ class AddSubTree(wiring.Component):
             leaves.append((term, -lane_max, lane_max))
         root = _adder_tree(m, leaves, levels_per_stage=self._levels_per_stage, en=self.en,
                            name="as")
+        m.d.comb += self.total.eq(root)
+        return m
+
+
+class ComplementSumTree(wiring.Component):
+    """Pipelined unsigned sum of lanes, each taken as it is or complemented.
+
+    ``total = sum(x_l if signs[l] else (2**lane_bits - 1) - x_l for l in range(lanes))``: lane
+    ``l`` is XORed with the complement of its sign bit broadcast over the lane, so that every
+    leaf stays unsigned and the XOR falls into the first adders' LUTs (no negation adder per
+    lane, as :class:`AddSubTree` needs). The signed sum of :class:`AddSubTree` is ``total -
+    max * zeros``, ``zeros`` the number of lanes with sign 0: the MVTU folds that constant into
+    its thresholds (see :class:`~xnorflow.hw.mvtu.MVTU`).
+
+    Ports as :class:`AddSubTree`, except ``total : Out(range(lanes * max + 1))``. Latency
+    ``ceil(ceil(log2(lanes)) / levels_per_stage)`` enabled cycles, initiation interval 1.
+    """
+
+    def __init__(self, lanes, *, lane_bits=8, levels_per_stage=2):
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"Number of lanes ({lanes!r}) must be a positive integer")
+        if not isinstance(lane_bits, int) or lane_bits < 1:
+            raise ValueError(f"Lane width ({lane_bits!r}) must be a positive integer")
+        _check_levels_per_stage(levels_per_stage)
+        self._lanes = lanes
+        self._lane_bits = lane_bits
+        self._levels_per_stage = levels_per_stage
+        lane_max = (1 << lane_bits) - 1
+        super().__init__({
+            "data": In(lanes * lane_bits),
+            "signs": In(lanes),
+            "en": In(1, init=1),
+            "total": Out(range(lanes * lane_max + 1)),
+        })
+
+    @property
+    def latency(self):
+        """Pipeline latency in enabled clock cycles."""
+        return tree_latency(self._lanes, self._levels_per_stage)
+
+    def elaborate(self, platform):
+        m = Module()
+        bits = self._lane_bits
+        lane_max = (1 << bits) - 1
+        leaves = []
+        for lane in range(self._lanes):
+            x = self.data[lane * bits:(lane + 1) * bits]
+            term = Signal(bits, name=f"term{lane}")
+            m.d.comb += term.eq(x ^ (~self.signs[lane]).replicate(bits))
+            leaves.append((term, 0, lane_max))
+        root = _adder_tree(m, leaves, levels_per_stage=self._levels_per_stage, en=self.en,
+                           name="cs")
         m.d.comb += self.total.eq(root)
         return m

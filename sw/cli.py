@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import sys
 import time
@@ -177,8 +178,9 @@ def cmd_demo(args) -> int:
             ("integer (golden) model accuracy", f"{100 * acc:.2f} %"),
             ("golden vs float: predictions / activation bits differing",
              f"{check['prediction_mismatches']} / {check['activation_bit_mismatches']:,}")]
+    bench = None
     if not args.software_only:
-        hw_ok = _demo_hardware(args, model, path, te, out, obj, rows, stages)
+        hw_ok, bench = _demo_hardware(args, model, path, te, out, obj, rows, stages)
         bad += 0 if hw_ok else 1
     obj["seconds"] = round(time.perf_counter() - t0, 1)
     rows.append(("wall time", f"{obj['seconds']} s"))
@@ -190,16 +192,22 @@ def cmd_demo(args) -> int:
         for row in rows:
             t.add_row(*row)
         Console().print(t)
+        if bench is not None:
+            from .bench import print_tables
+
+            print_tables(bench)
 
     _emit(args, obj, human)
     return 0 if bad == 0 else 1
 
 
-def _demo_hardware(args, model, path, te, out, obj, rows, stages) -> bool:
-    """Stages 4-7 of the demo; fills ``obj`` and ``rows``; True when every check passed."""
+def _demo_hardware(args, model, path, te, out, obj, rows, stages):
+    """Stages 4-7 of the demo; fills ``obj`` and ``rows``; returns whether every check passed
+    and the benchmark of the demo's build against the CPU (:class:`~xnorflow.bench.BenchResult`,
+    the tables ``xnorflow bench`` prints)."""
     import numpy as np
 
-    from .bench import cpu_benchmark
+    from .bench import accel_row, cpu_benchmark, machine_info, make_result
     from .driver import run_accelerator
     from .hw.folding import Folding
     from .hw.network import Network, generate
@@ -233,9 +241,26 @@ def _demo_hardware(args, model, path, te, out, obj, rows, stages) -> bool:
               "and the CPU baselines")
     drive = run_accelerator(path, sim=True, frames=args.driver_frames, data=args.data,
                             folding=DEMO_FOLDING)
-    cpu = cpu_benchmark(model, te.images[:512], min_seconds=0.3)
+    name = "tfc (demo)"
+    spread = np.linspace(0, len(te) - 1, min(512, len(te))).round().astype(int)
+    machine = machine_info()
+    cpu = cpu_benchmark(model, te.images[spread], min_seconds=0.1, repeats=3, name=name,
+                        announce=lambda text: err.print(f"      timing {text}"))
     best = max(cpu, key=lambda r: r.frames_per_s)
-    accel_fps = fmax * 1e6 / ii
+    accel_fps = round(fmax * 1e6 / ii, 1)
+    uart = _uart_frames_per_s(model, folding, fmax, 115200)
+    bench = make_result(
+        [accel_row(board="iCEBreaker", device=report.device, model=name,
+                   model_hash=model.content_hash, luts=report.luts, luts_total=report.luts_total,
+                   brams=report.brams, brams_total=report.brams_total, ffs=report.ffs,
+                   clock_mhz=fmax, fmax_mhz=report.fmax_mhz, predicted_ii=sim["predicted_ii"],
+                   predicted_latency=sim["predicted_latency"], simulation=sim, baud=115200,
+                   uart_frames_per_s=uart, source="xnorflow demo")],
+        {name: cpu}, command="xnorflow demo", models={name: {
+            "file": str(path), "model_hash": model.content_hash, "topology": model.topology}},
+        dataset={"name": te.name, "frames": len(spread), "repeats": 3, "seconds_per_repeat": 0.1},
+        notes=["the demo's build is out of context (no PLL): its clock is the post-route Fmax"],
+        machine=machine)
     obj.update({
         "simulate": {k: sim[k] for k in ("frames", "mismatches", "lost", "duplicated",
                                           "reordered", "ii_cycles", "predicted_ii",
@@ -249,6 +274,7 @@ def _demo_hardware(args, model, path, te, out, obj, rows, stages) -> bool:
         "cpu": [r.to_json() for r in cpu],
         "accelerator_frames_per_s": round(accel_fps, 1),
         "best_cpu": best.to_json(),
+        "bench": bench.to_json(),
     })
     rows += [
         ("RTL simulation: frames / mismatches / lost",
@@ -263,7 +289,32 @@ def _demo_hardware(args, model, path, te, out, obj, rows, stages) -> bool:
         (f"best CPU here ({best.implementation}, {best.threads} threads, batch {best.batch})",
          f"{best.frames_per_s:,.0f} frames/s"),
     ]
-    return bool(sim["passed"]) and drive["golden_agreement"] == 1.0
+    return bool(sim["passed"]) and drive["golden_agreement"] == 1.0, bench
+
+
+def _uart_frames_per_s(model, folding, fmax_mhz: float, baud: int) -> float | None:
+    """Frames/s the board's serial bridge carries at ``baud`` when clocked at ``fmax_mhz``
+    (:attr:`~xnorflow.hw.bridge.SerialBridge.frames_per_second`); None when the UART cannot
+    reach that baud rate from that clock. The bridge is only inspected, never elaborated."""
+    import gc
+    import warnings
+
+    from amaranth.hdl import UnusedElaboratable
+
+    from .hw.bridge import SerialBridge
+    from .hw.network import Network
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        try:
+            bridge = SerialBridge(Network(model, folding), clk_hz=round(fmax_mhz * 1e6),
+                                  baud=baud)
+            rate = bridge.frames_per_second
+            del bridge
+        except ValueError:
+            rate = None
+        gc.collect()  # the unused bridge goes while its warning is ignored
+    return rate
 
 
 # -- generate ------------------------------------------------------------------------------------
@@ -316,8 +367,8 @@ def cmd_generate(args) -> int:
         r = o["resources"]
         err.print(f"II {o['ii_cycles']} cycles ({o['bottleneck']}), latency {o['latency_cycles']} "
                   f"cycles; {o['frames_per_second_at_100mhz']:,.0f} frames/s at 100 MHz")
-        err.print(f"estimate (uncalibrated): {r['lut']:,} LUT4, {r['ff']:,} FF, "
-                  f"{r['ice40_ebr']} iCE40 EBR / {r['ecp5_dp16kd']} ECP5 DP16KD")
+        err.print(f"estimate: {r['lut_ice40']:,} LUT4 iCE40 / {r['lut_ecp5']:,} LUT4 ECP5, "
+                  f"{r['ff']:,} FF, {r['ice40_ebr']} iCE40 EBR / {r['ecp5_dp16kd']} ECP5 DP16KD")
         err.print(f"wrote {o['verilog']} and {o['manifest']} ({o['seconds']} s)")
 
     _emit(args, obj, human)
@@ -416,17 +467,121 @@ def cmd_simulate(args) -> int:
 
 # -- synth ---------------------------------------------------------------------------------------
 
-def cmd_synth(args) -> int:
-    """Out-of-context synthesis, place and route of the generated accelerator core."""
-    from .hw.devices import get_device
+def _synth_folding(args, model, device):
+    """The folding of ``xnorflow synth``: --folding FILE, --auto / --target-fps, or the default."""
     from .hw.folding import Folding
+
+    if args.folding and (args.auto or args.target_fps is not None):
+        raise UsageError("--folding excludes --auto and --target-fps")
+    from .hw.devices import get_device
+
+    family = get_device(device).family
+    if not (args.auto or args.target_fps is not None):
+        if not args.folding:
+            return None
+        folding = Folding.load(args.folding, model.layers)
+        folding.check_family(family)
+        return folding
+    from .hw.autofold import auto_folding
+
+    chosen = auto_folding(model, device, freq_mhz=args.freq, target_fps=args.target_fps,
+                          board=bool(args.board))
+    use = {name: f"{used:,}/{available:,}" for name, used, available in chosen.usage}
+    err.print(f"auto folding: II {chosen.ii} cycles, {chosen.frames_per_s:,.0f} frames/s at "
+              f"{chosen.clock_mhz:g} MHz; estimate {use}")
+    err.print(f"  {json.dumps(chosen.folding.to_dict())}")
+    return chosen.folding
+
+
+def _reference_simulation(model, folding, frames) -> dict:
+    """Measured II and latency of the accelerator (``frames`` test frames, 30 % stalls on both
+    streams) for a reference build's manifest; any mismatch with the golden model is an error."""
+    from .simulate import simulate
+
+    err.print(f"simulating {frames} frames through the generated Verilog (30 % stalls)")
+    r = simulate(model, folding=folding, count=frames, data=None, stall=0.3)
+    sim = {"frames": r["frames"], "ii_cycles": r["ii_cycles"],
+           "latency_cycles": r["latency_cycles"], "mismatches": r["mismatches"],
+           "stall": 0.3}
+    if not r["passed"] or r["mismatches"] or r["ii_cycles"] is None:
+        raise UsageError(f"the simulation of this folding failed ({sim}); no reference written")
+    err.print(f"  measured II {r['ii_cycles']} cycles, latency {r['latency_cycles']} cycles, "
+              f"0 mismatches in {r['frames']} frames")
+    return sim
+
+
+def _synth_board(args, model, folding) -> int:
+    """``xnorflow synth --board``: the accelerator behind its serial bridge, with a bitstream."""
+    from .hw.boards import DEFAULT_BAUD, build_board, get_board, write_reference
+
+    board = get_board(args.board)
+    build = Path(args.build_dir or f"build/board-{board.name}-{Path(args.model).stem}")
+    target = f"{args.freq:g} MHz" if args.freq else "as fast as timing allows"
+    err.print(f"building {Path(args.model).name} ({'-'.join(map(str, model.topology))}) for the "
+              f"{board.name} ({board.device}), clock {target}, in {build}")
+
+    def progress(step, state, seconds):
+        if step == "attempt":
+            number, mhz = state.split()
+            err.print(f"  attempt {number}: PLL at {float(mhz):g} MHz")
+        elif state == "done":
+            err.print(f"    {step:<9} {seconds:6.1f} s")
+
+    baud = DEFAULT_BAUD if args.baud is None else args.baud
+    simulation = None
+    if args.simulate and not args.out:
+        raise UsageError("--simulate records its figures in a reference: it needs --out")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        # The simulation (Verilator) runs beside the build (Yosys, nextpnr): one core each.
+        pending = (pool.submit(_reference_simulation, model, folding, args.simulate)
+                   if args.simulate else None)
+        report = build_board(model, folding, board, freq_mhz=args.freq, baud=baud,
+                             seed=args.seed, build_dir=build, progress=progress)
+        if pending is not None:
+            simulation = pending.result()
+    obj = {"model": str(args.model), **report.to_dict()}
+    if args.out:
+        obj["manifest"] = str(write_reference(report, args.out, args.model, model, folding,
+                                              simulation=simulation))
+
+    def human(o):
+        t = Table(title=f"{Path(o['model']).name} on the {o['board']} ({o['device']})")
+        for col in ("LUT", "FF", "BRAM", "clock (MHz)", "Fmax (MHz)", "II (cycles)",
+                    "frames/s at clock", "frames/s over UART"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{o['luts']}/{o['luts_total']}", str(o["ffs"]),
+                  f"{o['brams']}/{o['brams_total']}", f"{o['clock_mhz']:g}",
+                  f"{o['sync_fmax_mhz']:.1f}" + ("" if o["timing_met"] else " (missed)"),
+                  str(o["ii_cycles"]), f"{o['frames_per_s_at_clock']:,.0f}",
+                  f"{o['uart_frames_per_s']:,}")
+        Console().print(t)
+        Console().print(f"serial link: {o['baud']:,} baud; bitstream: {o['bitstream']}")
+        if "manifest" in o:
+            Console().print(f"reference: {o['manifest']}")
+
+    _emit(args, obj, human)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    """Synthesis, place and route: out of context (--device) or a board build (--board)."""
+    from .hw.devices import get_device
     from .hw.network import Network
     from .hw.synth import synthesize
     from .model import Model
 
     model = Model.load(args.model)
+    if args.board:
+        from .hw.boards import get_board
+
+        device = get_device(get_board(args.board).device)
+        return _synth_board(args, model, _synth_folding(args, model, device))
+    if args.out:
+        raise UsageError("--out stores a board build: it needs --board")
+    if args.baud is not None:
+        raise UsageError("--baud sets a board's serial link: it needs --board")
     device = get_device(args.device)
-    folding = Folding.load(args.folding, model.layers) if args.folding else None
+    folding = _synth_folding(args, model, device)
     net = Network(model, folding)
     ii = net.manifest()["performance"]["ii_cycles"]
     build = Path(args.build_dir or f"build/synth-{Path(args.model).stem}-{device.name}")
@@ -496,6 +651,26 @@ def cmd_run(args) -> int:
 
     _emit(args, obj, human)
     return 0 if obj["golden_agreement"] == 1.0 else 1
+
+
+# -- bench ---------------------------------------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    """The reference builds under bitstreams/ against the CPU implementations, measured now."""
+    from .bench import plot, print_tables, run_bench, to_markdown
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    command = "xnorflow bench" + (f" --models {','.join(models)}" if models else "") + \
+        (f" --data {args.data}" if args.data else "") + (" --quick" if args.quick else "")
+    result = run_bench(models, bitstreams=args.bitstreams, data=args.data, quick=args.quick,
+                       progress=lambda text: err.print(escape(text)), command=command)
+    if args.plot:
+        err.print(f"wrote {escape(str(plot(result, args.plot)))}")
+    if args.markdown:
+        sys.stdout.write(to_markdown(result))
+    else:
+        _emit(args, result.to_json(), lambda o: print_tables(result))
+    return 0
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -604,20 +779,39 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--json", action="store_true", help="print one JSON object")
     sm.set_defaults(func=cmd_simulate)
 
-    sy = sub.add_parser("synth", help="synthesize, place and route the accelerator core",
-                        description="Out-of-context build of the generated accelerator with "
-                                    "YoWASP Yosys and nextpnr (behind a three-pin harness); "
-                                    "figures from the tools' JSON reports.")
+    sy = sub.add_parser("synth", help="synthesize, place and route the accelerator (core or "
+                                      "board)",
+                        description="With --board: the accelerator behind its serial bridge on "
+                                    "a board (amaranth-boards platform, PLL, UART), built to a "
+                                    "bitstream. With --device: an out-of-context build of the "
+                                    "accelerator core (behind a three-pin harness). YoWASP Yosys "
+                                    "and nextpnr; figures from the tools' JSON reports.")
     sy.add_argument("model", help="model file (.npz)")
-    sy.add_argument("--device", required=True,
-                    help="iCE40UP5K, LFE5U-25F, LFE5U-45F or LFE5U-85F (aliases: up5k, "
-                         "ecp5-85f, ...)")
+    target = sy.add_mutually_exclusive_group(required=True)
+    target.add_argument("--board", help="icebreaker, ulx3s-25f or ulx3s-85f (a board build)")
+    target.add_argument("--device",
+                        help="iCE40UP5K, LFE5U-25F, LFE5U-45F or LFE5U-85F (aliases: up5k, "
+                             "ecp5-85f, ...; an out-of-context build)")
     sy.add_argument("--folding", metavar="FILE", help="folding JSON (default: the default rule)")
+    sy.add_argument("--auto", action="store_true",
+                    help="choose the folding for the device (xnorflow.hw.autofold)")
+    sy.add_argument("--target-fps", type=float, default=None, metavar="N",
+                    help="choose the folding for N frames/s (implies --auto)")
     sy.add_argument("--freq", type=float, default=None, metavar="MHZ",
-                    help="target clock for nextpnr (Fmax is reported either way)")
+                    help="--device: target clock for nextpnr (Fmax is reported either way); "
+                         "--board: the PLL's target (default: as fast as timing allows)")
+    sy.add_argument("--baud", type=int, default=None, metavar="N",
+                    help="--board: the serial link's bit rate (default 1000000)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
-    sy.add_argument("--bitstream", action="store_true", help="also pack a bitstream")
+    sy.add_argument("--bitstream", action="store_true",
+                    help="--device: also pack a bitstream (a board build always does)")
     sy.add_argument("--build-dir", metavar="DIR", help="where the tools work")
+    sy.add_argument("--out", metavar="DIR",
+                    help="--board: store the build as a reference in DIR (bitstream, "
+                         "report.json, folding.json, manifest.json)")
+    sy.add_argument("--simulate", type=int, metavar="N",
+                    help="with --out: first run N test frames through the generated Verilog "
+                         "(Verilator, 30%% stalls) and record the measured II and latency")
     sy.add_argument("--json", action="store_true", help="print one JSON object")
     sy.set_defaults(func=cmd_synth)
 
@@ -638,6 +832,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, help="reply timeout in seconds")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="accelerator reference builds against the CPU, measured now",
+                       description="Read the reference builds (bitstreams/<board>/<model>/"
+                                   "manifest.json + report.json; each manifest's model hash is "
+                                   "checked against its model file), time the CPU "
+                                   "implementations of the same models in this run (bit-packed "
+                                   "NumPy golden model, PyTorch float32 +-1; 1 thread and all; "
+                                   "batch 1 and 256; each checked bit-exact first) and print "
+                                   "accelerator frames/s and latency against the best CPU.")
+    b.add_argument("--models", metavar="LIST", default=None,
+                   help="comma-separated shipped models (default: tfc,sfc,lfc)")
+    b.add_argument("--data", metavar="PATH", default=None,
+                   help="directory with the MNIST IDX files whose test frames are timed; default: "
+                        "$XNORFLOW_MNIST or ../shared/datasets/mnist beside the checkout when "
+                        "present, else the embedded subset ('embedded' forces it)")
+    b.add_argument("--bitstreams", metavar="DIR", default=None,
+                   help="directory of the reference builds (default: the checkout's bitstreams/)")
+    b.add_argument("--quick", action="store_true", help="fewer frames and repeats (for tests)")
+    b.add_argument("--plot", metavar="FILE", help="also plot frames/s against LUTs (PNG/SVG)")
+    fmt = b.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print one JSON object")
+    fmt.add_argument("--markdown", action="store_true",
+                     help="print Markdown tables (with the command and the machine)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -26,7 +26,10 @@ class TorchCPUModel:
     """Integer inference with float32 ±1 matrix products in PyTorch.
 
     Layer 0: ``acc = x @ S^T`` on the pixel values; later layers: ``dot = a @ S^T`` on ±1
-    activations, with ``p = (dot + N) / 2``; thresholds and directions as in the model.
+    activations, with ``p = (dot + N) / 2``; thresholds and directions as in the model. The
+    weights are stored pre-transposed and contiguous, each column multiplied by its channel's
+    direction, so a layer is one matrix product and one comparison; inference runs under
+    ``torch.inference_mode``.
     """
 
     def __init__(self, model: Model):
@@ -37,25 +40,27 @@ class TorchCPUModel:
         self.layers = []
         for layer in model.layers:
             s = torch.from_numpy(layer.weight_bits().astype(np.float32) * 2 - 1)  # (M, N) ±1
-            wt = s.t().contiguous()  # (N, M)
+            n = layer.in_features
             if layer.thresholds is None:
-                self.layers.append((layer.input_bits, layer.in_features, wt, None, None))
+                self.layers.append((layer.input_bits, n, s.t().contiguous(), None))
                 continue
             t = torch.from_numpy(layer.thresholds.astype(np.float32))
             d = torch.from_numpy(layer.directions.astype(np.float32))
-            # d * acc >= d * T is acc >= T for d = +1 and acc <= T for d = -1 (all exact)
-            self.layers.append((layer.input_bits, layer.in_features, wt, d, d * t))
+            # The direction folds into the weight columns: d * acc >= d * T is acc >= T for
+            # d = +1 and acc <= T for d = -1. For binary input p = (acc + N) / 2, so p >= T is
+            # acc >= 2T - N. Every value is a small integer, exact in float32.
+            bound = d * t if layer.input_bits == 8 else d * (2 * t - n)
+            wt = (s * d[:, None]).t().contiguous()  # (N, M), pre-transposed
+            self.layers.append((layer.input_bits, n, wt, bound))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def scores(self, frames: np.ndarray) -> torch.Tensor:
-        h = torch.from_numpy(np.asarray(frames).astype(np.float32))  # a writable copy
-        for input_bits, n, wt, d, dt in self.layers:
+        h = torch.from_numpy(np.asarray(frames).astype(np.float32))  # (B, N0), a new array
+        for input_bits, n, wt, bound in self.layers:
             acc = h @ wt
-            if input_bits == 1:
-                acc = (acc + n) * 0.5  # popcount p
-            if d is None:
-                return acc
-            h = torch.where(acc * d >= dt, 1.0, -1.0)
+            if bound is None:
+                return (acc + n) * 0.5 if input_bits == 1 else acc  # popcount p, or acc
+            h = torch.where(acc >= bound, 1.0, -1.0)
         raise AssertionError("unreachable: the last layer has scores")
 
     def run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -105,9 +105,9 @@ def test_generate_json(small, capsys):
         {"pe": 4, "simd": 5, "storage": "bram"},
         {"pe": 3, "simd": 6, "storage": "lut", "fifo_depth": 3},
         {"pe": 5, "simd": 9, "storage": "bram"}]}
-    assert manifest["resources"]["calibrated"] is False
-    assert set(manifest["resources"]["total"]) == {"lut", "ff", "bram_bits", "ice40_ebr",
-                                                   "ecp5_dp16kd"}
+    assert manifest["resources"]["calibrated"] is True
+    assert set(manifest["resources"]["total"]) == {"lut_ice40", "lut_ecp5", "ff", "bram_bits",
+                                                   "ice40_ebr", "ecp5_dp16kd"}
 
 
 def test_generate_default_folding_no_scores(small, capsys):

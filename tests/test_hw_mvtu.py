@@ -359,12 +359,11 @@ def test_mvtu_converts_to_verilog(storage, yosys):
     for port in ("i_stream__payload", "i_stream__valid", "i_stream__ready",
                  "o_stream__payload", "o_stream__valid", "o_stream__ready"):
         assert port in text
-    # Block RAM weights: one memory of NF*SF = 8 words of SIMD = 3 bits per PE, marked so that
-    # Yosys does not turn it into logic. Constant logic: no weight memory at all.
+    # One weight memory of NF*SF = 8 words of SIMD = 3 bits per PE, marked for block RAM or for
+    # logic, so that Yosys never chooses by itself; the thresholds (NF = 2 words) and the input
+    # buffer (2*SF*SIMD = 24 bits) are marked for logic.
     memories = [line.strip() for line in text.splitlines() if "_weights [" in line]
-    if storage == "bram":
-        assert memories == ["reg [2:0] pe0_weights [7:0];", "reg [2:0] pe1_weights [7:0];"]
-        assert text.count('(* ram_style = "block" *)') == 2
-    else:
-        assert memories == []
-        assert "ram_style" not in text
+    assert memories == ["reg [2:0] pe0_weights [7:0];", "reg [2:0] pe1_weights [7:0];"]
+    style = "block" if storage == "bram" else "logic"
+    assert text.count(f'(* ram_style = "{style}" *)') == 2 + 3 * (style == "logic")
+    assert text.count("ram_style") == 5

@@ -1,0 +1,255 @@
+"""Auto-folding: PE, SIMD and weight storage per layer for the highest throughput that fits a
+device.
+
+:func:`auto_folding` searches the initiation intervals the layers can reach, fastest first. For
+an interval ``T`` each layer gets its candidate foldings: for every PE dividing M the smallest
+SIMD dividing N with ``(M/PE)*(N/SIMD) <= T`` (more lanes than that only cost), with the weights
+in block RAM or in logic; candidates that cost more LUTs *and* more block RAM than another are
+dropped. Every combination of the layers' candidates is then priced with the calibrated resource
+model (:meth:`~xnorflow.hw.folding.DenseOp.resources`, width converters between the layers, the
+ArgMax and the output FIFO, and on a board the serial bridge), and the cheapest that fits is
+kept: its layers' intervals are all at most ``T``, so the network is balanced to ``T`` up to the
+divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
+
+"Fits" means: LUT4s at most :data:`LUT_BUDGET` of the device (place and route needs headroom,
+and the model is within about 15 % of Yosys), flip-flops at most the device's, block RAMs at most
+the device's (the model counts them exactly, see :func:`xnorflow.hw.mvtu.threshold_style`). Block
+RAM bandwidth is part of the count: a PE's weight memory of ``NF*SF`` words of ``SIMD`` bits
+takes as many block RAMs as its width needs ports, however few bits it holds.
+
+With ``target_fps`` the search returns the cheapest folding whose interval gives at least that
+many frames/s at the clock (``freq_mhz``, or the family's typical post-route clock of
+:data:`TYPICAL_CLOCK_MHZ`). A network that fits at no interval, or not at the target, raises
+:class:`DoesNotFitError`, whose message says what is short (LUTs, flip-flops or block RAMs, how
+many needed and available) at the slowest interval that was tried.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+
+from .devices import Device, get_device
+from .folding import (
+    ConverterOp,
+    DenseOp,
+    Folding,
+    FoldingError,
+    LayerFolding,
+    Resources,
+    bridge_resources,
+    compile_plan,
+    lower,
+)
+
+__all__ = ["LUT_BUDGET", "TYPICAL_CLOCK_MHZ", "AutoFolding", "DoesNotFitError", "auto_folding"]
+
+#: Share of the device's LUT4s the auto-folder may fill.
+LUT_BUDGET = 0.85
+#: Clock assumed for ``target_fps`` when none is given: about what the generated accelerators
+#: reach after routing (see the README's synthesis tables).
+TYPICAL_CLOCK_MHZ = {"ice40": 30.0, "ecp5": 100.0}
+#: Where an input buffer may live, per family (iCE40 has no LUT RAM).
+_BUFFERS = {"ice40": ("logic", "block"), "ecp5": ("logic", "block", "distributed")}
+#: Combinations priced per interval at most (the cheapest candidates of each layer first).
+_MAX_COMBINATIONS = 200_000
+
+
+class DoesNotFitError(FoldingError):
+    """No folding of the network fits the device (at the requested rate); the message names the
+    resource that is short."""
+
+
+@dataclass(frozen=True)
+class AutoFolding:
+    """The result of :func:`auto_folding`."""
+
+    folding: Folding
+    device: str
+    ii: int
+    estimate: Resources
+    board: bool
+    clock_mhz: float
+    #: ``(resource, used, available)`` for LUTs, FFs and block RAMs (the budgeted LUT count)
+    usage: tuple[tuple[str, int, int], ...]
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.clock_mhz * 1e6 / self.ii
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "ii_cycles": self.ii, "clock_mhz": self.clock_mhz,
+                "frames_per_s": round(self.frames_per_s, 1), "board": self.board,
+                "folding": self.folding.to_dict(), "estimate": self.estimate.to_dict(),
+                "usage": {name: {"used": used, "available": available}
+                          for name, used, available in self.usage}}
+
+
+def _candidates(op: DenseOp, t: int, family: str):
+    """Pareto-optimal ``(LayerFolding, Resources)`` of ``op`` with interval at most ``t``."""
+    m, n = op.out_features, op.in_features
+    found = []
+    for pe in (d for d in range(1, m + 1) if m % d == 0):
+        nf = m // pe
+        if nf > t:
+            continue
+        simd = next(d for d in range(1, n + 1) if n % d == 0 and nf * (n // d) <= t)
+        sf = n // simd
+        buffers = (None,) if sf == 1 and nf >= 3 else _BUFFERS[family]
+        for storage, buffer in itertools.product(("bram", "lut"), buffers):
+            res = replace(op, pe=pe, simd=simd, storage=storage, buffer=buffer).resources()
+            found.append((LayerFolding(pe, simd, storage, buffer=buffer), res))
+    key = [(r.luts(family), r.brams(family), r.ff) for _, r in found]
+    keep = []
+    for i, (lf, res) in enumerate(found):
+        dominated = any(
+            all(a <= b for a, b in zip(key[j], key[i], strict=True)) and key[j] != key[i]
+            for j in range(len(found)))
+        duplicate = any(key[j] == key[i] for j in range(i))
+        if not dominated and not duplicate:
+            keep.append((lf, res))
+    keep.sort(key=lambda c: (c[1].luts(family), c[1].brams(family)))
+    return keep
+
+
+def _intervals(dense) -> list[int]:
+    """Every interval a layer can have, ascending (the network's candidates)."""
+    values = set()
+    for op in dense:
+        m, n = op.out_features, op.in_features
+        for pe in range(1, m + 1):
+            if m % pe == 0:
+                values.update((m // pe) * (n // simd) for simd in range(1, n + 1) if n % simd == 0)
+    return sorted(values)
+
+
+def _fixed(model, with_scores):
+    """Resources outside the layers and converters (the ArgMax, the output FIFO, the input
+    counter), from the unfolded plan."""
+    plan = compile_plan(model, Folding(tuple(LayerFolding(1, 1) for _ in model.layers)),
+                        with_scores=with_scores)
+    total = plan.resources()
+    for op in plan.ops:
+        if isinstance(op, (DenseOp, ConverterOp)):
+            total = Resources(*(a - b for a, b in zip(total.as_tuple(),
+                                                      op.resources().as_tuple(), strict=True)))
+    return total
+
+
+def _usage(res: Resources, device: Device):
+    family = device.family
+    return (("LUT4", res.luts(family), math.floor(LUT_BUDGET * device.luts)),
+            ("FF", res.ff, device.ffs),
+            ("block RAM", res.brams(family), device.brams))
+
+
+def _short(usage) -> str:
+    over = [f"{name}: {used:,} needed, {available:,} available"
+            for name, used, available in usage if used > available]
+    return "; ".join(over)
+
+
+def auto_folding(model, device: str | Device, *, freq_mhz: float | None = None,
+                 target_fps: float | None = None, board: bool = False,
+                 with_scores: bool = True) -> AutoFolding:
+    """The folding of ``model`` with the highest throughput that fits ``device`` (or, with
+    ``target_fps``, the cheapest that reaches it); see the module docstring. ``board``: leave
+    room for the serial bridge of a board build. Raises :class:`DoesNotFitError`."""
+    device = get_device(device)
+    family = device.family
+    clock = float(freq_mhz) if freq_mhz is not None else TYPICAL_CLOCK_MHZ[family]
+    if not clock > 0:
+        raise ValueError(f"freq_mhz ({freq_mhz!r}) must be positive")
+    if target_fps is not None and not target_fps > 0:
+        raise ValueError(f"target_fps ({target_fps!r}) must be positive")
+    dense = lower(model, with_scores=with_scores).dense
+    fixed = _fixed(model, with_scores)
+    intervals = _intervals(dense)
+    where = " with the serial bridge" if board else ""
+    cache = {}
+
+    def best_at(t):
+        """(fits, usage, layer foldings) of the cheapest combination at interval ``t``, its fit
+        checked again on the whole compiled plan."""
+        if t not in cache:
+            fits, usage, layers = _best_combination(dense, t, device, fixed, board)
+            if fits:
+                usage = _usage(_estimate(model, Folding(layers), with_scores, board, family),
+                               device)
+                fits = all(used <= available for _, used, available in usage)
+            cache[t] = (fits, usage, layers)
+        return cache[t]
+
+    if target_fps is not None:
+        limit = math.floor(clock * 1e6 / target_fps)
+        reachable = [t for t in intervals if t <= limit]
+        if not reachable:
+            raise DoesNotFitError(
+                f"{target_fps:,.0f} frames/s at {clock:g} MHz needs an interval of at most "
+                f"{limit} cycles; the fastest this network can have is {intervals[0]} cycles "
+                f"({clock * 1e6 / intervals[0]:,.0f} frames/s)")
+        chosen = reachable[-1]  # the slowest interval that is fast enough is the cheapest
+        fits, usage, _ = best_at(chosen)
+        if not fits:
+            raise DoesNotFitError(
+                f"no folding{where} reaches {target_fps:,.0f} frames/s on the {device.name} at "
+                f"{clock:g} MHz: at an interval of {chosen} cycles it is short of "
+                f"{_short(usage)}")
+    else:
+        # The fastest interval with a combination that fits. (Cost does not fall monotonically
+        # with the interval: fully folded layers need deep, narrow memories that waste block
+        # RAM; so every interval is tried, fastest first.)
+        chosen, closest = None, None
+        for t in intervals:
+            fits, usage, _ = best_at(t)
+            if fits:
+                chosen = t
+                break
+            score = max(used / available for _, used, available in usage)
+            if closest is None or score < closest[0]:
+                closest = (score, t, usage)
+        if chosen is None:
+            bits = sum(op.in_features * op.out_features for op in dense)
+            raise DoesNotFitError(
+                f"the network does not fit the {device.name}{where} at any folding; the "
+                f"closest (interval {closest[1]:,} cycles) is short of {_short(closest[2])} "
+                f"(its weights are {bits:,} bits; the device has {device.bram_total_bits:,} "
+                f"bits of block RAM)")
+    folding = Folding(best_at(chosen)[2])
+    estimate = _estimate(model, folding, with_scores, board, family)
+    return AutoFolding(folding, device.name, compile_plan(model, folding).ii, estimate, board,
+                       clock, _usage(estimate, device))
+
+
+def _estimate(model, folding, with_scores, board, family):
+    plan = compile_plan(model, folding, with_scores=with_scores)
+    estimate = plan.resources()
+    if board:
+        estimate += bridge_resources(plan.dense[0].in_features, folding.layers[0].simd, family)
+    return estimate
+
+
+def _best_combination(dense, t, device, fixed, board):
+    family = device.family
+    options = [_candidates(op, t, family) for op in dense]
+    best = None
+    for count, combo in enumerate(itertools.product(*options)):
+        if count >= _MAX_COMBINATIONS:
+            break
+        total = fixed
+        for _, res in combo:
+            total += res
+        for i in range(len(dense) - 1):
+            pe, simd = combo[i][0].pe, combo[i + 1][0].simd
+            if pe != simd:
+                total += ConverterOp(after=i, frame_bits=dense[i].out_features,
+                                     in_width=pe, out_width=simd).resources()
+        if board:
+            total += bridge_resources(dense[0].in_features, combo[0][0].simd, family)
+        usage = _usage(total, device)
+        fits = all(used <= available for _, used, available in usage)
+        score = max(used / available for _, used, available in usage)
+        if best is None or (fits, -score) > (best[0], -best[1]):
+            best = (fits, score, usage, tuple(lf for lf, _ in combo))
+    return best[0], best[2], best[3]

