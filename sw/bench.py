@@ -236,10 +236,18 @@ class AccelRow:
         f = self.min_fmax_mhz
         return None if f is None else self.clock_mhz <= f
 
+    @property
+    def frames_per_s_at_fmax(self) -> float | None:
+        """The projection: post-route Fmax x 10^6 / II (what the design reaches with its clock
+        at Fmax)."""
+        f = self.min_fmax_mhz
+        return None if f is None else round(f * 1e6 / self.ii_cycles, 1)
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["min_fmax_mhz"] = self.min_fmax_mhz
         d["timing_met"] = self.timing_met
+        d["frames_per_s_at_fmax"] = self.frames_per_s_at_fmax
         return d
 
 
@@ -371,6 +379,9 @@ def compare(accel: list[AccelRow], cpu: dict[str, list[CpuRow]]) -> list[dict]:
             "best_cpu": {"implementation": best.implementation, "threads": best.threads,
                          "batch": best.batch},
             "speedup": round(a.frames_per_s / best.frames_per_s, 4),
+            "accelerator_frames_per_s_at_fmax": a.frames_per_s_at_fmax,
+            "speedup_at_fmax": None if a.frames_per_s_at_fmax is None else
+            round(a.frames_per_s_at_fmax / best.frames_per_s, 4),
             "uart_frames_per_s": a.uart_frames_per_s,
             "uart_speedup": None if a.uart_frames_per_s is None else
             round(a.uart_frames_per_s / best.frames_per_s, 6),
@@ -553,7 +564,8 @@ def _tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]
             f"{a.uart_frames_per_s:,.2f}" + (f" @ {a.baud:,} Bd" if a.baud else "")
         acc.append([a.model, a.board, a.device, f"{a.luts:,} / {a.luts_total:,}",
                     f"{a.brams} / {a.brams_total}", _n(a.clock_mhz, 1), _n(a.min_fmax_mhz, 1),
-                    ii, _n(a.frames_per_s), _n(a.latency_us, 2), uart])
+                    ii, _n(a.frames_per_s), _n(a.frames_per_s_at_fmax), _n(a.latency_us, 2),
+                    uart])
     cpu = []
     for name, rows in result.cpu.items():
         for r in rows:
@@ -567,18 +579,20 @@ def _tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]
         rat.append([c["model"], c["board"], _n(c["accelerator_frames_per_s"]),
                     _n(c["best_cpu_frames_per_s"]),
                     f"{b['implementation']}, {b['threads']} thr, batch {b['batch']}",
-                    _ratio(c["speedup"]), _ratio(c["uart_speedup"]),
+                    _ratio(c["speedup"]), _ratio(c["speedup_at_fmax"]), _ratio(c["uart_speedup"]),
                     _n(c["accelerator_latency_us"], 2), _n(c["cpu_latency_us"], 1),
                     _ratio(c["latency_speedup"])])
     # (title, header, how many leading text columns, rows)
     return [
         ("Accelerator", ["model", "board", "device", "LUTs", "BRAMs", "clock MHz", "Fmax MHz",
-                         "II cycles", "frames/s", "latency µs", "UART frames/s"], 3, acc),
+                         "II cycles", "frames/s", "frames/s at Fmax", "latency µs",
+                         "UART frames/s"], 3, acc),
         ("CPU (same run, bit-exact against the golden model)",
          ["model", "implementation", "threads", "batch", "frames/s (median)",
           "slowest – fastest repeat", "µs per batch"], 2, cpu),
         ("Accelerator ÷ best CPU", ["model", "board", "accel. frames/s", "best CPU frames/s",
-                                    "best CPU", "ratio", "UART ratio", "accel. µs",
+                                    "best CPU", "ratio", "ratio at Fmax", "UART ratio",
+                                    "accel. µs",
                                     "CPU batch-1 µs", "latency ratio"], 2, rat),
     ]
 
@@ -628,9 +642,11 @@ def to_markdown(result: BenchResult) -> str:
         out.append("")
     notes = [f"- {n}" for n in result.notes]
     notes.append("- Accelerator frames/s = clock × 10⁶ / II, the rate the bitstream runs at (II "
-                 "measured in simulation unless marked predicted); UART frames/s: what the "
+                 "measured in simulation unless marked predicted); frames/s at Fmax: the "
+                 "projection post-route Fmax × 10⁶ / II; UART frames/s: what the "
                  "board's serial link carries at its baud rate; latency = latency cycles / clock. "
-                 "Ratio: accelerator frames/s ÷ the best CPU frames/s of that model (UART ratio: "
+                 "Ratio: accelerator frames/s ÷ the best CPU frames/s of that model (at Fmax: "
+                 "the projection ÷ the same; UART ratio: "
                  "the same with the UART-limited rate); latency ratio: the best batch-1 CPU "
                  "latency ÷ the accelerator's (above 1: the accelerator answers sooner).")
     out += notes

@@ -74,6 +74,7 @@ def test_build_figures_from_manifest_and_report(tmp_path, tfc_file):
     assert a.latency_us == 40.0  # 960 cycles / 24 MHz
     assert (a.uart_frames_per_s, a.baud) == (14.25, 115200)
     assert a.min_fmax_mhz == 31.25 and a.timing_met is True
+    assert a.frames_per_s_at_fmax == 39062.5  # 31.25 MHz / 800 cycles, the projection
     assert a.model_hash == Model.load(tfc_file).content_hash
     assert a.source == "bitstreams/icebreaker/tfc/manifest.json"
 
@@ -129,6 +130,9 @@ def test_ratios():
     assert r["best_cpu_frames_per_s"] == 250000.0
     assert r["best_cpu"] == {"implementation": "torch", "threads": 1, "batch": 256}
     assert r["speedup"] == 2.0
+    # the projection at the post-route Fmax: 60 MHz / 100 cycles = 600,000 frames/s
+    assert r["accelerator_frames_per_s_at_fmax"] == 600000.0
+    assert r["speedup_at_fmax"] == 2.4
     assert r["uart_speedup"] == 20.0 / 250000.0
     assert r["cpu_latency_us"] == 200.0  # the fastest batch-1 row: 0.2 ms
     assert r["cpu_latency"] == {"implementation": "torch", "threads": 2}
