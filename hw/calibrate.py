@@ -207,6 +207,9 @@ def main(argv=None) -> int:
                         help="run the cases whose label contains this text (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     parser.add_argument("--build-dir", metavar="DIR")
+    parser.add_argument("--references", metavar="DIR",
+                        help="compare the estimate with Yosys' count of every reference build "
+                             "under DIR (e.g. bitstreams) and print a Markdown table")
     parser.add_argument("--fit", metavar="FILE",
                         help="fit the LUT model to the rows of an earlier --json FILE and print "
                              "the estimate against Yosys with the fitted coefficients")
@@ -214,6 +217,8 @@ def main(argv=None) -> int:
     families = args.family or ["ice40", "ecp5"]
     if args.fit:
         return _refit(args.fit, families)
+    if args.references:
+        return _references(args.references)
     cases = [c for c in CASES if args.only is None or any(o in c[0] for o in args.only)]
     root = args.build_dir or tempfile.mkdtemp(prefix="xnorflow-calibrate-",
                                               dir=os.environ.get("TMPDIR"))
@@ -233,6 +238,41 @@ def main(argv=None) -> int:
         rows += calibrate(family, root, cases, progress=show)
     if args.json:
         Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+    return 0
+
+
+def reference_errors(root) -> list[dict]:
+    """Estimate against Yosys for each ``<root>/<board>/<model>/manifest.json``: the network of
+    the manifest's folding plus the board's serial bridge."""
+    from xnorflow.model import Model
+
+    from .folding import bridge_resources, compile_plan
+
+    rows = []
+    for manifest in sorted(Path(root).resolve().glob("*/*/manifest.json")):
+        data = json.loads(manifest.read_text())
+        report = json.loads((manifest.parent / "report.json").read_text())
+        family = "ice40" if data["device"].startswith("iCE40") else "ecp5"
+        repo = manifest.parent.parent.parent.parent
+        model = Model.load(repo / data["model_file"])
+        plan = compile_plan(model, data["folding"])
+        est = plan.resources() + bridge_resources(model.layers[0].in_features,
+                                                  plan.dense[0].simd, family)
+        yosys = report["yosys"]
+        rows.append({"build": f"{manifest.parent.parent.name}/{manifest.parent.name}",
+                     "device": data["device"], "estimate_luts": est.luts(family),
+                     "yosys_luts": yosys["luts"],
+                     "lut_error": (est.luts(family) - yosys["luts"]) / yosys["luts"],
+                     "estimate_brams": est.brams(family), "yosys_brams": yosys["brams"]})
+    return rows
+
+
+def _references(root) -> int:
+    print("| build | device | LUT4 estimate | LUT4 Yosys | error | BRAM estimate | BRAM Yosys |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in reference_errors(root):
+        print(f"| {r['build']} | {r['device']} | {r['estimate_luts']:,} | {r['yosys_luts']:,} | "
+              f"{r['lut_error']:+.1%} | {r['estimate_brams']} | {r['yosys_brams']} |")
     return 0
 
 
