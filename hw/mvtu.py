@@ -153,12 +153,14 @@ class MVTU(wiring.Component):
     written to the buffer independently of the compute pipeline, so input is accepted while the
     output is stalled until the buffer is full (with the two registers: until the second frame
     waits for the first to enter the pipeline). The compute pipeline (memory read registers, the
-    registers after them, reduction tree, accumulators and the output register) advances as one,
-    under the clock enable ``~o_stream.valid | o_stream.ready``; while the output register holds a
-    beat that is not accepted, the whole pipeline stalls, so nothing is lost, duplicated or
-    reordered and no skid buffer is needed. ``o_stream.valid`` is a register and does not wait on
-    ``o_stream.ready``; the payload holds while ``valid & ~ready``. The enable is a combinational
-    path from ``o_stream.ready`` to every pipeline register.
+    registers after them, reduction tree, accumulators) advances as one, under a clock enable
+    that is a register: ``~skid_valid``. A result finished while the output register holds a
+    beat that is not accepted goes into one skid register, which stops the pipeline from the next
+    cycle until the output register has taken it, so nothing is lost, duplicated or reordered,
+    and no combinational path runs from ``o_stream.ready`` into the pipeline (the enable drives
+    thousands of registers; a path from a downstream ``ready`` through it limited Fmax).
+    ``o_stream.valid`` is a register and does not wait on ``o_stream.ready``; the payload holds
+    while ``valid & ~ready``.
     """
 
     def __init__(self, weights, thresholds, directions, *, input_bits, pe, simd, storage="bram",
@@ -428,8 +430,10 @@ class MVTU(wiring.Component):
         i_stream, o_stream = self.i_stream, self.o_stream
 
         # Clock enable of the whole compute pipeline: the output register can take a beat.
+        # Clock enable of the whole compute pipeline: a register (see Backpressure).
+        skid_valid = Signal()
         advance = Signal()
-        m.d.comb += advance.eq(~o_stream.valid | o_stream.ready)
+        m.d.comb += advance.eq(~skid_valid)
 
         # Stage 0: the reader's position: chunk k of fold f (of the frame in buffer half r_half).
         k = Signal(range(sf), name="chunk")
@@ -565,19 +569,33 @@ class MVTU(wiring.Component):
             stages.append(_delay(m, stages[-1], advance, f"t{stage}"))
         valid, first, last, fold = stages[-1]
 
-        # Accumulate, and on a fold's last chunk load the output register with the result: the
-        # score itself, or the threshold bit.
-        with m.If(advance):
-            m.d.sync += o_stream.valid.eq(valid & last)
+        # Accumulate; a fold's last chunk makes a result (the scores, or the threshold bits),
+        # which goes to the output register, or to the skid register while the output register
+        # holds a beat that is not accepted.
+        result = Signal.like(o_stream.payload, name="result")
+        produce = Signal()
+        m.d.comb += produce.eq(advance & valid & last)
+        skid = Signal.like(o_stream.payload, name="skid")
+        out_free = Signal()
+        m.d.comb += out_free.eq(~o_stream.valid | o_stream.ready)
+        with m.If(skid_valid):
+            with m.If(out_free):
+                m.d.sync += [o_stream.payload.eq(skid), o_stream.valid.eq(1), skid_valid.eq(0)]
+        with m.Elif(produce):
+            with m.If(out_free):
+                m.d.sync += [o_stream.payload.eq(result), o_stream.valid.eq(1)]
+            with m.Else():
+                m.d.sync += [skid.eq(result), skid_valid.eq(1)]
+        with m.Elif(out_free):
+            m.d.sync += o_stream.valid.eq(0)
         if self.is_score_layer:
             for p in range(pe):
                 acc = Signal(self._acc_shape, name=f"pe{p}_acc")
                 acc_next = Signal(self._acc_shape, name=f"pe{p}_acc_next")
-                m.d.comb += acc_next.eq(Mux(first, 0, acc) + partials[p])
+                m.d.comb += [acc_next.eq(Mux(first, 0, acc) + partials[p]),
+                             result[p].eq(acc_next)]
                 with m.If(advance & valid):
                     m.d.sync += acc.eq(acc_next)
-                    with m.If(last):
-                        m.d.sync += o_stream.payload[p].eq(acc_next)
             return m
 
         # Threshold layer: rem = (T' - 1) - acc, so that acc >= T' is the sign of rem; the word
@@ -605,6 +623,5 @@ class MVTU(wiring.Component):
             with m.If(advance & valid):
                 m.d.sync += rem.eq(rem_next)
             bits.append(bit)
-        with m.If(advance & valid & last):
-            m.d.sync += o_stream.payload.eq(Cat(*bits))
+        m.d.comb += result.eq(Cat(*bits))
         return m
