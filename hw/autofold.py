@@ -12,8 +12,10 @@ kept: its layers' intervals are all at most ``T``, so the network is balanced to
 divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
 
 "Fits" means: LUT4s at most :data:`LUT_BUDGET` of the device (place and route needs headroom,
-and the model is within about 15 % of Yosys), flip-flops at most the device's, block RAMs at most
-the device's (the model counts them exactly, see :func:`xnorflow.hw.mvtu.threshold_style`). Block
+and the model is within about 15 % of Yosys), flip-flops at most the device's (on iCE40 also the
+logic cells, LUT4s plus :data:`ICE40_FF_CELLS` per flip-flop, at most :data:`ICE40_CELL_BUDGET`
+of them), block RAMs at most the device's (the model counts them exactly, see
+:func:`xnorflow.hw.mvtu.threshold_style`). Block
 RAM bandwidth is part of the count: a PE's weight memory of ``NF*SF`` words of ``SIMD`` bits
 takes as many block RAMs as its width needs ports, however few bits it holds.
 
@@ -43,10 +45,15 @@ from .folding import (
     lower,
 )
 
-__all__ = ["LUT_BUDGET", "TYPICAL_CLOCK_MHZ", "AutoFolding", "DoesNotFitError", "auto_folding"]
+__all__ = ["ICE40_CELL_BUDGET", "ICE40_FF_CELLS", "LUT_BUDGET", "TYPICAL_CLOCK_MHZ", "AutoFolding",
+           "DoesNotFitError", "auto_folding"]
 
 #: Share of the device's LUT4s the auto-folder may fill.
 LUT_BUDGET = 0.85
+#: iCE40: logic cells taken per flip-flop beyond the LUT4s (fitted to the TFC reference build).
+ICE40_FF_CELLS = 0.6
+#: iCE40: share of the logic cells the estimate may fill (nextpnr fails to place above ~98 %).
+ICE40_CELL_BUDGET = 0.9
 #: Clock assumed for ``target_fps`` when none is given: about what the generated accelerators
 #: reach after routing (see the README's synthesis tables).
 TYPICAL_CLOCK_MHZ = {"ice40": 30.0, "ecp5": 100.0}
@@ -139,9 +146,15 @@ def _fixed(model, with_scores):
 
 def _usage(res: Resources, device: Device):
     family = device.family
-    return (("LUT4", res.luts(family), math.floor(LUT_BUDGET * device.luts)),
-            ("FF", res.ff, device.ffs),
-            ("block RAM", res.brams(family), device.brams))
+    usage = [("LUT4", res.luts(family), math.floor(LUT_BUDGET * device.luts)),
+             ("FF", res.ff, device.ffs),
+             ("block RAM", res.brams(family), device.brams)]
+    if family == "ice40":
+        # An iCE40 logic cell holds one LUT4 and one flip-flop: flip-flops that find no LUT of
+        # their own take cells too (TFC on the UP5K: 3,784 LUT4s and 2,382 FFs in 5,179 cells).
+        cells = res.luts(family) + math.ceil(ICE40_FF_CELLS * res.ff)
+        usage.append(("logic cell", cells, math.floor(ICE40_CELL_BUDGET * device.luts)))
+    return tuple(usage)
 
 
 def _short(usage) -> str:

@@ -29,6 +29,9 @@ def _check(model, result, device, board):
     assert estimate.luts(family) <= LUT_BUDGET * device.luts
     assert estimate.brams(family) <= device.brams
     assert estimate.ff <= device.ffs
+    assert all(used <= available for _, used, available in result.usage), result.usage
+    if family == "ice40":  # logic cells: LUT4s and the flip-flops that need cells of their own
+        assert [name for name, _, _ in result.usage][-1] == "logic cell"
     # Balanced: every layer meets the interval, and with the next smaller SIMD it would not.
     for op in plan.dense:
         assert op.ii <= result.ii
