@@ -430,23 +430,28 @@ class PacketEngine(wiring.Component):
         is_result = Signal()
         index = Signal(range(longest + 1))    # byte of the packet being offered
         out = Signal(8)
+        # The byte offered, from a register: byte `index + 1` is selected while byte `index` is
+        # offered, so that the byte multiplexer never feeds the crc and the transmitter in the
+        # same cycle. Every packet starts with the SYNC byte; the crc byte comes from the crc.
+        data_byte = Signal(8, init=Sync.DEVICE.value)
+        next_byte = Signal(8)
         last = Signal()                        # the crc byte
-        m.d.comb += [o.valid.eq(busy), o.payload.eq(out)]
+        m.d.comb += [o.valid.eq(busy), o.payload.eq(out),
+                     out.eq(Mux(last, crc.crc, data_byte))]
 
-        def offer(name):
+        def select(name):
             bits, length = packets[name]
-            with m.If(index == length):
-                m.d.comb += [out.eq(crc.crc), last.eq(1)]
-            with m.Else():
-                m.d.comb += out.eq(bits.word_select(index, 8))
+            m.d.comb += last.eq(index == length)
+            m.d.comb += next_byte.eq(bits.word_select(index + 1, 8))
         with m.If(is_result):
-            offer("result")
+            select("result")
         with m.Elif(pending.info):
-            offer("info")
+            select("info")
         with m.Else():
-            offer("error")
+            select("error")
 
         with m.If(~busy):
+            m.d.sync += data_byte.eq(Sync.DEVICE)
             with m.If(replies.r_rdy):
                 m.d.sync += [busy.eq(1), is_result.eq(0), index.eq(0)]
             with m.Elif(net.m_axis_tvalid & ids.r_rdy):
@@ -460,7 +465,7 @@ class PacketEngine(wiring.Component):
                     dropped.eq(0),
                 ]
         with m.If(o.valid & o.ready):
-            m.d.sync += index.eq(index + 1)
+            m.d.sync += [index.eq(index + 1), data_byte.eq(next_byte)]
             m.d.comb += [
                 crc.data.eq(out),
                 crc.start.eq(index == 0),
