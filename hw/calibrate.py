@@ -92,6 +92,8 @@ CASES = [
     ("8bit 784x256 pe8 simd49 bram", lambda: _dense(784, 256, 8, 8, 49, "bram")),
     ("8bit 784x256 pe4 simd112 bram", lambda: _dense(784, 256, 8, 4, 112, "bram")),
     ("8bit 196x32 pe2 simd14 lut", lambda: _dense(196, 32, 8, 2, 14, "lut")),
+    # (ECP5 only: the lanes of LFC's first layer at an interval of 512 cycles)
+    ("8bit 784x512 pe16 simd98 bram", lambda: _dense(784, 512, 8, 16, 98, "bram")),
     # plumbing
     ("conv 16->64", lambda: ConverterOp(after=0, frame_bits=256, in_width=16, out_width=64)),
     ("conv 64->16", lambda: ConverterOp(after=0, frame_bits=256, in_width=64, out_width=16)),
@@ -129,7 +131,7 @@ class CalibrationRow:
 
 
 #: Cases left out on iCE40 (they do not fit an iCE40UP5K).
-ECP5_ONLY = ("bin 1024x",)
+ECP5_ONLY = ("bin 1024x", "8bit 784x512")
 
 
 def cases_for(family: str, cases=CASES):
@@ -156,7 +158,7 @@ def calibrate(family: str, build_root, cases=CASES, progress=None) -> list[Calib
     return rows
 
 
-_KEYS = ("bin", "pix", "acc", "pe", "unit", "rom", "mux")
+_KEYS = ("bin", "pix", "pix1", "pair", "acc", "pe", "unit", "rom", "mux")
 
 
 def _luts_with(op, family, coefficients):

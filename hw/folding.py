@@ -306,15 +306,16 @@ def _mux_luts(words):
     return max(0, words - 1)
 
 
-#: The calibrated LUT model, per family: LUT4s per binary (XNOR + popcount) lane and per 8-bit
-#: (add/subtract) lane, per accumulator bit, per processing element, per unit, and the factors
-#: on the logic tables (``rom``: constant tables, ``mux``: the input buffer's read multiplexer).
-#: Fitted by least squares to Yosys' counts of the blocks of ``python -m xnorflow.hw.calibrate``.
+#: The calibrated LUT model, per family: LUT4s per binary (XNOR + popcount) lane, per 8-bit lane
+#: (``pix``: paired, several PEs; ``pix1``: one PE or a score layer) and per shared lane pair of
+#: an 8-bit layer, per accumulator bit, per processing element, per unit, and the factors on the
+#: logic tables (``rom``: constant tables, ``mux``: the input buffer's read multiplexer). Fitted
+#: by least squares to Yosys' counts of the blocks of ``python -m xnorflow.hw.calibrate``.
 LUT_MODEL = {
-    "ice40": {"bin": 1.841, "pix": 20.76, "acc": 3.045, "pe": 0.0, "unit": 16.992, "rom": 1.129,
-              "mux": 1.464},
-    "ecp5": {"bin": 1.967, "pix": 21.674, "acc": 3.085, "pe": 0.0, "unit": 24.279, "rom": 1.067,
-             "mux": 1.343},
+    "ice40": {"bin": 1.866, "pix": 10.811, "pix1": 28.167, "pair": 39.732, "acc": 3.157,
+              "pe": 0.0, "unit": 0.0, "rom": 1.099, "mux": 1.572},
+    "ecp5": {"bin": 1.95, "pix": 10.829, "pix1": 28.699, "pair": 46.579, "acc": 3.419, "pe": 0.0,
+             "unit": 14.339, "rom": 1.039, "mux": 1.373},
 }
 
 
@@ -535,7 +536,10 @@ class DenseOp:
     def resources(self) -> Resources:
         """The unit's estimate, per family with the coefficients ``k`` of :data:`LUT_MODEL`.
 
-        LUT4s: ``k.bin`` (binary input) or ``k.pix`` (8-bit input) per lane ``PE*SIMD``,
+        LUT4s: per lane ``PE*SIMD``, ``k.bin`` (binary input), ``k.pix`` (8-bit input, a
+        threshold layer of several PEs) plus ``k.pair`` per lane pair (``SIMD // 2``: the sums
+        and differences the PEs share, see :class:`~xnorflow.hw.popcount.ComplementSumTrees`),
+        or ``k.pix1`` (8-bit input, one PE or a score layer: lanes not paired),
         ``k.acc`` per accumulator bit (``PE * acc_width``: accumulator, threshold subtraction),
         ``k.pe`` per PE and ``k.unit`` for the unit's control; plus the logic tables: thresholds
         in logic (``PE`` tables of ``NF`` words of ``t_width + 1`` bits), weights in logic
@@ -560,7 +564,9 @@ class DenseOp:
         ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
         ff += pe * (acc_w if self.is_score else 1) + chunk
         ff += 3 * _bits(words) + 8 + (self.tree_latency + 1) * (3 + _bits(nf))
-        luts = {f: LUT_MODEL[f]["bin" if bits == 1 else "pix"] * pe * simd
+        paired = bits == 8 and not self.is_score and pe >= 2
+        lane = "bin" if bits == 1 else "pix" if paired else "pix1"
+        luts = {f: LUT_MODEL[f][lane] * pe * simd + LUT_MODEL[f]["pair"] * (simd // 2) * paired
                 + LUT_MODEL[f]["acc"] * pe * acc_w + LUT_MODEL[f]["pe"] * pe
                 + LUT_MODEL[f]["unit"] for f in _FAMILIES}
         res = Resources.luts_by(luts, ff=ff)
@@ -568,7 +574,9 @@ class DenseOp:
             lo, hi = self.acc_range
             t_w = Shape.cast(range(lo, hi + 2)).width
             if threshold_style(nf, self.storage) == "block":
-                res += Resources.block_memory(nf, t_w + 1, copies=pe)
+                # and the register after each block RAM's read register
+                res += Resources.block_memory(nf, t_w + 1, copies=pe) + Resources(
+                    ff=pe * (t_w + 1))
             else:
                 res += Resources.logic_rom(nf, t_w + 1, copies=pe)
         if self.storage == "bram":

@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .popcount import AddSubTree, ComplementSumTree, Popcount, tree_latency
+from .popcount import AddSubTree, ComplementSumTrees, Popcount, tree_latency
 
 __all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "MVTU", "THRESHOLD_BRAM_MIN_WORDS",
            "buffer_style", "threshold_style"]
@@ -239,11 +239,14 @@ class MVTU(wiring.Component):
         self._buffer = buffer
         self._levels_per_stage = int(levels_per_stage)
         self._acc_range = (acc_lo, acc_hi)
-        # 8-bit threshold layers sum complemented pixels (ComplementSumTree): the hardware's
-        # accumulator is u = acc + 255 * Z_i in [0, 255 * N], Z_i the -1 weights of channel i, and
-        # the thresholds move by the same constant (see _hardware_thresholds).
+        # 8-bit threshold layers sum complemented pixels, in lane pairs shared by the PEs when
+        # there are several (ComplementSumTrees): the hardware's accumulator is u = acc + 255 * Z_i
+        # + P_i, Z_i the -1 weights of channel i and P_i (0 unpaired) its pairs whose first weight
+        # is -1, and the thresholds move by the same constant (see _hardware_thresholds).
         self._complement = input_bits == 8 and thresholds is not None
-        self._cmp_range = (0, _PIXEL_MAX * n) if self._complement else (acc_lo, acc_hi)
+        self._paired = self._complement and ComplementSumTrees.pairs_shared(pe)
+        pairs = (n // simd) * (simd // 2) if self._paired else 0
+        self._cmp_range = (0, _PIXEL_MAX * n + pairs) if self._complement else (acc_lo, acc_hi)
         # The input buffer is two plain registers (no read multiplexer) when a frame is a single
         # chunk that at least three folds re-read; see the class docstring (Timing).
         self._register_buffer = n == simd and m // pe >= 3
@@ -359,16 +362,21 @@ class MVTU(wiring.Component):
 
     def _hardware_thresholds(self):
         """``(T, direction)`` per channel on the accumulator the hardware computes: for an 8-bit
-        threshold layer ``u = acc + 255*Z`` (``Z``: the channel's -1 weights), so ``acc >= T``
-        is ``u >= T + 255*Z`` (``<=`` alike), clamped to the ends of ``u``'s range where the
-        comparison is constant anyway; else the thresholds as they are."""
+        threshold layer ``u = acc + 255*Z + P`` (``Z``: the channel's -1 weights, ``P``: its lane
+        pairs whose first weight is -1, see :class:`~xnorflow.hw.popcount.ComplementSumTrees`),
+        so ``acc >= T`` is ``u >= T + 255*Z + P`` (``<=`` alike), clamped to the ends of ``u``'s
+        range where the comparison is constant anyway; else the thresholds as they are."""
         t = self._thresholds.astype(np.int64)
         d = self._directions
         if not self._complement:
             return t, d
         zeros = (~self._weights).sum(axis=1).astype(np.int64)
-        t = t + _PIXEL_MAX * zeros
-        top = _PIXEL_MAX * self._n
+        chunks = self._weights.reshape(self._m, self._n // self._simd, self._simd)
+        pairs = (~chunks[:, :, 0:2 * (self._simd // 2):2]).sum(axis=(1, 2)).astype(np.int64)
+        if not self._paired:
+            pairs = np.zeros_like(pairs)
+        t = t + _PIXEL_MAX * zeros + pairs
+        top = self._cmp_range[1]
         t = np.where(d == 1, np.clip(t, 0, top + 1), np.clip(t, -1, top))
         return t, d
 
@@ -542,26 +550,30 @@ class MVTU(wiring.Component):
         stages = [s1_control]
         stages.append(_delay(m, stages[-1], advance, "s2"))
 
-        partials = []
-        for p in range(pe):
-            w_word = self._weight_word(m, p, w_addr, advance)
-            if self._input_bits == 1:
-                xnor = Signal(self._simd, name=f"pe{p}_xnor")
-                m.d.comb += xnor.eq(~(w_word ^ chunk))
-                tree = Popcount(self._simd, levels_per_stage=self._levels_per_stage)
-                m.d.comb += [tree.data.eq(xnor), tree.en.eq(advance)]
-                partials.append(tree.count)
-            elif self._complement:
-                tree = ComplementSumTree(self._simd, lane_bits=8,
-                                         levels_per_stage=self._levels_per_stage)
-                m.d.comb += [tree.data.eq(chunk), tree.signs.eq(w_word), tree.en.eq(advance)]
-                partials.append(tree.total)
-            else:
-                tree = AddSubTree(self._simd, lane_bits=8,
-                                  levels_per_stage=self._levels_per_stage)
-                m.d.comb += [tree.data.eq(chunk), tree.signs.eq(w_word), tree.en.eq(advance)]
-                partials.append(tree.total)
-            m.submodules[f"pe{p}_tree"] = tree
+        w_words = [self._weight_word(m, p, w_addr, advance) for p in range(pe)]
+        if self._complement:
+            # One set of lane-pair sums for all PEs (see ComplementSumTrees).
+            m.submodules.trees = trees = ComplementSumTrees(
+                self._simd, trees=pe, lane_bits=8, levels_per_stage=self._levels_per_stage)
+            m.d.comb += [trees.data.eq(chunk), trees.en.eq(advance)]
+            m.d.comb += [trees.signs[p].eq(w_words[p]) for p in range(pe)]
+            partials = [trees.totals[p] for p in range(pe)]
+        else:
+            partials = []
+            for p, w_word in enumerate(w_words):
+                if self._input_bits == 1:
+                    xnor = Signal(self._simd, name=f"pe{p}_xnor")
+                    m.d.comb += xnor.eq(~(w_word ^ chunk))
+                    tree = Popcount(self._simd, levels_per_stage=self._levels_per_stage)
+                    m.d.comb += [tree.data.eq(xnor), tree.en.eq(advance)]
+                    partials.append(tree.count)
+                else:
+                    tree = AddSubTree(self._simd, lane_bits=8,
+                                      levels_per_stage=self._levels_per_stage)
+                    m.d.comb += [tree.data.eq(chunk), tree.signs.eq(w_word),
+                                 tree.en.eq(advance)]
+                    partials.append(tree.total)
+                m.submodules[f"pe{p}_tree"] = tree
 
         # Delay the control through the tree's pipeline depth. `stages` holds the control of every
         # stage from 1 on; the last one is that of the tree's output.
@@ -598,17 +610,33 @@ class MVTU(wiring.Component):
                     m.d.sync += acc.eq(acc_next)
             return m
 
-        # Threshold layer: rem = (T' - 1) - acc, so that acc >= T' is the sign of rem; the word
-        # of the fold at the tree's output is read one stage earlier.
+        # Threshold layer: rem = (T' - 1) - acc, so that acc >= T' is the sign of rem. The word of
+        # the fold at the tree's output is read one stage earlier from logic; from block RAM two
+        # stages earlier, and the read register is followed by a register in the fabric (a block
+        # RAM's slow clock-to-output path must not run into the subtraction).
         acc_lo, acc_hi = self._cmp_range
         t_shape = Shape.cast(range(acc_lo - 1, acc_hi + 1))
         rem_shape = Shape.cast(range(acc_lo - 1 - acc_hi, acc_hi - acc_lo + 1))
-        read_fold = stages[-2][3]
+        t_style = threshold_style(nf, self._storage)
+        registered = t_style == "block" and nf > 1
+        if not registered:
+            read_fold = stages[-2][3]
+        elif len(stages) >= 3:
+            read_fold = stages[-3][3]
+        else:
+            read_fold = f  # stage 0: the fold the next issue enters (see below)
         bits = []
         for p in range(pe):
             word = self._rom(m, f"pe{p}_thresholds", t_shape.width + 1,
                              self._threshold_words(p, t_shape.width), read_fold, advance,
-                             style=threshold_style(nf, self._storage))
+                             style=t_style)
+            if registered:
+                # While stage 0 waits (no issue), the read register reloads the same word: `f`
+                # changes only with an issue, so the word matches stage 1 whenever it is valid.
+                word_s = Signal.like(word, name=f"pe{p}_threshold_word")
+                with m.If(advance):
+                    m.d.sync += word_s.eq(word)
+                word = word_s
             threshold = Signal(t_shape, name=f"pe{p}_threshold")
             invert = Signal(name=f"pe{p}_invert")
             rem = Signal(rem_shape, name=f"pe{p}_rem")

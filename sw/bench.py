@@ -49,6 +49,7 @@ from .model import Model
 
 __all__ = [
     "AccelRow",
+    "builds_markdown",
     "BenchError",
     "BenchResult",
     "CpuRow",
@@ -650,6 +651,34 @@ def to_markdown(result: BenchResult) -> str:
                  "the same with the UART-limited rate); latency ratio: the best batch-1 CPU "
                  "latency ÷ the accelerator's (above 1: the accelerator answers sooner).")
     out += notes
+    return "\n".join(out) + "\n"
+
+
+def builds_markdown(bitstreams: str | Path | None = None) -> str:
+    """The reference builds under ``bitstreams`` (default :func:`default_bitstreams`) as the
+    README's Markdown table: utilization, clock, post-route Fmax, II (measured / predicted),
+    latency, frames/s at the clock, at Fmax and over the UART, and the build's tool time. Each
+    build is read by :func:`load_build` (model hash checked)."""
+    root = Path(bitstreams) if bitstreams is not None else default_bitstreams()
+    manifests = find_builds(root)
+    if not manifests:
+        raise BenchError(f"{root}: no reference builds (<board>/<model>/manifest.json)")
+    out = ["| model | board (device) | LUTs | FFs | BRAMs | clock MHz | Fmax MHz | "
+           "II meas. / pred. | latency cycles | frames/s at clock | frames/s at Fmax | "
+           "frames/s over UART (1 Mbaud) | build |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for manifest in manifests:
+        row = load_build(manifest, root)
+        report = _read_json(manifest.parent / "report.json", "synthesis report")
+        minutes = sum(report.get("seconds", {}).values()) / 60
+        uart = "–" if row.uart_frames_per_s is None else f"{row.uart_frames_per_s:,}"
+        out.append(
+            f"| {row.model.upper()} | {row.board} ({row.device}) | {row.luts:,} / "
+            f"{row.luts_total:,} | {'–' if row.ffs is None else f'{row.ffs:,}'} | {row.brams} / "
+            f"{row.brams_total} | {row.clock_mhz:.2f} | **{row.min_fmax_mhz:.1f}** | "
+            f"{row.ii_cycles} / {row.predicted_ii} | {row.latency_cycles} | "
+            f"{row.frames_per_s:,.0f} | **{row.frames_per_s_at_fmax:,.0f}** | {uart} | "
+            f"{max(1, round(minutes))} min |")
     return "\n".join(out) + "\n"
 
 

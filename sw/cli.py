@@ -657,8 +657,11 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     """The reference builds under bitstreams/ against the CPU implementations, measured now."""
-    from .bench import plot, print_tables, run_bench, to_markdown
+    from .bench import builds_markdown, plot, print_tables, run_bench, to_markdown
 
+    if args.builds:
+        sys.stdout.write(builds_markdown(args.bitstreams))
+        return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     command = "xnorflow bench" + (f" --models {','.join(models)}" if models else "") + \
         (f" --data {args.data}" if args.data else "") + (" --quick" if args.quick else "")
@@ -850,6 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bitstreams", metavar="DIR", default=None,
                    help="directory of the reference builds (default: the checkout's bitstreams/)")
     b.add_argument("--quick", action="store_true", help="fewer frames and repeats (for tests)")
+    b.add_argument("--builds", action="store_true",
+                   help="only print the reference builds as a Markdown table (no CPU timing)")
     b.add_argument("--plot", metavar="FILE", help="also plot frames/s against LUTs (PNG/SVG)")
     fmt = b.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON object")

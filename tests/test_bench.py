@@ -294,3 +294,20 @@ def test_reference_builds(capsys):
         assert a["model_hash"] == m["model_hash"]
         assert a["frames_per_s"] == round(m["clock_mhz"] * 1e6 / a["ii_cycles"], 1)
         assert a["ii_source"] == ("simulation" if m.get("simulation") else "predicted")
+
+
+def test_readme_reference_table_is_the_builds_table(capsys):
+    """The README's table of reference builds is what ``xnorflow bench --builds`` prints from
+    the committed builds, row for row."""
+    readme = (REPO / "README.md").read_text()
+    begin, end = "<!-- reference_table -->\n", "<!-- /reference_table -->"
+    table = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert main(["bench", "--builds", "--bitstreams", str(REPO / "bitstreams")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 2 + len(bench.find_builds(REPO / "bitstreams"))
+    assert table == printed
+
+
+def test_builds_table_without_builds(tmp_path, capsys):
+    assert main(["bench", "--builds", "--bitstreams", str(tmp_path)]) == 2
+    assert "no reference builds" in capsys.readouterr().err

@@ -139,6 +139,12 @@ CONFIGS = [
     pytest.param(12, 6, 6, 12, 1, "bram", False, 2, id="bin-12x6-full-bram"),
     pytest.param(28, 6, 2, 7, 8, "bram", False, 1, id="px-28x6-pe2-simd7-bram-lps1"),
     pytest.param(28, 4, 4, 28, 8, "lut", False, 2, id="px-28x4-full-lut"),
+    pytest.param(24, 6, 3, 6, 8, "bram", False, 2, id="px-24x6-pe3-simd6-bram"),
+    pytest.param(14, 4, 1, 7, 8, "bram", False, 2, id="px-14x4-pe1-simd7-bram"),
+    # Thresholds in block RAM (NF >= 256): read two stages ahead of the tree's output, from
+    # stage 0 when the tree has no register (SIMD 1).
+    pytest.param(2, 256, 1, 1, 1, "bram", False, 2, id="bin-2x256-pe1-simd1-bram"),
+    pytest.param(4, 512, 2, 2, 8, "bram", False, 2, id="px-4x512-pe2-simd2-bram"),
     pytest.param(1, 1, 1, 1, 1, "lut", False, 2, id="bin-1x1-lut"),
     pytest.param(12, 6, 3, 4, 1, "bram", True, 2, id="score-bin-12x6-pe3-simd4-bram"),
     pytest.param(6, 2, 1, 1, 8, "bram", True, 2, id="score-px-6x2-pe1-simd1-bram"),

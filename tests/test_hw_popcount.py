@@ -9,7 +9,7 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 from hwsim import PAUSE_KINDS, pauses
 
-from xnorflow.hw.popcount import AddSubTree, Popcount, tree_latency
+from xnorflow.hw.popcount import AddSubTree, ComplementSumTrees, Popcount, tree_latency
 
 
 def ref_popcount(word):
@@ -22,6 +22,27 @@ def ref_add_sub(data, signs, lanes, lane_bits):
         x = (data >> (lane * lane_bits)) & ((1 << lane_bits) - 1)
         total += x if (signs >> lane) & 1 else -x
     return total
+
+
+def ref_complement_sums(data, signs, lanes, trees, lane_bits):
+    """Per tree: the sum of lanes taken as they are (sign 1) or as ``max - x`` (sign 0), plus,
+    with two trees or more, one for every pair of lanes (2i, 2i+1) whose first sign is 0; packed
+    as the port is."""
+    lane_max = (1 << lane_bits) - 1
+    paired = trees >= 2
+    top = (lanes // 2) * (2 * lane_max + 1) + (lanes % 2) * lane_max if paired else lanes * lane_max
+    width = top.bit_length()
+    packed = 0
+    for t in range(trees):
+        row = (signs >> (t * lanes)) & ((1 << lanes) - 1)
+        total = 0
+        for lane in range(lanes):
+            x = (data >> (lane * lane_bits)) & lane_max
+            total += x if (row >> lane) & 1 else lane_max - x
+        if paired:
+            total += sum(1 for i in range(0, lanes - 1, 2) if not (row >> i) & 1)
+        packed |= total << (t * width)
+    return packed
 
 
 def run_pipeline(dut, inputs, output, model, en_pause, cycles=60, seed=0):
@@ -43,7 +64,8 @@ def run_pipeline(dut, inputs, output, model, en_pause, cycles=60, seed=0):
             elif cycle % 7 == 5:
                 values = {port: 0 for port in inputs}
             for port, value in values.items():
-                ctx.set(getattr(dut, port), value)
+                target = getattr(dut, port)
+                ctx.set(target.as_value() if hasattr(target, "as_value") else target, value)
             en = not next(en_pauses)
             stalls += not en
             ctx.set(dut.en, en)
@@ -81,6 +103,50 @@ def test_add_sub_tree(lanes, levels_per_stage, en_pause):
     run_pipeline(dut, {"data": 8 * lanes, "signs": lanes}, dut.total,
                  lambda values: ref_add_sub(values["data"], values["signs"], lanes, 8),
                  en_pause, seed=lanes)
+
+
+@pytest.mark.parametrize("en_pause", PAUSE_KINDS)
+@pytest.mark.parametrize("levels_per_stage", [1, 2, 3])
+@pytest.mark.parametrize(("lanes", "trees"), [(1, 1), (1, 2), (2, 3), (3, 1), (5, 2), (8, 4),
+                                              (13, 3), (13, 1)])
+def test_complement_sum_trees(lanes, trees, levels_per_stage, en_pause):
+    dut = ComplementSumTrees(lanes, trees=trees, levels_per_stage=levels_per_stage)
+    assert dut.latency == tree_latency(lanes, levels_per_stage)
+    run_pipeline(dut, {"data": 8 * lanes, "signs": lanes * trees}, dut.totals.as_value(),
+                 lambda values: ref_complement_sums(values["data"], values["signs"], lanes,
+                                                    trees, 8),
+                 en_pause, seed=lanes * 7 + trees)
+
+
+def test_complement_sum_trees_hand_checked():
+    """x = (200, 100, 7). Signs 0b011: 200 + 100 + (255 - 7) = 548. Signs 0b100: (255 - 200) +
+    (255 - 100) + 7 = 217, plus 1 (the pair's first sign is 0) = 218. Signs 0b010: 55 + 100 +
+    248 + 1 = 404. The offsets: 0 for 0b011, 1 for 0b100 and 0b010."""
+    dut = ComplementSumTrees(3, trees=3, levels_per_stage=1)
+    assert dut.latency == 2
+    assert [dut.offset([1, 1, 0]), dut.offset([0, 0, 1]), dut.offset([0, 1, 0])] == [0, 1, 1]
+    assert ComplementSumTrees(3, trees=1).offset([0, 0, 1]) == 0
+
+    async def testbench(ctx):
+        ctx.set(dut.data, 200 | 100 << 8 | 7 << 16)
+        ctx.set(dut.signs.as_value(), 0b011 | 0b100 << 3 | 0b010 << 6)
+        await ctx.tick().repeat(2)
+        assert [ctx.get(dut.totals[t]) for t in range(3)] == [548, 218, 404]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_complement_sum_trees_share_the_pair_sums():
+    """The pair sums and differences are built once for all trees: 8 lanes, 4 trees: 4 pair
+    sums and 4 differences, and per tree a 4-leaf tree of 3 adders."""
+    text = rtlil.convert(ComplementSumTrees(8, trees=4))
+    assert text.count("wire width 9 \\pair") == 8
+    # Sums, differences (max + a, then - b), and the trees' own adders.
+    assert text.count("cell $add") == 4 + 4 + 4 * 3
+    assert text.count("cell $sub") == 4
 
 
 def test_add_sub_tree_hand_checked():
