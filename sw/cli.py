@@ -540,6 +540,15 @@ def _synth_board(args, model, folding) -> int:
         if pending is not None:
             simulation = pending.result()
     obj = {"model": str(args.model), **report.to_dict()}
+    if args.out and not report.timing_met:
+        # A bitstream whose clock is above its post-route Fmax is not a reference to ship.
+        _emit(args, obj, lambda o: None)
+        err.print(f"[bold red]error:[/] timing missed: post-route Fmax "
+                  f"{report.sync_fmax_mhz:.1f} MHz is below the {report.clock_mhz:g} MHz clock; "
+                  f"nothing stored in {escape(str(args.out))} (rebuild with --freq at most "
+                  f"{report.sync_fmax_mhz:.1f}, or without --freq); the build is in "
+                  f"{escape(str(build))}")
+        return 1
     if args.out:
         obj["manifest"] = str(write_reference(report, args.out, args.model, model, folding,
                                               simulation=simulation))

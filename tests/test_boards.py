@@ -259,6 +259,18 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
         write_reference(again, tmp_path / "ref3", model_path, tiny_model, None,
                         simulation={"frames": 1, "ii_cycles": 60, "latency_cycles": 1})
 
+    # A clock above what the design reaches: the bitstream is built, but not stored as a
+    # reference.
+    capsys.readouterr()
+    missed = tmp_path / "missed"
+    assert main(["synth", str(model_path), "--board", "icebreaker", "--folding", str(folding),
+                 "--freq", "200", "--build-dir", str(tmp_path / "fast"), "--out", str(missed),
+                 "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["timing_met"] is False
+    assert "timing missed" in captured.err and "Traceback" not in captured.err
+    assert not missed.exists()
+
 
 @pytest.mark.synth
 @pytest.mark.slow
