@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .popcount import AddSubTree, ComplementSumTrees, Popcount, tree_latency
+from .popcount import AddSubTree, ComplementSumTrees, Popcount, complement_latency, tree_latency
 
 __all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "MVTU", "THRESHOLD_BRAM_MIN_WORDS",
            "buffer_style", "threshold_style"]
@@ -140,7 +140,9 @@ class MVTU(wiring.Component):
     frame.
 
     Latency (:attr:`latency`): ``4 + P`` cycles, where ``P`` (:attr:`tree_latency`) is the
-    pipeline depth of the reduction tree, ``ceil(ceil(log2(SIMD)) / levels_per_stage)``. It is
+    pipeline depth of the reduction tree, ``ceil(ceil(log2(SIMD)) / levels_per_stage)`` (for an
+    8-bit threshold layer of several PEs, whose lane pairs take two registers first: ``2 +
+    ceil(ceil(log2(ceil(SIMD / 2))) / levels_per_stage)``). It is
     counted from the cycle in which the last input beat of a frame is accepted to the cycle in
     which that frame's first output beat is valid, for a unit that is not busy with an earlier
     frame and whose output is ready. With back-to-back input to an idle unit the last output beat
@@ -244,7 +246,7 @@ class MVTU(wiring.Component):
         # + P_i, Z_i the -1 weights of channel i and P_i (0 unpaired) its pairs whose first weight
         # is -1, and the thresholds move by the same constant (see _hardware_thresholds).
         self._complement = input_bits == 8 and thresholds is not None
-        self._paired = self._complement and ComplementSumTrees.pairs_shared(pe)
+        self._paired = self._complement and ComplementSumTrees.pairs_shared(simd, pe)
         pairs = (n // simd) * (simd // 2) if self._paired else 0
         self._cmp_range = (0, _PIXEL_MAX * n + pairs) if self._complement else (acc_lo, acc_hi)
         # The input buffer is two plain registers (no read multiplexer) when a frame is a single
@@ -337,7 +339,10 @@ class MVTU(wiring.Component):
 
     @property
     def tree_latency(self):
-        """P, the pipeline depth of the popcount / add-subtract tree."""
+        """P, the pipeline depth of the popcount / add-subtract tree (of an 8-bit threshold
+        layer: :func:`~xnorflow.hw.popcount.complement_latency`)."""
+        if self._complement:
+            return complement_latency(self._simd, self._pe, self._levels_per_stage)
         return tree_latency(self._simd, self._levels_per_stage)
 
     @property
@@ -420,13 +425,13 @@ class MVTU(wiring.Component):
             data = self._rom(m, name, self._simd, words, addr, en, style="block")
             if len(words) == 1:
                 return data
-            word = Signal(self._simd, name=f"pe{p}_weight_word")
+            word = Signal(self._simd, name=f"pe{p}_weight_word", reset_less=True)
             with m.If(en):
                 m.d.sync += word.eq(data)
             return word
         if len(words) == 1:
             return Const(words[0], self._simd)
-        addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1")
+        addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1", reset_less=True)
         with m.If(en):
             m.d.sync += addr_s1.eq(addr)
         return self._rom(m, name, self._simd, words, addr_s1, en, style="logic")
@@ -484,9 +489,9 @@ class MVTU(wiring.Component):
             # SF = 1, NF >= 3: the buffer is two registers and needs no multiplexer. `held` takes
             # the input beat; `current` takes `held` when the frame's first fold leaves stage 1,
             # and is the chunk of stage 2 for all NF folds of the frame.
-            held = Signal(chunk_width, name="ibuf_held")
+            held = Signal(chunk_width, name="ibuf_held", reset_less=True)
             held_full = Signal()
-            current = Signal(chunk_width, name="ibuf_current")
+            current = Signal(chunk_width, name="ibuf_current", reset_less=True)
             m.d.comb += [
                 i_stream.ready.eq(~held_full),
                 can_read.eq(held_full | (f != 0)),
@@ -542,7 +547,7 @@ class MVTU(wiring.Component):
                 with m.Else():
                     m.d.sync += fill[0].eq(0)
             # Stage 2: the chunk in a register of its own (a block RAM's output is slow).
-            chunk = Signal(chunk_width, name="chunk_s2")
+            chunk = Signal(chunk_width, name="chunk_s2", reset_less=True)
             with m.If(advance):
                 m.d.sync += chunk.eq(ibuf_r.data)
 
@@ -587,7 +592,7 @@ class MVTU(wiring.Component):
         result = Signal.like(o_stream.payload, name="result")
         produce = Signal()
         m.d.comb += produce.eq(advance & valid & last)
-        skid = Signal.like(o_stream.payload, name="skid")
+        skid = Signal.like(o_stream.payload, name="skid", reset_less=True)
         out_free = Signal()
         m.d.comb += out_free.eq(~o_stream.valid | o_stream.ready)
         with m.If(skid_valid):
@@ -602,7 +607,7 @@ class MVTU(wiring.Component):
             m.d.sync += o_stream.valid.eq(0)
         if self.is_score_layer:
             for p in range(pe):
-                acc = Signal(self._acc_shape, name=f"pe{p}_acc")
+                acc = Signal(self._acc_shape, name=f"pe{p}_acc", reset_less=True)
                 acc_next = Signal(self._acc_shape, name=f"pe{p}_acc_next")
                 m.d.comb += [acc_next.eq(Mux(first, 0, acc) + partials[p]),
                              result[p].eq(acc_next)]
@@ -633,13 +638,13 @@ class MVTU(wiring.Component):
             if registered:
                 # While stage 0 waits (no issue), the read register reloads the same word: `f`
                 # changes only with an issue, so the word matches stage 1 whenever it is valid.
-                word_s = Signal.like(word, name=f"pe{p}_threshold_word")
+                word_s = Signal.like(word, name=f"pe{p}_threshold_word", reset_less=True)
                 with m.If(advance):
                     m.d.sync += word_s.eq(word)
                 word = word_s
             threshold = Signal(t_shape, name=f"pe{p}_threshold")
             invert = Signal(name=f"pe{p}_invert")
-            rem = Signal(rem_shape, name=f"pe{p}_rem")
+            rem = Signal(rem_shape, name=f"pe{p}_rem", reset_less=True)
             rem_next = Signal(rem_shape, name=f"pe{p}_rem_next")
             bit = Signal(name=f"pe{p}_y")
             m.d.comb += [

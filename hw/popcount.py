@@ -13,14 +13,17 @@ and the root is delayed by the stages this saves, so that the latency is the sam
 those three levels together into fewer LUT4s than level by level: about 16 instead of 19 per 8
 inputs on ECP5, where adders of up to 4 result bits are LUT logic, not carry chains.) All
 pipeline registers update only while ``en`` is 1, which lets the surrounding unit stall the whole
-tree with one clock enable.
+tree with one clock enable, and have no reset: they hold data, whose validity the user tracks
+(a reset net to every register of the datapath would be one more net of tens of thousands of
+loads).
 """
 
 from amaranth.hdl import Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["AddSubTree", "ComplementSumTrees", "Popcount", "tree_levels", "tree_latency"]
+__all__ = ["AddSubTree", "ComplementSumTrees", "Popcount", "complement_latency", "tree_levels",
+           "tree_latency"]
 
 
 def tree_levels(leaves):
@@ -39,6 +42,16 @@ def tree_latency(leaves, levels_per_stage):
     _check_levels_per_stage(levels_per_stage)
     levels = tree_levels(leaves)
     return -(-levels // levels_per_stage)
+
+
+def complement_latency(lanes, trees, levels_per_stage):
+    """Pipeline latency in cycles of :class:`ComplementSumTrees`: with pairs (``trees >= 2``
+    and ``lanes >= 2``), the shared register, the pair-value register and a tree over
+    ``ceil(lanes / 2)`` leaves, ``2 + tree_latency(ceil(lanes / 2), levels_per_stage)``;
+    otherwise ``tree_latency(lanes, levels_per_stage)``."""
+    if ComplementSumTrees.pairs_shared(lanes, trees):
+        return 2 + tree_latency(-(-lanes // 2), levels_per_stage)
+    return tree_latency(lanes, levels_per_stage)
 
 
 def _check_levels_per_stage(levels_per_stage):
@@ -67,31 +80,20 @@ def _register_plan(depth, stages, first_stage, levels_per_stage):
     return levels, stages - len(levels)
 
 
-def _adder_tree(m, leaves, *, levels_per_stage, en, name, first_stage=None, stages=None):
+def _adder_tree(m, leaves, *, levels_per_stage, en, name, first_stage=None):
     """Build a pipelined adder tree in module ``m``.
 
     ``leaves`` is a list of ``(value, lo, hi)``: a value and the integer bounds it stays within.
     Returns the root value; its bounds are the sums of the leaves' bounds. The tree has
     ``tree_latency(len(leaves), levels_per_stage)`` register stages (see :func:`_register_plan`;
-    ``first_stage`` levels before the first register, default ``levels_per_stage``; 0 registers
-    the leaves). ``stages`` overrides the latency, for a tree whose first levels are outside it
-    (:class:`ComplementSumTrees`).
+    ``first_stage`` levels before the first register, default ``levels_per_stage``).
     """
     nodes = list(leaves)
     depth = tree_levels(len(nodes))
-    if stages is None:
-        stages = tree_latency(len(nodes), levels_per_stage)
+    stages = tree_latency(len(nodes), levels_per_stage)
     if first_stage is None:
         first_stage = levels_per_stage
     registered_levels, padding = _register_plan(depth, stages, first_stage, levels_per_stage)
-    if 0 in registered_levels:
-        registered_nodes = []
-        for index, (value, lo, hi) in enumerate(nodes):
-            node = Signal(range(lo, hi + 1), name=f"{name}_l0_n{index}")
-            with m.If(en):
-                m.d.sync += node.eq(value)
-            registered_nodes.append((node, lo, hi))
-        nodes = registered_nodes
     level = 0
     while len(nodes) > 1:
         level += 1
@@ -102,7 +104,7 @@ def _adder_tree(m, leaves, *, levels_per_stage, en, name, first_stage=None, stag
         for index, ((a, a_lo, a_hi), (b, b_lo, b_hi)) in enumerate(pairs):
             lo, hi = a_lo + b_lo, a_hi + b_hi
             total = a + b
-            node = Signal(range(lo, hi + 1), name=f"{name}_l{level}_n{index}")
+            node = Signal(range(lo, hi + 1), name=f"{name}_l{level}_n{index}", reset_less=True)
             if registered:
                 with m.If(en):
                     m.d.sync += node.eq(total)
@@ -113,7 +115,8 @@ def _adder_tree(m, leaves, *, levels_per_stage, en, name, first_stage=None, stag
             value, lo, hi = carried
             if registered:
                 # The odd node out is delayed too, so that all nodes of a level stay aligned.
-                node = Signal(range(lo, hi + 1), name=f"{name}_l{level}_n{len(pairs)}")
+                node = Signal(range(lo, hi + 1), name=f"{name}_l{level}_n{len(pairs)}",
+                              reset_less=True)
                 with m.If(en):
                     m.d.sync += node.eq(value)
                 next_nodes.append((node, lo, hi))
@@ -122,7 +125,7 @@ def _adder_tree(m, leaves, *, levels_per_stage, en, name, first_stage=None, stag
         nodes = next_nodes
     root, lo, hi = nodes[0]
     for index in range(padding):
-        delayed = Signal(range(lo, hi + 1), name=f"{name}_delay{index}")
+        delayed = Signal(range(lo, hi + 1), name=f"{name}_delay{index}", reset_less=True)
         with m.If(en):
             m.d.sync += delayed.eq(root)
         root = delayed
@@ -292,10 +295,14 @@ class ComplementSumTrees(wiring.Component):
     ``sa``, ``sb`` a tree takes ``(D if sa != sb else S) ^ (sa ? 0 : all ones)``, which is ``c_a +
     c_b``, plus 1 when ``sa`` is 0: one LUT4 per bit (four inputs: ``S``, ``D`` and the two sign
     bits), where a tree of complemented lanes needs a LUT4 per lane bit for the complement before
-    its first adders. An odd last lane enters as ``c_l``. The pair adders count as the first
-    adder level, so the latency is that of a tree over ``lanes`` leaves. A single tree
-    (``trees = 1``) shares nothing and costs less without pairs (about 10 % fewer LUT4s by
-    Yosys): it adds the complemented lanes directly, and its offset is 0 (:attr:`paired`).
+    its first adders. An odd last lane enters as ``c_l``. The shared sums and differences are
+    registers, and so are the trees' pair values: the shared values drive every tree, and
+    across a large unit their wires are long, so each of the two steps has a cycle of its own
+    (their sign bits are delayed by one register to match). The latency is therefore ``2 +
+    ceil(ceil(log2(ceil(lanes / 2))) / levels_per_stage)`` (:func:`complement_latency`). A
+    single tree (``trees = 1``) shares nothing and costs less without pairs (about 10 % fewer
+    LUT4s by Yosys): it adds the complemented lanes directly, its offset is 0 and its latency
+    that of a tree over ``lanes`` leaves (:attr:`paired`).
 
     Parameters
     ----------
@@ -320,7 +327,7 @@ class ComplementSumTrees(wiring.Component):
         Each tree's total as it was ``latency`` enabled clock edges earlier; ``top`` is
         :attr:`top`.
 
-    Latency: ``ceil(ceil(log2(lanes)) / levels_per_stage)`` enabled cycles, initiation interval 1.
+    Latency: :func:`complement_latency` enabled cycles, initiation interval 1.
     """
 
     def __init__(self, lanes, *, trees=1, lane_bits=8, levels_per_stage=2):
@@ -343,13 +350,14 @@ class ComplementSumTrees(wiring.Component):
         })
 
     @staticmethod
-    def pairs_shared(trees):
-        """Whether ``trees`` trees sum lane pairs (at least two trees: see the class docstring)."""
-        return trees >= 2
+    def pairs_shared(lanes, trees):
+        """Whether ``trees`` trees of ``lanes`` lanes sum lane pairs (at least two of each: see
+        the class docstring)."""
+        return trees >= 2 and lanes >= 2
 
     @property
     def paired(self):
-        return self.pairs_shared(self._trees)
+        return self.pairs_shared(self._lanes, self._trees)
 
     @property
     def top(self):
@@ -362,8 +370,8 @@ class ComplementSumTrees(wiring.Component):
 
     @property
     def latency(self):
-        """Pipeline latency in enabled clock cycles."""
-        return tree_latency(self._lanes, self._levels_per_stage)
+        """Pipeline latency in enabled clock cycles (:func:`complement_latency`)."""
+        return complement_latency(self._lanes, self._trees, self._levels_per_stage)
 
     def offset(self, signs):
         """``totals[t] - sum(c_l)`` for the sign bits ``signs`` (a sequence of 0/1, lane 0 first):
@@ -380,38 +388,46 @@ class ComplementSumTrees(wiring.Component):
         pair_max = 2 * lane_max + 1
         lanes = [self.data[lane * bits:(lane + 1) * bits] for lane in range(self._lanes)]
         if not self.paired:
-            leaves = []
-            for lane, x in enumerate(lanes):
-                leaf = Signal(bits, name=f"term{lane}")
-                m.d.comb += leaf.eq(x ^ (~self.signs[0][lane]).replicate(bits))
-                leaves.append((leaf, 0, lane_max))
-            root = _adder_tree(m, leaves, levels_per_stage=self._levels_per_stage, en=self.en,
-                               name="cs")
-            m.d.comb += self.totals[0].eq(root)
+            for t in range(self._trees):
+                leaves = []
+                for lane, x in enumerate(lanes):
+                    leaf = Signal(bits, name=f"t{t}_term{lane}")
+                    m.d.comb += leaf.eq(x ^ (~self.signs[t][lane]).replicate(bits))
+                    leaves.append((leaf, 0, lane_max))
+                root = _adder_tree(m, leaves, levels_per_stage=self._levels_per_stage,
+                                   en=self.en, name=f"t{t}")
+                m.d.comb += self.totals[t].eq(root)
             return m
+        # Stage 1 (shared): the pairs' sums and differences, the odd lane's pixel; each tree's
+        # sign bits delayed alongside. Stage 2 (per tree): the selected, complemented pair values.
+        # Both are registers: the shared values drive every tree, spread over the die.
+        en = self.en
+
+        def register(value, shape, name):
+            reg = Signal(shape, name=name, reset_less=True)
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
         shared = []
         for i in range(self._lanes // 2):
             a, b = lanes[2 * i], lanes[2 * i + 1]
-            s = Signal(bits + 1, name=f"pair{i}_sum")
-            d = Signal(bits + 1, name=f"pair{i}_diff")
-            m.d.comb += [s.eq(a + b), d.eq(lane_max + a - b)]
-            shared.append((s, d))
-        stages = self.latency
+            shared.append((register(a + b, bits + 1, f"pair{i}_sum"),
+                           register(lane_max + a - b, bits + 1, f"pair{i}_diff")))
+        odd = register(lanes[-1], bits, "odd_lane") if self._lanes % 2 else None
         for t in range(self._trees):
-            signs = self.signs[t]
+            signs = register(self.signs[t], self._lanes, f"t{t}_signs")
             leaves = []
             for i, (s, d) in enumerate(shared):
                 sa, sb = signs[2 * i], signs[2 * i + 1]
-                leaf = Signal(bits + 1, name=f"t{t}_pair{i}")
-                m.d.comb += leaf.eq(Mux(sa ^ sb, d, s) ^ (~sa).replicate(bits + 1))
+                leaf = register(Mux(sa ^ sb, d, s) ^ (~sa).replicate(bits + 1), bits + 1,
+                                f"t{t}_pair{i}")
                 leaves.append((leaf, 0, pair_max))
-            if self._lanes % 2:
-                leaf = Signal(bits, name=f"t{t}_odd")
-                m.d.comb += leaf.eq(lanes[-1] ^ (~signs[self._lanes - 1]).replicate(bits))
+            if odd is not None:
+                leaf = register(odd ^ (~signs[self._lanes - 1]).replicate(bits), bits,
+                                f"t{t}_odd")
                 leaves.append((leaf, 0, lane_max))
-            # The pair adders are the first adder level: the trees' own levels start at 2.
-            first = self._levels_per_stage - 1 if self._lanes > 1 else self._levels_per_stage
-            root = _adder_tree(m, leaves, levels_per_stage=self._levels_per_stage, en=self.en,
-                               name=f"t{t}", first_stage=first, stages=stages)
+            root = _adder_tree(m, leaves, levels_per_stage=self._levels_per_stage, en=en,
+                               name=f"t{t}")
             m.d.comb += self.totals[t].eq(root)
         return m
