@@ -567,7 +567,15 @@ class DenseOp:
         words, acc_w = nf * sf, self.score_shape.width
         chunk = simd * bits
         leaf = 1 if bits == 1 else 9
-        ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
+        paired = bits == 8 and not self.is_score and pe >= 2 and simd >= 2
+        if paired:
+            # shared pair sums and differences (and an odd lane), then per PE the delayed sign
+            # bits, the pair values and the tree over them
+            pairs, odd = simd // 2, simd % 2
+            ff = 2 * 9 * pairs + 8 * odd + pe * (simd + 9 * pairs + 8 * odd)
+            ff += pe * _tree_ff(pairs + odd, 9, self.levels_per_stage) + 2 * pe * acc_w
+        else:
+            ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
         ff += pe * (acc_w if self.is_score else 1) + chunk
         ff += 3 * _bits(words) + 8 + (self.tree_latency + 1) * (3 + _bits(nf))
         paired = bits == 8 and not self.is_score and pe >= 2 and simd >= 2
