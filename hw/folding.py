@@ -312,10 +312,10 @@ def _mux_luts(words):
 #: logic tables (``rom``: constant tables, ``mux``: the input buffer's read multiplexer). Fitted
 #: by least squares to Yosys' counts of the blocks of ``python -m xnorflow.hw.calibrate``.
 LUT_MODEL = {
-    "ice40": {"bin": 1.866, "pix": 10.811, "pix1": 28.167, "pair": 39.732, "acc": 3.157,
-              "pe": 0.0, "unit": 0.0, "rom": 1.099, "mux": 1.572},
-    "ecp5": {"bin": 1.95, "pix": 10.829, "pix1": 28.699, "pair": 46.579, "acc": 3.419, "pe": 0.0,
-             "unit": 14.339, "rom": 1.039, "mux": 1.373},
+    "ice40": {"bin": 1.883, "pix": 12.076, "pix1": 28.063, "pair": 40.114, "acc": 2.992,
+              "pe": 0.0, "unit": 0.0, "rom": 1.093, "mux": 1.591},
+    "ecp5": {"bin": 1.961, "pix": 12.291, "pix1": 28.719, "pair": 45.541, "acc": 3.317, "pe": 0.0,
+             "unit": 14.45, "rom": 1.031, "mux": 1.383},
 }
 
 
