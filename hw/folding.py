@@ -511,14 +511,24 @@ class DenseOp:
         return self.pe * (self.score_shape.width if self.is_score else 1)
 
     @property
+    def paired(self) -> bool:
+        """An 8-bit threshold layer whose PEs share lane pairs (PE and SIMD at least 2; see
+        :class:`~xnorflow.hw.popcount.ComplementSumTrees`)."""
+        from .popcount import ComplementSumTrees
+
+        return (self.input_bits == 8 and not self.is_score
+                and ComplementSumTrees.pairs_shared(self.simd, self.pe))
+
+    @property
     def tree_latency(self) -> int:
-        """Pipeline depth of the unit's tree: ``ceil(ceil(log2(SIMD)) / levels_per_stage)``; for
-        an 8-bit threshold layer with lane pairs (PE and SIMD at least 2), the two pair
-        registers and a tree over ``ceil(SIMD / 2)`` leaves."""
-        leaves, registers = self.simd, 0
-        if self.input_bits == 8 and not self.is_score and self.pe >= 2 and self.simd >= 2:
-            leaves, registers = -(-self.simd // 2), 2
-        return registers + -(-(leaves - 1).bit_length() // self.levels_per_stage)
+        """Pipeline depth of the unit's tree: ``ceil(ceil(log2(SIMD)) / levels_per_stage)``; with
+        lane pairs, the two pair registers and a tree over ``ceil(SIMD / 2)`` leaves
+        (:func:`~xnorflow.hw.popcount.complement_latency`)."""
+        from .popcount import complement_latency, tree_latency
+
+        if self.paired:
+            return complement_latency(self.simd, self.pe, self.levels_per_stage)
+        return tree_latency(self.simd, self.levels_per_stage)
 
     @property
     def latency(self) -> int:
@@ -567,7 +577,7 @@ class DenseOp:
         words, acc_w = nf * sf, self.score_shape.width
         chunk = simd * bits
         leaf = 1 if bits == 1 else 9
-        paired = bits == 8 and not self.is_score and pe >= 2 and simd >= 2
+        paired = self.paired
         if paired:
             # shared pair sums and differences (and an odd lane), then per PE the delayed sign
             # bits, the pair values and the tree over them
@@ -578,7 +588,6 @@ class DenseOp:
             ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
         ff += pe * (acc_w if self.is_score else 1) + chunk
         ff += 3 * _bits(words) + 8 + (self.tree_latency + 1) * (3 + _bits(nf))
-        paired = bits == 8 and not self.is_score and pe >= 2 and simd >= 2
         lane = "bin" if bits == 1 else "pix" if paired else "pix1"
         luts = {f: LUT_MODEL[f][lane] * pe * simd + LUT_MODEL[f]["pair"] * (simd // 2) * paired
                 + LUT_MODEL[f]["acc"] * pe * acc_w + LUT_MODEL[f]["pe"] * pe

@@ -376,11 +376,10 @@ class MVTU(wiring.Component):
         if not self._complement:
             return t, d
         zeros = (~self._weights).sum(axis=1).astype(np.int64)
-        chunks = self._weights.reshape(self._m, self._n // self._simd, self._simd)
-        pairs = (~chunks[:, :, 0:2 * (self._simd // 2):2]).sum(axis=(1, 2)).astype(np.int64)
-        if not self._paired:
-            pairs = np.zeros_like(pairs)
-        t = t + _PIXEL_MAX * zeros + pairs
+        t = t + _PIXEL_MAX * zeros
+        if self._paired:
+            chunks = self._weights.reshape(self._m, self._n // self._simd, self._simd)
+            t = t + (~chunks[:, :, 0:2 * (self._simd // 2):2]).sum(axis=(1, 2)).astype(np.int64)
         top = self._cmp_range[1]
         t = np.where(d == 1, np.clip(t, 0, top + 1), np.clip(t, -1, top))
         return t, d

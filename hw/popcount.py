@@ -54,6 +54,14 @@ def complement_latency(lanes, trees, levels_per_stage):
     return tree_latency(lanes, levels_per_stage)
 
 
+def _check_lanes(lanes, lane_bits, levels_per_stage):
+    if not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"Number of lanes ({lanes!r}) must be a positive integer")
+    if not isinstance(lane_bits, int) or lane_bits < 1:
+        raise ValueError(f"Lane width ({lane_bits!r}) must be a positive integer")
+    _check_levels_per_stage(levels_per_stage)
+
+
 def _check_levels_per_stage(levels_per_stage):
     if not isinstance(levels_per_stage, int) or levels_per_stage < 1:
         raise ValueError(
@@ -231,11 +239,7 @@ class AddSubTree(wiring.Component):
     """
 
     def __init__(self, lanes, *, lane_bits=8, levels_per_stage=2):
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"Number of lanes ({lanes!r}) must be a positive integer")
-        if not isinstance(lane_bits, int) or lane_bits < 1:
-            raise ValueError(f"Lane width ({lane_bits!r}) must be a positive integer")
-        _check_levels_per_stage(levels_per_stage)
+        _check_lanes(lanes, lane_bits, levels_per_stage)
         self._lanes = lanes
         self._lane_bits = lane_bits
         self._levels_per_stage = levels_per_stage
@@ -331,13 +335,9 @@ class ComplementSumTrees(wiring.Component):
     """
 
     def __init__(self, lanes, *, trees=1, lane_bits=8, levels_per_stage=2):
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"Number of lanes ({lanes!r}) must be a positive integer")
+        _check_lanes(lanes, lane_bits, levels_per_stage)
         if not isinstance(trees, int) or trees < 1:
             raise ValueError(f"Number of trees ({trees!r}) must be a positive integer")
-        if not isinstance(lane_bits, int) or lane_bits < 1:
-            raise ValueError(f"Lane width ({lane_bits!r}) must be a positive integer")
-        _check_levels_per_stage(levels_per_stage)
         self._lanes = lanes
         self._trees = trees
         self._lane_bits = lane_bits
