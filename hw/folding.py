@@ -435,6 +435,20 @@ def _tree_ff(leaves, leaf_width, levels_per_stage):
     return total
 
 
+def _popcount_ff(width, levels_per_stage):
+    """Register bits of a :class:`~xnorflow.hw.popcount.Popcount` of ``width`` bits: the
+    count of every group of ``POPCOUNT_GROUP`` bits, then the adder tree over the counts."""
+    from .popcount import POPCOUNT_GROUP
+
+    if width == 1:
+        return 0
+    sizes = [min(POPCOUNT_GROUP, width - start) for start in range(0, width, POPCOUNT_GROUP)]
+    groups = sum(size.bit_length() for size in sizes)
+    if len(sizes) == 1:
+        return groups
+    return groups + _tree_ff(len(sizes), POPCOUNT_GROUP.bit_length(), levels_per_stage)
+
+
 @dataclass(frozen=True, eq=False)
 class DenseOp:
     """One dense layer as a matrix-vector-threshold unit (:class:`~xnorflow.hw.mvtu.MVTU`)."""
@@ -521,13 +535,17 @@ class DenseOp:
 
     @property
     def tree_latency(self) -> int:
-        """Pipeline depth of the unit's tree: ``ceil(ceil(log2(SIMD)) / levels_per_stage)``; with
-        lane pairs, the two pair registers and a tree over ``ceil(SIMD / 2)`` leaves
-        (:func:`~xnorflow.hw.popcount.complement_latency`)."""
-        from .popcount import complement_latency, tree_latency
+        """Pipeline depth of the unit's tree, by the gateware's rules: a popcount of binary input
+        (:func:`~xnorflow.hw.popcount.popcount_latency`); with lane pairs, the two pair
+        registers and a tree over ``ceil(SIMD / 2)`` leaves
+        (:func:`~xnorflow.hw.popcount.complement_latency`); else an adder tree over SIMD lanes,
+        ``ceil(ceil(log2(SIMD)) / levels_per_stage)``."""
+        from .popcount import complement_latency, popcount_latency, tree_latency
 
         if self.paired:
             return complement_latency(self.simd, self.pe, self.levels_per_stage)
+        if self.input_bits == 1:
+            return popcount_latency(self.simd, self.levels_per_stage)
         return tree_latency(self.simd, self.levels_per_stage)
 
     @property
@@ -584,6 +602,8 @@ class DenseOp:
             pairs, odd = simd // 2, simd % 2
             ff = 2 * 9 * pairs + 8 * odd + pe * (simd + 9 * pairs + 8 * odd)
             ff += pe * _tree_ff(pairs + odd, 9, self.levels_per_stage) + 2 * pe * acc_w
+        elif bits == 1:
+            ff = pe * _popcount_ff(simd, self.levels_per_stage) + 2 * pe * acc_w
         else:
             ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
         ff += pe * (acc_w if self.is_score else 1) + chunk

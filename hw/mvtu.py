@@ -10,7 +10,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .popcount import AddSubTree, ComplementSumTrees, Popcount, complement_latency, tree_latency
+from .popcount import (
+    AddSubTree,
+    ComplementSumTrees,
+    Popcount,
+    complement_latency,
+    popcount_latency,
+    tree_latency,
+)
 
 __all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "MVTU", "THRESHOLD_BRAM_MIN_WORDS",
            "buffer_style", "threshold_style"]
@@ -339,10 +346,13 @@ class MVTU(wiring.Component):
 
     @property
     def tree_latency(self):
-        """P, the pipeline depth of the popcount / add-subtract tree (of an 8-bit threshold
-        layer: :func:`~xnorflow.hw.popcount.complement_latency`)."""
+        """P, the pipeline depth of the popcount / add-subtract tree
+        (:func:`~xnorflow.hw.popcount.popcount_latency` for binary input,
+        :func:`~xnorflow.hw.popcount.complement_latency` for an 8-bit threshold layer)."""
         if self._complement:
             return complement_latency(self._simd, self._pe, self._levels_per_stage)
+        if self._input_bits == 1:
+            return popcount_latency(self._simd, self._levels_per_stage)
         return tree_latency(self._simd, self._levels_per_stage)
 
     @property

@@ -17,8 +17,8 @@ The unit measured (chosen so that the figure is the cost of the compute datapath
   bits per cycle from one of its 30 block RAMs, so 512 lanes need 32 and do not fit: such a row is
   recorded as not fitting (naming the resource), and ``fallback_storage="lut"`` measures it once
   more with the weights in LUTs;
-* ``levels_per_stage = 1``: a register after every level of the popcount tree beyond its first
-  three (see :mod:`xnorflow.hw.popcount`);
+* ``levels_per_stage = 1``: the groups' full-adder counts registered, then a register after
+  every level of the adder tree over them (see :mod:`xnorflow.hw.popcount`);
 * nextpnr targets the issue's clock goals (:data:`TARGET_MHZ`: 125 MHz on ECP5, 40 MHz on
   iCE40); Fmax is the post-route figure either way.
 

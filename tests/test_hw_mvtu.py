@@ -219,10 +219,12 @@ def test_mvtu_ii_and_latency(n, m, pe, simd, input_bits, storage, score, levels)
 
 
 def test_mvtu_latency_formula():
-    """Latency is 4 plus the tree depth ceil(ceil(log2(SIMD)) / levels_per_stage)."""
-    w = np.ones((4, 24), dtype=bool)
-    cases = {(1, 2): 4, (2, 2): 5, (3, 2): 5, (4, 2): 5, (8, 2): 6, (24, 2): 7, (24, 1): 9,
-             (24, 5): 5, (24, 4): 6}
+    """Latency is 4 plus the popcount's depth: 0 for SIMD 1, else 1 for the full-adder counts of
+    groups of 15 lanes and ceil(ceil(log2(groups)) / levels_per_stage) for the adder tree over
+    them."""
+    w = np.ones((4, 96), dtype=bool)
+    cases = {(1, 2): 4, (2, 2): 5, (3, 2): 5, (8, 2): 5, (16, 2): 6, (24, 2): 6, (24, 1): 6,
+             (48, 1): 7, (48, 2): 6, (96, 1): 8, (96, 2): 7, (96, 3): 6}
     for (simd, levels), latency in cases.items():
         dut = MVTU(w, None, None, input_bits=1, pe=1, simd=simd, levels_per_stage=levels)
         assert dut.latency == latency, (simd, levels)

@@ -14,6 +14,7 @@ from xnorflow.hw.popcount import (
     ComplementSumTrees,
     Popcount,
     complement_latency,
+    popcount_latency,
     tree_latency,
 )
 
@@ -96,7 +97,7 @@ def run_pipeline(dut, inputs, output, model, en_pause, cycles=60, seed=0):
 
 @pytest.mark.parametrize("en_pause", PAUSE_KINDS)
 @pytest.mark.parametrize("levels_per_stage", [1, 2, 3])
-@pytest.mark.parametrize("width", [1, 2, 5, 12, 33])
+@pytest.mark.parametrize("width", [1, 2, 5, 12, 15, 16, 33, 47])
 def test_popcount(width, levels_per_stage, en_pause):
     dut = Popcount(width, levels_per_stage=levels_per_stage)
     run_pipeline(dut, {"data": width}, dut.count,
@@ -193,8 +194,18 @@ def test_add_sub_tree_hand_checked():
 def test_tree_latency(leaves, levels_per_stage, latency):
     """ceil(ceil(log2(leaves)) / levels_per_stage), hand-computed."""
     assert tree_latency(leaves, levels_per_stage) == latency
-    assert Popcount(leaves, levels_per_stage=levels_per_stage).latency == latency
     assert AddSubTree(leaves, levels_per_stage=levels_per_stage).latency == latency
+
+
+@pytest.mark.parametrize(("width", "levels_per_stage", "latency"), [
+    (1, 1, 0), (1, 2, 0), (2, 1, 1), (15, 1, 1), (15, 3, 1), (16, 1, 2), (30, 2, 2),
+    (31, 1, 3), (64, 1, 4), (64, 2, 3), (512, 1, 7), (512, 2, 4), (784, 2, 4), (1024, 3, 4),
+])
+def test_popcount_latency(width, levels_per_stage, latency):
+    """1 (the groups' full-adder counts, registered) + ceil(ceil(log2(ceil(width / 15))) /
+    levels_per_stage), hand-computed; 0 for one bit."""
+    assert popcount_latency(width, levels_per_stage) == latency
+    assert Popcount(width, levels_per_stage=levels_per_stage).latency == latency
 
 
 def test_trees_have_one_adder_per_node():
@@ -204,10 +215,21 @@ def test_trees_have_one_adder_per_node():
     assert text.count("cell $add") == 63
     assert text.count("cell $neg") == 64
     assert "wire width 10 signed \\as_l1_n31" in text
+    # A popcount of 64 bits: four groups of 15 bits of 11 full adders each, and a group of 4
+    # bits (a full adder and two half adders), then an adder tree over the five counts.
     text = rtlil.convert(Popcount(64, levels_per_stage=3))
-    assert text.count("cell $add") == 63
-    assert "wire width 2 \\pc_l1_n31" in text
-    assert "wire width 7 \\pc_l6_n0" in text
+    assert text.count("cell $add") == 4
+    for group in range(4):
+        assert f"wire width 1 \\pc_g{group}_fa10_s" in text
+        assert f"\\pc_g{group}_fa11_s" not in text
+        assert f"\\pc_g{group}_ha" not in text
+    lines = text.splitlines()
+    assert "  wire width 4 \\pc_g3" in lines
+    assert "  wire width 3 \\pc_g4" in lines
+    assert {"  wire width 1 \\pc_g4_fa0_s", "  wire width 1 \\pc_g4_ha1_s",
+            "  wire width 1 \\pc_g4_ha2_c"} <= set(lines)
+    assert "\\pc_g4_fa1_" not in text and "\\pc_g4_ha3_" not in text
+    assert "wire width 7 \\pc_l3_n0" in text
 
 
 @pytest.mark.parametrize(("make", "message"), [
