@@ -543,6 +543,9 @@ class BoardReport:
     folding: dict[str, Any]
     build_dir: str
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: The accelerator clock's register-to-register critical path after routing
+    #: (:class:`~xnorflow.hw.synth.CriticalPath` as a dict), or None when nextpnr gave none.
+    critical_path: dict[str, Any] | None = None
 
     @property
     def sync_fmax_mhz(self) -> float:
@@ -570,7 +573,10 @@ class BoardReport:
         ``latency_cycles`` (the plan's predictions), ``frames_per_s_at_clock``,
         ``frames_per_s_at_fmax``; ``seed``, ``tools``, ``seconds`` (per step of
         :data:`STEPS`, summed over attempts), ``model_hash``, ``folding``, ``build_dir`` and
-        ``attempts`` (each build's requested and PLL frequency, Fmax, timing and use)."""
+        ``attempts`` (each build's requested and PLL frequency, Fmax, timing and use);
+        ``critical_path``: the accelerator clock's worst register-to-register path after
+        routing (:class:`~xnorflow.hw.synth.CriticalPath`: its ends, delay, logic and routing
+        shares, logic levels, longest net), or None."""
         data = dataclasses.asdict(self)
         data["sync_fmax_mhz"] = self.sync_fmax_mhz
         data["frames_per_s_at_clock"] = round(self.frames_per_s_at_clock, 1)
@@ -758,6 +764,8 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     tools["packer"] = f"{packer} (from yowasp-nextpnr-{board.family} " \
                       f"{tools[f'yowasp-nextpnr-{board.family}']})"
     tools["amaranth-boards"] = _package_version("amaranth-boards")
+    path = result["pnr"].critical_path(result["sync_clock"])
+    critical_path = None if path is None else dataclasses.asdict(path)
     report = BoardReport(
         board=board.name, device=device.name, family=board.family,
         luts=result["luts"][0], luts_total=result["luts"][1],
@@ -776,7 +784,7 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
         utilization={name: {"used": u, "available": a}
                      for name, (u, a) in result["pnr"].utilization.items()},
         model_hash=model.content_hash, folding=top.bridge.network.manifest()["folding"],
-        build_dir=str(build), attempts=attempts)
+        build_dir=str(build), attempts=attempts, critical_path=critical_path)
     (build / "board_report.json").write_text(report.to_json() + "\n")
     return report
 

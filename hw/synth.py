@@ -81,6 +81,7 @@ from .devices import Device, get_device
 __all__ = [
     "HARNESS_NAME",
     "STEPS",
+    "CriticalPath",
     "DoesNotFit",
     "Harness",
     "PackedUsage",
@@ -93,7 +94,9 @@ __all__ = [
     "ToolFailed",
     "ToolNotFound",
     "build_report",
+    "clock_path",
     "count_resources",
+    "parse_critical_path",
     "parse_packed_block",
     "parse_pnr_report",
     "parse_stat",
@@ -218,19 +221,91 @@ class ResourceCount:
 
 
 @dataclass(frozen=True)
+class CriticalPath:
+    """One of the critical paths in nextpnr's ``--report`` JSON (``critical_paths``): between
+    the clock edges ``from_clock`` and ``to_clock`` (e.g. ``"posedge clk"``, or ``"<async>"``
+    for a pin), from the cell ``source`` to the cell and port ``sink``. ``delay_ns`` is the
+    whole path, ``logic_ns`` its cells' share (clock-to-output, logic, setup) and
+    ``routing_ns`` the nets'; ``levels`` counts the logic cells it passes through;
+    ``worst_net`` is the net with the longest routing delay (``worst_net_ns``)."""
+
+    from_clock: str
+    to_clock: str
+    source: str
+    sink: str
+    delay_ns: float
+    logic_ns: float
+    routing_ns: float
+    levels: int
+    worst_net: str
+    worst_net_ns: float
+
+    @property
+    def same_clock(self) -> bool:
+        """Whether the path starts and ends on the same clock edge (a register-to-register
+        path, the one that sets that clock's Fmax)."""
+        return self.from_clock == self.to_clock
+
+    def describe(self) -> str:
+        """One line for people: delay, logic and routing shares, levels and the ends."""
+        return (f"{self.delay_ns:.2f} ns ({self.logic_ns:.2f} logic, {self.routing_ns:.2f} "
+                f"routing, {self.levels} logic levels; longest net {self.worst_net} "
+                f"{self.worst_net_ns:.2f} ns): {self.source} -> {self.sink}")
+
+
+def parse_critical_path(data: Mapping[str, Any]) -> CriticalPath:
+    """One entry of nextpnr's ``critical_paths`` (see :class:`CriticalPath`)."""
+    try:
+        steps = list(data["path"])
+        if not steps:
+            raise ValueError("empty path")
+        logic = sum(float(s["delay"]) for s in steps if s["type"] != "routing")
+        nets = [s for s in steps if s["type"] == "routing"]
+        worst = max(nets, key=lambda s: float(s["delay"]), default=None)
+        sink = steps[-1]["to"]
+        return CriticalPath(
+            from_clock=str(data["from"]), to_clock=str(data["to"]),
+            source=str(steps[0]["from"]["cell"]), sink=f"{sink['cell']}.{sink['port']}",
+            delay_ns=round(sum(float(s["delay"]) for s in steps), 3),
+            logic_ns=round(logic, 3),
+            routing_ns=round(sum(float(s["delay"]) for s in nets), 3),
+            levels=sum(1 for s in steps if s["type"] == "logic"),
+            worst_net=str(worst["net"]) if worst is not None else "",
+            worst_net_ns=round(float(worst["delay"]), 3) if worst is not None else 0.0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"Not a nextpnr critical path: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
 class PnrReport:
     """nextpnr's ``--report`` JSON: ``utilization`` maps a cell type to ``(used, available)``;
     ``fmax_mhz`` and ``constraint_mhz`` map a clock net to the achieved and the target frequency
-    (empty before routing)."""
+    (empty before routing); ``critical_paths`` are nextpnr's worst path per pair of clock
+    edges (:class:`CriticalPath`)."""
 
     utilization: dict[str, tuple[int, int]]
     fmax_mhz: dict[str, float]
     constraint_mhz: dict[str, float]
+    critical_paths: tuple[CriticalPath, ...] = ()
+
+    def critical_path(self, clock: str) -> CriticalPath | None:
+        """The register-to-register critical path of the clock net ``clock``, or ``None``
+        when the report has none (:func:`clock_path`)."""
+        return clock_path(self.critical_paths, clock)
 
     def overflows(self) -> list[tuple[str, int, int]]:
         """Cell types used more than available, as ``(type, used, available)``."""
         return [(name, used, available) for name, (used, available) in
                 sorted(self.utilization.items()) if used > available]
+
+
+def clock_path(paths, clock: str) -> CriticalPath | None:
+    """Among ``paths``, the register-to-register path of the clock net ``clock`` (nextpnr names
+    its edge ``posedge <net>``), or ``None``."""
+    for path in paths:
+        if path.same_clock and path.from_clock.split(" ", 1)[-1] == clock:
+            return path
+    return None
 
 
 @dataclass(frozen=True)
@@ -277,7 +352,8 @@ class SynthReport:
 
     ``synth_command``: the Yosys synthesis command as run; ``options`` the
     :class:`SynthOptions`; ``tools``: tool versions; ``seconds``: wall time per step;
-    ``bitstream``: path of the bitstream, or ``None``; ``files``: the tools' JSON reports.
+    ``bitstream``: path of the bitstream, or ``None``; ``files``: the tools' JSON reports;
+    ``critical_paths``: nextpnr's critical paths (:class:`CriticalPath`, after routing).
     """
 
     device: str
@@ -309,11 +385,18 @@ class SynthReport:
     bitstream: str | None
     build_dir: str
     files: dict[str, str] = field(default_factory=dict)
+    critical_paths: tuple[CriticalPath, ...] = ()
 
     @property
     def min_fmax_mhz(self) -> float | None:
         """The lowest Fmax over the clocks, or ``None`` when nextpnr reported none."""
         return min(self.fmax_mhz.values()) if self.fmax_mhz else None
+
+    def slowest_path(self) -> CriticalPath | None:
+        """The register-to-register critical path of the slowest clock, or ``None``."""
+        if not self.fmax_mhz:
+            return None
+        return clock_path(self.critical_paths, min(self.fmax_mhz, key=self.fmax_mhz.get))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -391,9 +474,10 @@ def parse_pnr_report(data: Mapping[str, Any]) -> PnrReport:
         fmax = data.get("fmax", {})
         achieved = {name: float(entry["achieved"]) for name, entry in fmax.items()}
         constraint = {name: float(entry["constraint"]) for name, entry in fmax.items()}
+        paths = tuple(parse_critical_path(path) for path in data.get("critical_paths", ()))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"Not a nextpnr --report JSON file: {exc!r}") from exc
-    return PnrReport(dict(sorted(utilization.items())), achieved, constraint)
+    return PnrReport(dict(sorted(utilization.items())), achieved, constraint, paths)
 
 
 _ICE40_FF_ONLY_LUT = 2  # LUT_INIT of a logic cell whose LUT only passes I0 to its flip-flop
@@ -906,4 +990,4 @@ def build_report(*, device: str | Device, top: str, harnessed: bool, seed: int,
         utilization=dict(pnr.utilization), synth_command=synth_command,
         options=SynthOptions() if options is None else options, tools=dict(tools or {}),
         seconds=dict(seconds or {}), bitstream=bitstream, build_dir=str(build_dir),
-        files=dict(files or {}))
+        files=dict(files or {}), critical_paths=tuple(pnr.critical_paths))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import sys
 import time
@@ -565,11 +566,22 @@ def _synth_board(args, model, folding) -> int:
                   f"{o['uart_frames_per_s']:,}")
         Console().print(t)
         Console().print(f"serial link: {o['baud']:,} baud; bitstream: {o['bitstream']}")
+        _print_critical_path(o.get("critical_path"))
         if "manifest" in o:
             Console().print(f"reference: {o['manifest']}")
 
     _emit(args, obj, human)
     return 0
+
+
+def _print_critical_path(path) -> None:
+    """The critical path of a routed build, as one line (``path``: a CriticalPath's dict)."""
+    if path is None:
+        return
+    from .hw.synth import CriticalPath
+
+    Console().print(f"critical path: {escape(CriticalPath(**path).describe())}",
+                    soft_wrap=True)
 
 
 def cmd_synth(args) -> int:
@@ -611,6 +623,8 @@ def cmd_synth(args) -> int:
            "brams": report.brams, "brams_total": report.brams_total, "dsps": report.dsps,
            "fmax_mhz": report.fmax_mhz, "timing_met": report.timing_met,
            "frames_per_s_at_fmax": round(fmax * 1e6 / ii, 1) if fmax else None,
+           "critical_path": (None if report.slowest_path() is None
+                             else dataclasses.asdict(report.slowest_path())),
            "bitstream": report.bitstream, "tools": report.tools, "seed": args.seed,
            "build_dir": str(build), "report": report.to_dict()}
 
@@ -623,6 +637,7 @@ def cmd_synth(args) -> int:
                   ", ".join(f"{v:.1f}" for v in o["fmax_mhz"].values()), str(o["ii_cycles"]),
                   f"{o['frames_per_s_at_fmax']:,}")
         Console().print(t)
+        _print_critical_path(o["critical_path"])
 
     _emit(args, obj, human)
     return 0

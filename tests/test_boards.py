@@ -232,6 +232,10 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
     assert report["yosys"]["luts"] > 0 and report["yosys"]["brams"] == report["brams"]
     assert set(report["seconds"]) == {"elaborate", "synth", "pnr", "pack"}
     assert len(report["attempts"]) == 1
+    # The accelerator clock's critical path: the one that sets its Fmax.
+    path = report["critical_path"]
+    assert path["from_clock"] == path["to_clock"] == f"posedge {report['sync_clock']}"
+    assert path["delay_ns"] == pytest.approx(1000 / report["sync_fmax_mhz"], rel=2e-3)
     bitstream = tmp_path / "build" / "top.bin"
     assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size > 0
 

@@ -30,6 +30,7 @@ from xnorflow.hw.synth import (
     ToolFailed,
     build_report,
     count_resources,
+    parse_critical_path,
     parse_packed_block,
     parse_pnr_report,
     parse_stat,
@@ -172,6 +173,46 @@ def test_build_report_from_recorded_files():
                                              "available": expected["dp16kd"][1]}
     assert data["block"]["luts"] == report.block.luts
     assert data["options"] == {"nowidelut": None, "dff": False, "extra": []}
+
+
+@pytest.mark.parametrize("family", ["ice40", "ecp5"])
+def test_parse_recorded_critical_paths(family):
+    """The register-to-register path of the clock is the one that sets its Fmax: its delay is
+    1000 / Fmax ns, split exactly into logic and routing; pin paths are not taken for it."""
+    pnr = parse_pnr_report(load(f"{family}_mvtu16_report.json"))
+    (clock, fmax), = pnr.fmax_mhz.items()
+    path = pnr.critical_path(clock)
+    assert path is not None and path.same_clock
+    assert path.from_clock == path.to_clock == f"posedge {clock}"
+    assert path.delay_ns == pytest.approx(1000 / fmax, rel=2e-3)
+    assert path.logic_ns + path.routing_ns == pytest.approx(path.delay_ns, abs=2e-3)
+    assert path.levels >= 0 and 0 < path.worst_net_ns <= path.routing_ns
+    assert path.source.startswith("dut.") and path.sink.startswith("dut.")
+    assert {p.from_clock for p in pnr.critical_paths} >= {"<async>"}
+    assert pnr.critical_path("no such clock") is None
+    assert path.describe().startswith(f"{path.delay_ns:.2f} ns (")
+
+
+def test_parse_critical_path_hand_checked():
+    step = {"cell": "a", "port": "Q"}
+    data = {"from": "posedge clk", "to": "posedge clk", "path": [
+        {"type": "clk-to-q", "delay": 0.5, "from": step, "to": step},
+        {"type": "routing", "delay": 1.25, "net": "n1", "from": step,
+         "to": {"cell": "b", "port": "A"}},
+        {"type": "logic", "delay": 0.25, "from": {"cell": "b", "port": "A"},
+         "to": {"cell": "b", "port": "Z"}},
+        {"type": "routing", "delay": 2.0, "net": "n2", "from": {"cell": "b", "port": "Z"},
+         "to": {"cell": "c", "port": "D"}},
+        {"type": "setup", "delay": 0.125, "from": {"cell": "c", "port": "D"},
+         "to": {"cell": "c", "port": "D"}}]}
+    path = parse_critical_path(data)
+    assert (path.source, path.sink, path.delay_ns, path.logic_ns, path.routing_ns,
+            path.levels, path.worst_net, path.worst_net_ns) == (
+        "a", "c.D", 4.125, 0.875, 3.25, 1, "n2", 2.0)
+    with pytest.raises(ValueError, match=r"^Not a nextpnr critical path: "):
+        parse_critical_path({"from": "posedge clk", "to": "posedge clk", "path": []})
+    with pytest.raises(ValueError, match=r"^Not a nextpnr --report JSON file: "):
+        parse_pnr_report({"utilization": {}, "critical_paths": [{"path": [{}]}]})
 
 
 def test_recorded_overflow_names_the_resource():
