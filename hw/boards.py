@@ -87,6 +87,8 @@ from .uart import UARTRx
 __all__ = [
     "BOARDS",
     "DEFAULT_BAUD",
+    "DEFAULT_ROUTER",
+    "ROUTERS",
     "STEPS",
     "Board",
     "BoardReport",
@@ -103,6 +105,10 @@ __all__ = [
 
 #: The serial link's default bit rate: both boards' FTDI chips (FT2232H, FT231X) handle it.
 DEFAULT_BAUD = 1_000_000
+#: nextpnr's routers (``--router``): router1, its default, and router2, which resolves the
+#: congestion of large ECP5 designs in a fraction of router1's time.
+ROUTERS = ("router1", "router2")
+DEFAULT_ROUTER = "router1"
 
 #: The steps of :func:`build_board`, as named in progress callbacks and ``seconds``.
 STEPS = ("elaborate", "synth", "pnr", "pack")
@@ -535,6 +541,7 @@ class BoardReport:
     ii_cycles: int
     latency_cycles: int
     seed: int
+    router: str
     tools: dict[str, str]
     seconds: dict[str, float]
     yosys: dict[str, Any]
@@ -571,8 +578,9 @@ class BoardReport:
         constraint); ``bitstream`` (path); ``baud``, ``baud_requested``, ``uart_divisor``,
         ``uart_frames_per_s`` (:attr:`SerialBridge.frames_per_second`); ``ii_cycles``,
         ``latency_cycles`` (the plan's predictions), ``frames_per_s_at_clock``,
-        ``frames_per_s_at_fmax``; ``seed``, ``tools``, ``seconds`` (per step of
-        :data:`STEPS`, summed over attempts), ``model_hash``, ``folding``, ``build_dir`` and
+        ``frames_per_s_at_fmax``; ``seed``, ``router`` (nextpnr's), ``tools``, ``seconds``
+        (per step of :data:`STEPS`, summed over attempts), ``model_hash``, ``folding``,
+        ``build_dir`` and
         ``attempts`` (each build's requested and PLL frequency, Fmax, timing and use);
         ``critical_path``: the accelerator clock's worst register-to-register path after
         routing (:class:`~xnorflow.hw.synth.CriticalPath`: its ends, delay, logic and routing
@@ -623,8 +631,8 @@ def _fit_check(args: list[str], build: Path, device: Device, nextpnr: str,
 
 
 def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, baud: int,
-                seed: int, build: Path, timeout_s: float | None, progress: Progress | None,
-                seconds: dict[str, float]) -> dict[str, Any]:
+                seed: int, router: str, build: Path, timeout_s: float | None,
+                progress: Progress | None, seconds: dict[str, float]) -> dict[str, Any]:
     """One build at ``pll``; returns the parsed figures (a dict) of this attempt."""
     device = get_device(board.device)
     family = device.family
@@ -648,7 +656,8 @@ def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, ba
         top, name=_TOP, build_dir=str(build), do_build=False, emit_src=False,
         synth_opts=synth_opts,
         script_after_synth="tee -q -o stat.json stat -json",
-        nextpnr_opts=f"--seed {seed} --report report.json --timing-allow-fail")
+        nextpnr_opts=f"--seed {seed} --router {router} --report report.json "
+                     "--timing-allow-fail")
     for stale in ("stat.json", "report.json", "fit.json", f"{_TOP}.json", f"{_TOP}.asc",
                   f"{_TOP}.config", f"{_TOP}.bin", f"{_TOP}.bit"):
         (build / stale).unlink(missing_ok=True)
@@ -698,6 +707,7 @@ def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, ba
 
 def build_board(model, folding: Folding | None, board: str | Board, *,
                 freq_mhz: float | None = None, baud: int = DEFAULT_BAUD, seed: int = 1,
+                router: str = DEFAULT_ROUTER,
                 build_dir: str | os.PathLike[str], progress: Progress | None = None,
                 timeout_s: float | None = None) -> BoardReport:
     """Build ``model`` (a :class:`~xnorflow.model.Model`) with ``folding`` (None: the default)
@@ -708,7 +718,9 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     fast as timing allows (see the module docstring; at most two builds). ``baud``: the serial
     link's bit rate; when it fails the bridge's 2 % check at the PLL frequency the nearest rate
     that passes is used (:func:`uart_baud`; ``baud`` and ``baud_requested`` in the report).
-    ``seed``: nextpnr's seed. ``progress(step, state, seconds)`` as in
+    ``seed``: nextpnr's seed; ``router``: nextpnr's router (:data:`ROUTERS`; the reference's
+    command names it when it is not :data:`DEFAULT_ROUTER`). ``progress(step, state, seconds)``
+    as in
     :func:`xnorflow.hw.synth.synthesize`, with step ``"attempt"`` and state ``"<n> <MHz>"``
     before each build.
 
@@ -720,6 +732,8 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     device = get_device(board.device)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed ({seed!r}) must be a non-negative integer")
+    if router not in ROUTERS:
+        raise ValueError(f"router ({router!r}) must be one of {', '.join(ROUTERS)}")
     if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
         raise ValueError(f"baud ({baud!r}) must be a positive integer")
     if freq_mhz is not None and not (isinstance(freq_mhz, (int, float)) and freq_mhz > 0):
@@ -742,8 +756,8 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
             progress("attempt", f"{len(attempts) + 1} {pll.f_out_mhz:g}", None)
         used_baud = uart_baud(pll.clk_hz, baud)
         before = dict(seconds)
-        result = _build_once(model, folding, board, pll, used_baud, seed, build, timeout_s,
-                             progress, seconds)
+        result = _build_once(model, folding, board, pll, used_baud, seed, router, build,
+                             timeout_s, progress, seconds)
         sync_fmax = result["pnr"].fmax_mhz[result["sync_clock"]]
         attempts.append({
             "requested_mhz": requested, "clock_mhz": pll.f_out_mhz, "pll": pll.to_dict(),
@@ -777,7 +791,7 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
         pll=pll.to_dict(), timing_met=result["timing_met"], bitstream=str(result["bitstream"]),
         baud=top.bridge.baud, baud_requested=baud, uart_divisor=top.bridge.divisor,
         uart_frames_per_s=round(top.bridge.frames_per_second, 1),
-        ii_cycles=plan.ii, latency_cycles=plan.latency, seed=seed, tools=tools,
+        ii_cycles=plan.ii, latency_cycles=plan.latency, seed=seed, router=router, tools=tools,
         seconds=seconds,
         yosys={"luts": stat.luts, "ffs": stat.ffs, "brams": stat.brams, "dsps": stat.dsps,
                "carries": stat.carries, "cells": dict(stat.cells)},
@@ -862,6 +876,8 @@ def write_reference(report: BoardReport, out_dir: str | os.PathLike[str],
         command = (f"xnorflow synth {model_file_rel} --board {report.board} "
                    f"--folding {out_rel}/folding.json --freq {report.clock_mhz!r} "
                    f"--baud {report.baud} --seed {report.seed} --out {out_rel}")
+        if report.router != DEFAULT_ROUTER:
+            command += f" --router {report.router}"
         if simulation is not None:
             command += f" --simulate {simulation['frames']}"
     manifest: dict[str, Any] = {

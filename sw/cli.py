@@ -513,7 +513,7 @@ def _reference_simulation(model, folding, frames) -> dict:
 
 def _synth_board(args, model, folding) -> int:
     """``xnorflow synth --board``: the accelerator behind its serial bridge, with a bitstream."""
-    from .hw.boards import DEFAULT_BAUD, build_board, get_board, write_reference
+    from .hw.boards import DEFAULT_BAUD, DEFAULT_ROUTER, build_board, get_board, write_reference
 
     board = get_board(args.board)
     build = Path(args.build_dir or f"build/board-{board.name}-{Path(args.model).stem}")
@@ -537,7 +537,9 @@ def _synth_board(args, model, folding) -> int:
         pending = (pool.submit(_reference_simulation, model, folding, args.simulate)
                    if args.simulate else None)
         report = build_board(model, folding, board, freq_mhz=args.freq, baud=baud,
-                             seed=args.seed, build_dir=build, progress=progress)
+                             seed=args.seed, router=args.router or DEFAULT_ROUTER,
+                             build_dir=build,
+                             progress=progress)
         if pending is not None:
             simulation = pending.result()
     obj = {"model": str(args.model), **report.to_dict()}
@@ -601,6 +603,8 @@ def cmd_synth(args) -> int:
         raise UsageError("--out stores a board build: it needs --board")
     if args.baud is not None:
         raise UsageError("--baud sets a board's serial link: it needs --board")
+    if args.router is not None:
+        raise UsageError("--router chooses a board build's router: it needs --board")
     device = get_device(args.device)
     folding = _synth_folding(args, model, device)
     net = Network(model, folding)
@@ -830,6 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--baud", type=int, default=None, metavar="N",
                     help="--board: the serial link's bit rate (default 1000000)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    sy.add_argument("--router", choices=("router1", "router2"), default=None,
+                    help="--board: nextpnr's router (default router1; router2 routes large, "
+                         "congested ECP5 designs much faster)")
     sy.add_argument("--bitstream", action="store_true",
                     help="--device: also pack a bitstream (a board build always does)")
     sy.add_argument("--build-dir", metavar="DIR", help="where the tools work")

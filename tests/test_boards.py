@@ -198,6 +198,10 @@ def test_cli_board_errors(tmp_path, capsys, tiny_model):
     assert "known boards: icebreaker, ulx3s-25f, ulx3s-85f" in capsys.readouterr().err
     assert main(["synth", str(model), "--device", "up5k", "--out", str(tmp_path / "o")]) == 2
     assert "--out stores a board build" in capsys.readouterr().err
+    assert main(["synth", str(model), "--device", "up5k", "--router", "router2"]) == 2
+    assert "--router chooses a board build's router" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^router \('router3'\) must be one of router1, "):
+        build_board(tiny_model, None, "icebreaker", router="router3", build_dir=tmp_path / "b")
     with pytest.raises(SystemExit):
         main(["synth", str(model), "--board", "icebreaker", "--device", "up5k"])
 
@@ -246,6 +250,7 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
     assert manifest["folding"] == TINY_FOLDING and manifest["ii_cycles"] == 60
     assert manifest["frames_per_s"] == round(24e6 / 60, 1)
     assert "--freq 24.0" in manifest["command"] and "simulation" not in manifest
+    assert report["router"] == "router1" and "--router" not in manifest["command"]
 
     # The same inputs and seed in another (deeper) build directory: the same bitstream.
     again = build_board(tiny_model, Folding.from_dict(TINY_FOLDING), "icebreaker",
@@ -259,6 +264,11 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
                                 "mismatches": 0})
     assert json.loads((tmp_path / "ref2" / "manifest.json").read_text())["simulation"][
         "mismatches"] == 0
+    # A build with the other router says so in the command that rebuilds it.
+    routed = dataclasses.replace(again, router="router2")
+    write_reference(routed, tmp_path / "ref4", model_path, tiny_model, None)
+    assert json.loads((tmp_path / "ref4" / "manifest.json").read_text())["command"].endswith(
+        " --router router2")
     with pytest.raises(ValueError, match="simulation lacks mismatches"):
         write_reference(again, tmp_path / "ref3", model_path, tiny_model, None,
                         simulation={"frames": 1, "ii_cycles": 60, "latency_cycles": 1})
