@@ -588,7 +588,7 @@ class DenseOp:
         1`` and ``NF >= 3`` it is two registers). Flip-flops: tree pipeline registers,
         accumulators, the read registers, the output register and control.
         """
-        from .mvtu import threshold_style
+        from .mvtu import output_depth, pipeline_style, threshold_style
 
         pe, simd, bits = self.pe, self.simd, self.input_bits
         nf, sf = self.nf, self.sf
@@ -606,7 +606,15 @@ class DenseOp:
             ff = pe * _popcount_ff(simd, self.levels_per_stage) + 2 * pe * acc_w
         else:
             ff = pe * _tree_ff(simd, leaf, self.levels_per_stage) + 2 * pe * acc_w
-        ff += pe * (acc_w if self.is_score else 1) + chunk
+        # the output register and the skid register, or (a free-running pipeline) the output
+        # queue behind it and its counters
+        out_w = pe * (acc_w if self.is_score else 1)
+        if pipeline_style(pe, simd, bits) == "credit":
+            depth = output_depth(self.tree_latency, sf)
+            ff += depth * out_w + 4 * _bits(depth + 1)
+        else:
+            ff += 2 * out_w
+        ff += chunk
         ff += 3 * _bits(words) + 8 + (self.tree_latency + 1) * (3 + _bits(nf))
         lane = "bin" if bits == 1 else "pix" if paired else "pix1"
         luts = {f: LUT_MODEL[f][lane] * pe * simd + LUT_MODEL[f]["pair"] * (simd // 2) * paired
@@ -907,8 +915,8 @@ def size_fifos(plan: NetworkPlan) -> NetworkPlan:
       width converter, ``SIMD`` bits wide.
     - **Output: :data:`OUTPUT_FIFO_DEPTH` (4) results** between the ArgMax and ``m_axis``: at
       least 3 for one result per cycle (a fully parallel network has II 1), it cuts the
-      combinational path from ``m_axis_tready`` through the ArgMax into the last layer's pipeline
-      enable, and one more entry rides out short ``m_axis_tready`` pauses.
+      combinational path from ``m_axis_tready`` through the ArgMax into the last layer's
+      output, and one more entry rides out short ``m_axis_tready`` pauses.
     """
     ops = []
     for op in plan.ops:

@@ -19,8 +19,9 @@ from .popcount import (
     tree_latency,
 )
 
-__all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "MVTU", "THRESHOLD_BRAM_MIN_WORDS",
-           "buffer_style", "threshold_style"]
+__all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "CREDIT_MIN_LANE_BITS", "MVTU",
+           "PIPELINE_STYLES", "THRESHOLD_BRAM_MIN_WORDS", "buffer_style", "output_depth",
+           "pipeline_style", "threshold_style"]
 
 #: Largest value of an 8-bit input lane (a pixel).
 _PIXEL_MAX = 255
@@ -37,6 +38,13 @@ THRESHOLD_BRAM_MIN_WORDS = 256
 BUFFER_STYLES = (None, "block", "logic", "distributed")
 #: Input ping-pong buffers of at most this many bits are flip-flops and a multiplexer.
 BUFFER_LOGIC_MAX_BITS = 2048
+#: The ``pipeline`` choices of :class:`MVTU` (None: :func:`pipeline_style`).
+PIPELINE_STYLES = (None, "enable", "credit")
+#: Units of at least this many lane bits (``PE * SIMD * input_bits``) run their pipeline free,
+#: with credits (:func:`pipeline_style`): there the clock enable of a stalled pipeline reaches
+#: thousands of registers across the die, and its routing set the clock of the SFC reference
+#: build (14 ns of routing from the enable's register to a far register of the first layer).
+CREDIT_MIN_LANE_BITS = 1024
 
 
 def threshold_style(nf, storage):
@@ -53,21 +61,48 @@ def buffer_style(sf, chunk_width):
     return "logic" if 2 * sf * chunk_width <= BUFFER_LOGIC_MAX_BITS else "block"
 
 
+def pipeline_style(pe, simd, input_bits):
+    """How an :class:`MVTU`'s pipeline takes backpressure by default: ``"credit"`` (it runs
+    free, with an output queue) from :data:`CREDIT_MIN_LANE_BITS` lane bits
+    (``PE * SIMD * input_bits``), where one clock enable would fan out to thousands of
+    registers; below, ``"enable"`` (one clock enable, one skid register), which needs no queue
+    and so fewer LUTs."""
+    return "credit" if pe * simd * input_bits >= CREDIT_MIN_LANE_BITS else "enable"
+
+
+def output_depth(tree_latency, sf):
+    """Beats the output queue of an :class:`MVTU` holds, its output register included: as many
+    results as one issue after another can have in flight, ``ceil((3 + P) / SF) + 1`` (at least
+    2) for a tree of latency ``P``, so that with the output ready the reader never waits for a
+    credit (see the class docstring, Backpressure)."""
+    return max(2, -(-(3 + tree_latency) // sf) + 1)
+
+
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def _load(m, en, register, value):
+    """``register`` takes ``value`` at every clock edge, or only while ``en`` is 1 (``en`` None:
+    a register of a free-running pipeline)."""
+    if en is None:
+        m.d.sync += register.eq(value)
+    else:
+        with m.If(en):
+            m.d.sync += register.eq(value)
+
+
 def _delay(m, values, en, prefix):
-    """The ``(valid, first, last, fold)`` control of a pipeline stage, registered under ``en``
-    (constants pass through unregistered)."""
+    """The ``(valid, first, last, fold)`` control of the next pipeline stage: registered under
+    ``en`` (see :func:`_load`; constants pass through unregistered). Only ``valid`` is reset:
+    the others are data."""
     delayed = []
     for name, value in zip(("valid", "first", "last", "fold"), values, strict=True):
         if isinstance(value, Const):
             delayed.append(value)
             continue
-        register = Signal.like(value, name=f"{prefix}_{name}")
-        with m.If(en):
-            m.d.sync += register.eq(value)
+        register = Signal.like(value, name=f"{prefix}_{name}", reset_less=name != "valid")
+        _load(m, en, register, value)
         delayed.append(register)
     return tuple(delayed)
 
@@ -121,6 +156,9 @@ class MVTU(wiring.Component):
     levels_per_stage : int
         Adder levels between pipeline registers of the popcount / add-subtract tree (default 2;
         see :mod:`xnorflow.hw.popcount` for the popcount's first stage).
+    pipeline : None, "enable" or "credit"
+        How the compute pipeline takes backpressure (see Backpressure): ``None`` (default)
+        chooses by :func:`pipeline_style`.
 
     Ports
     -----
@@ -147,9 +185,11 @@ class MVTU(wiring.Component):
     frame.
 
     Latency (:attr:`latency`): ``4 + P`` cycles, where ``P`` (:attr:`tree_latency`) is the
-    pipeline depth of the reduction tree, ``ceil(ceil(log2(SIMD)) / levels_per_stage)`` (for an
-    8-bit threshold layer of several PEs, whose lane pairs take two registers first: ``2 +
-    ceil(ceil(log2(ceil(SIMD / 2))) / levels_per_stage)``). It is
+    pipeline depth of the reduction tree: for binary input the popcount's
+    (:func:`~xnorflow.hw.popcount.popcount_latency`), for 8-bit input
+    ``ceil(ceil(log2(SIMD)) / levels_per_stage)`` (for an 8-bit threshold layer of several PEs,
+    whose lane pairs take two registers first: ``2 + ceil(ceil(log2(ceil(SIMD / 2))) /
+    levels_per_stage)``). It is
     counted from the cycle in which the last input beat of a frame is accepted to the cycle in
     which that frame's first output beat is valid, for a unit that is not busy with an earlier
     frame and whose output is ready. With back-to-back input to an idle unit the last output beat
@@ -162,18 +202,30 @@ class MVTU(wiring.Component):
     written to the buffer independently of the compute pipeline, so input is accepted while the
     output is stalled until the buffer is full (with the two registers: until the second frame
     waits for the first to enter the pipeline). The compute pipeline (memory read registers, the
-    registers after them, reduction tree, accumulators) advances as one, under a clock enable
-    that is a register: ``~skid_valid``. A result finished while the output register holds a
-    beat that is not accepted goes into one skid register, which stops the pipeline from the next
-    cycle until the output register has taken it, so nothing is lost, duplicated or reordered,
-    and no combinational path runs from ``o_stream.ready`` into the pipeline (the enable drives
-    thousands of registers; a path from a downstream ``ready`` through it limited Fmax).
-    ``o_stream.valid`` is a register and does not wait on ``o_stream.ready``; the payload holds
-    while ``valid & ~ready``.
+    registers after them, reduction tree, accumulators) takes backpressure in one of two ways
+    (:attr:`pipeline`):
+
+    * ``"credit"``: it runs free. Its registers have no clock enable and move every cycle, a
+      valid bit travelling with the data; backpressure stops only the reader at the pipeline's
+      entry, by credits. The results leave the pipeline into an output queue of
+      :attr:`output_depth` beats (the output register and the registers behind it), and a
+      fold's last chunk enters the pipeline only while fewer results than that are issued and
+      not yet taken downstream, so the queue always has room for what the pipeline delivers.
+      The depth covers the pipeline's round trip, so with the output ready the unit never waits
+      for credits. No enable net fans out to the datapath's registers (thousands of them in a
+      large unit).
+    * ``"enable"``: it advances as one, under a clock enable that is a register,
+      ``~skid_valid``. A result finished while the output register holds a beat that is not
+      accepted goes into one skid register, which stops the pipeline from the next cycle until
+      the output register has taken it. No queue: the cheaper form for a small unit.
+
+    Either way nothing is lost, duplicated or reordered, no combinational path runs from
+    ``o_stream.ready`` into the pipeline, ``o_stream.valid`` is a register and does not wait on
+    ``o_stream.ready``, and the payload holds while ``valid & ~ready``.
     """
 
     def __init__(self, weights, thresholds, directions, *, input_bits, pe, simd, storage="bram",
-                 buffer=None, levels_per_stage=2):
+                 buffer=None, levels_per_stage=2, pipeline=None):
         weights = np.asarray(weights)
         if weights.ndim != 2 or 0 in weights.shape:
             raise ValueError(
@@ -203,6 +255,8 @@ class MVTU(wiring.Component):
         if not _is_int(levels_per_stage) or levels_per_stage < 1:
             raise ValueError(
                 f"levels_per_stage ({levels_per_stage!r}) must be a positive integer")
+        if pipeline not in PIPELINE_STYLES:
+            raise ValueError(f"pipeline ({pipeline!r}) must be None, 'enable' or 'credit'")
 
         if input_bits == 1:
             acc_lo, acc_hi = 0, n
@@ -247,6 +301,7 @@ class MVTU(wiring.Component):
         self._storage = storage
         self._buffer = buffer
         self._levels_per_stage = int(levels_per_stage)
+        self._pipeline = pipeline or pipeline_style(self._pe, self._simd, self._input_bits)
         self._acc_range = (acc_lo, acc_hi)
         # 8-bit threshold layers sum complemented pixels, in lane pairs shared by the PEs when
         # there are several (ComplementSumTrees): the hardware's accumulator is u = acc + 255 * Z_i
@@ -318,6 +373,12 @@ class MVTU(wiring.Component):
         return self._levels_per_stage
 
     @property
+    def pipeline(self):
+        """``"enable"`` or ``"credit"``: how the pipeline takes backpressure (see
+        Backpressure; the ``pipeline`` parameter, by default :func:`pipeline_style`)."""
+        return self._pipeline
+
+    @property
     def is_score_layer(self):
         """True when the unit outputs scores (no thresholds)."""
         return self._thresholds is None
@@ -354,6 +415,12 @@ class MVTU(wiring.Component):
         if self._input_bits == 1:
             return popcount_latency(self._simd, self._levels_per_stage)
         return tree_latency(self._simd, self._levels_per_stage)
+
+    @property
+    def output_depth(self):
+        """Beats the output queue holds, the output register included
+        (:func:`output_depth`)."""
+        return output_depth(self.tree_latency, self.synapse_fold)
 
     @property
     def ii(self):
@@ -409,7 +476,8 @@ class MVTU(wiring.Component):
         return words
 
     def _rom(self, m, name, shape, words, addr, en, *, style):
-        """A registered read of ``words[addr]`` under ``en``: a Memory ROM that Yosys maps to
+        """A registered read of ``words[addr]`` under ``en`` (None: every cycle): a Memory ROM
+        that Yosys maps to
         block RAM (``style = "block"``) or to logic (``"logic"``: a multiplexer tree of constants
         and a register), never left to the tool's own choice (see :func:`threshold_style`)."""
         if len(words) == 1:
@@ -417,7 +485,9 @@ class MVTU(wiring.Component):
         memory = Memory(shape=shape, depth=len(words), init=words, attrs={"ram_style": style})
         m.submodules[name] = memory
         port = memory.read_port()
-        m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+        m.d.comb += port.addr.eq(addr)
+        if en is not None:
+            m.d.comb += port.en.eq(en)
         return port.data
 
     def _weight_word(self, m, p, addr, en):
@@ -435,15 +505,60 @@ class MVTU(wiring.Component):
             if len(words) == 1:
                 return data
             word = Signal(self._simd, name=f"pe{p}_weight_word", reset_less=True)
-            with m.If(en):
-                m.d.sync += word.eq(data)
+            _load(m, en, word, data)
             return word
         if len(words) == 1:
             return Const(words[0], self._simd)
         addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1", reset_less=True)
-        with m.If(en):
-            m.d.sync += addr_s1.eq(addr)
+        _load(m, en, addr_s1, addr)
         return self._rom(m, name, self._simd, words, addr_s1, en, style="logic")
+
+    def _output_queue(self, m, result, produce, depth):
+        """The output queue: ``o_stream``'s registers at its head and ``depth - 1`` registers
+        behind them, in a circle. A result produced while the head is free and the rest empty
+        goes straight to the head (one register, as the latency counts); otherwise it joins the
+        rest, which hands its oldest to the head as the head frees. The credits guarantee room
+        (nothing here checks it)."""
+        o_stream = self.o_stream
+        slots = depth - 1
+        store = [Signal.like(result, name=f"queue{i}", reset_less=True) for i in range(slots)]
+        head = Signal(range(max(2, slots)), name="queue_head")
+        tail = Signal(range(max(2, slots)), name="queue_tail")
+        count = Signal(range(slots + 1), name="queue_count")
+        out_free = Signal()
+        m.d.comb += out_free.eq(~o_stream.valid | o_stream.ready)
+        empty = count == 0
+        pop = Signal()
+        push = Signal()
+        m.d.comb += [
+            pop.eq(out_free & ~empty),
+            push.eq(produce & ~(out_free & empty)),
+        ]
+        with m.If(pop):
+            if slots == 1:
+                m.d.sync += o_stream.payload.eq(store[0])
+            else:
+                with m.Switch(head):
+                    for i in range(slots):
+                        with m.Case(i):
+                            m.d.sync += o_stream.payload.eq(store[i])
+                m.d.sync += head.eq(Mux(head == slots - 1, 0, head + 1))
+            m.d.sync += o_stream.valid.eq(1)
+        with m.Elif(out_free):
+            m.d.sync += [o_stream.payload.eq(result), o_stream.valid.eq(produce)]
+        with m.If(push):
+            if slots == 1:
+                m.d.sync += store[0].eq(result)
+            else:
+                with m.Switch(tail):
+                    for i in range(slots):
+                        with m.Case(i):
+                            m.d.sync += store[i].eq(result)
+                m.d.sync += tail.eq(Mux(tail == slots - 1, 0, tail + 1))
+        with m.If(push & ~pop):
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(pop & ~push):
+            m.d.sync += count.eq(count - 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -451,11 +566,22 @@ class MVTU(wiring.Component):
         chunk_width = self._simd * self._input_bits
         i_stream, o_stream = self.i_stream, self.o_stream
 
-        # Clock enable of the whole compute pipeline: the output register can take a beat.
-        # Clock enable of the whole compute pipeline: a register (see Backpressure).
-        skid_valid = Signal()
-        advance = Signal()
-        m.d.comb += advance.eq(~skid_valid)
+        credits = self._pipeline == "credit"
+        if credits:
+            # Credits (see Backpressure): results issued (their fold's last chunk entered the
+            # pipeline) and not yet taken from the output queue. The pipeline runs free.
+            depth = self.output_depth
+            pending = Signal(range(depth + 1))
+            credit = Signal()
+            m.d.comb += credit.eq(pending != depth)
+            en = None
+            advance = Const(1)
+        else:
+            # The pipeline's clock enable, a register (see Backpressure).
+            skid_valid = Signal()
+            en = advance = Signal()
+            m.d.comb += advance.eq(~skid_valid)
+            credit = Const(1)
 
         # Stage 0: the reader's position: chunk k of fold f (of the frame in buffer half r_half).
         k = Signal(range(sf), name="chunk")
@@ -468,7 +594,7 @@ class MVTU(wiring.Component):
         m.d.comb += [
             k_last.eq(k == sf - 1),
             f_last.eq(f == nf - 1),
-            issue.eq(advance & can_read),
+            issue.eq(advance & can_read & (credit | ~k_last)),
         ]
         if sf == 1:
             m.d.comb += w_addr.eq(f)  # one chunk per fold: the weight word is the fold's
@@ -489,9 +615,9 @@ class MVTU(wiring.Component):
         # of its fold, last chunk of its fold, fold); with one chunk per fold first and last are
         # constant 1 and need no registers.
         if sf == 1:
-            s1_control = _delay(m, (issue, Const(1), Const(1), f), advance, "s1")
+            s1_control = _delay(m, (issue, Const(1), Const(1), f), en, "s1")
         else:
-            s1_control = _delay(m, (issue, k == 0, k_last, f), advance, "s1")
+            s1_control = _delay(m, (issue, k == 0, k_last, f), en, "s1")
         s1_valid, s1_fold = s1_control[0], s1_control[3]
 
         if self._register_buffer:
@@ -547,8 +673,9 @@ class MVTU(wiring.Component):
                 r_fill.eq(Mux(r_half, fill[1], fill[0])),
                 can_read.eq(r_fill > k),
                 ibuf_r.addr.eq(Mux(r_half, sf + k, k)),
-                ibuf_r.en.eq(advance),
             ]
+            if en is not None:
+                m.d.comb += ibuf_r.en.eq(en)
             with m.If(issue & k_last & f_last):
                 m.d.sync += r_half.eq(~r_half)
                 with m.If(r_half):
@@ -557,14 +684,13 @@ class MVTU(wiring.Component):
                     m.d.sync += fill[0].eq(0)
             # Stage 2: the chunk in a register of its own (a block RAM's output is slow).
             chunk = Signal(chunk_width, name="chunk_s2", reset_less=True)
-            with m.If(advance):
-                m.d.sync += chunk.eq(ibuf_r.data)
+            _load(m, en, chunk, ibuf_r.data)
 
         # Stage 2: weight words and chunk in registers.
         stages = [s1_control]
-        stages.append(_delay(m, stages[-1], advance, "s2"))
+        stages.append(_delay(m, stages[-1], en, "s2"))
 
-        w_words = [self._weight_word(m, p, w_addr, advance) for p in range(pe)]
+        w_words = [self._weight_word(m, p, w_addr, en) for p in range(pe)]
         if self._complement:
             # One set of lane-pair sums for all PEs (see ComplementSumTrees).
             m.submodules.trees = trees = ComplementSumTrees(
@@ -592,28 +718,37 @@ class MVTU(wiring.Component):
         # Delay the control through the tree's pipeline depth. `stages` holds the control of every
         # stage from 1 on; the last one is that of the tree's output.
         for stage in range(self.tree_latency):
-            stages.append(_delay(m, stages[-1], advance, f"t{stage}"))
+            stages.append(_delay(m, stages[-1], en, f"t{stage}"))
         valid, first, last, fold = stages[-1]
 
         # Accumulate; a fold's last chunk makes a result (the scores, or the threshold bits),
-        # which goes to the output register, or to the skid register while the output register
-        # holds a beat that is not accepted.
+        # which goes to the output queue (see _output_queue).
         result = Signal.like(o_stream.payload, name="result")
         produce = Signal()
         m.d.comb += produce.eq(advance & valid & last)
-        skid = Signal.like(o_stream.payload, name="skid", reset_less=True)
-        out_free = Signal()
-        m.d.comb += out_free.eq(~o_stream.valid | o_stream.ready)
-        with m.If(skid_valid):
-            with m.If(out_free):
-                m.d.sync += [o_stream.payload.eq(skid), o_stream.valid.eq(1), skid_valid.eq(0)]
-        with m.Elif(produce):
-            with m.If(out_free):
-                m.d.sync += [o_stream.payload.eq(result), o_stream.valid.eq(1)]
-            with m.Else():
-                m.d.sync += [skid.eq(result), skid_valid.eq(1)]
-        with m.Elif(out_free):
-            m.d.sync += o_stream.valid.eq(0)
+        if credits:
+            self._output_queue(m, result, produce, depth)
+            taken = o_stream.valid & o_stream.ready
+            with m.If((issue & k_last) & ~taken):
+                m.d.sync += pending.eq(pending + 1)
+            with m.Elif(~(issue & k_last) & taken):
+                m.d.sync += pending.eq(pending - 1)
+        else:
+            # The output register, and one skid register that stops the pipeline.
+            skid = Signal.like(o_stream.payload, name="skid", reset_less=True)
+            out_free = Signal()
+            m.d.comb += out_free.eq(~o_stream.valid | o_stream.ready)
+            with m.If(skid_valid):
+                with m.If(out_free):
+                    m.d.sync += [o_stream.payload.eq(skid), o_stream.valid.eq(1),
+                                 skid_valid.eq(0)]
+            with m.Elif(produce):
+                with m.If(out_free):
+                    m.d.sync += [o_stream.payload.eq(result), o_stream.valid.eq(1)]
+                with m.Else():
+                    m.d.sync += [skid.eq(result), skid_valid.eq(1)]
+            with m.Elif(out_free):
+                m.d.sync += o_stream.valid.eq(0)
         if self.is_score_layer:
             for p in range(pe):
                 acc = Signal(self._acc_shape, name=f"pe{p}_acc", reset_less=True)
@@ -642,14 +777,14 @@ class MVTU(wiring.Component):
         bits = []
         for p in range(pe):
             word = self._rom(m, f"pe{p}_thresholds", t_shape.width + 1,
-                             self._threshold_words(p, t_shape.width), read_fold, advance,
+                             self._threshold_words(p, t_shape.width), read_fold, en,
                              style=t_style)
             if registered:
-                # While stage 0 waits (no issue), the read register reloads the same word: `f`
-                # changes only with an issue, so the word matches stage 1 whenever it is valid.
+                # Read from stage 0: `f` is the fold an issue of this cycle enters with, and it
+                # changes only with an issue, so the word reaches stage 2 with that issue (and
+                # while the enabled pipeline waits, the read register reloads the same word).
                 word_s = Signal.like(word, name=f"pe{p}_threshold_word", reset_less=True)
-                with m.If(advance):
-                    m.d.sync += word_s.eq(word)
+                _load(m, en, word_s, word)
                 word = word_s
             threshold = Signal(t_shape, name=f"pe{p}_threshold")
             invert = Signal(name=f"pe{p}_invert")

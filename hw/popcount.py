@@ -16,8 +16,9 @@ per 8 bits), and the 4-bit counts enter the adder tree where carry chains pay of
 XNORs in front, Yosys counts 2.41 LUT4s per lane at 64 lanes on ECP5 against 2.69 for a binary
 tree from the leaves.
 
-All pipeline registers update only while ``en`` is 1, which lets the surrounding unit stall the
-whole tree with one clock enable, and have no reset: they hold data, whose validity the user
+All pipeline registers update only while ``en`` is 1, which lets a user stall the whole tree
+with one clock enable (the :class:`~xnorflow.hw.mvtu.MVTU` ties it to 1: its pipeline runs free
+and takes backpressure by credits), and have no reset: they hold data, whose validity the user
 tracks (a reset net to every register of the datapath would be one more net of tens of
 thousands of loads).
 """

@@ -17,7 +17,7 @@ import pytest
 from amaranth.back import verilog
 from hwsim import PAUSE_KINDS, Sink, Source, run_streams
 
-from xnorflow.hw.mvtu import MVTU
+from xnorflow.hw.mvtu import MVTU, output_depth, pipeline_style
 
 # --- The naive reference (docs/semantics.md) -------------------------------------------------
 
@@ -152,13 +152,14 @@ CONFIGS = [
 ]
 
 
-def build(n, m, pe, simd, input_bits, storage, score, levels, *, frames, seed):
+def build(n, m, pe, simd, input_bits, storage, score, levels, *, frames, seed, pipeline=None):
     rng = random.Random(seed)
     weights, inputs, thresholds, directions = random_layer(rng, n, m, input_bits, frames, score)
     dut = MVTU(np.array(weights, dtype=np.uint8),
                None if score else np.array(thresholds),
                None if score else np.array(directions),
-               input_bits=input_bits, pe=pe, simd=simd, storage=storage, levels_per_stage=levels)
+               input_bits=input_bits, pe=pe, simd=simd, storage=storage, levels_per_stage=levels,
+               pipeline=pipeline)
     expected = expected_output_beats(weights, inputs, thresholds, directions, input_bits, pe)
     in_beats = [beat for frame in inputs for beat in ref_input_beats(frame, simd, input_bits)]
     return dut, in_beats, expected
@@ -171,15 +172,17 @@ def decode(dut, raw_beats, n, pe, input_bits, score):
     return [decode_scores(raw, pe, width, input_bits == 8) for raw in raw_beats]
 
 
+@pytest.mark.parametrize("pipeline", ["enable", "credit"])
 @pytest.mark.parametrize("sink_pause", PAUSE_KINDS)
 @pytest.mark.parametrize("source_pause", PAUSE_KINDS)
 @pytest.mark.parametrize(CONFIG_NAMES, CONFIGS)
 def test_mvtu_stream(n, m, pe, simd, input_bits, storage, score, levels, source_pause,
-                     sink_pause):
+                     sink_pause, pipeline):
     frames = max(4, -(-12 // (m // pe)))  # at least 12 output beats, so that stalls happen
     seed = zlib.crc32(repr((n, m, pe, simd, input_bits, storage, score, levels)).encode())
     dut, in_beats, expected = build(n, m, pe, simd, input_bits, storage, score, levels,
-                                    frames=frames, seed=seed)
+                                    frames=frames, seed=seed, pipeline=pipeline)
+    assert dut.pipeline == pipeline
     source = Source(dut.i_stream, in_beats, source_pause, seed=1)
     sink = Sink(dut.o_stream, frames * (m // pe), sink_pause, seed=2)
     run_streams(dut, [source], [sink], timeout=4 * dut.ii + 50, drain=dut.ii + dut.latency + 10)
@@ -191,12 +194,14 @@ def test_mvtu_stream(n, m, pe, simd, input_bits, storage, score, levels, source_
         assert got[index * nf:(index + 1) * nf] == frame, f"frame {index}"
 
 
+@pytest.mark.parametrize("pipeline", ["enable", "credit"])
 @pytest.mark.parametrize(CONFIG_NAMES, CONFIGS)
-def test_mvtu_ii_and_latency(n, m, pe, simd, input_bits, storage, score, levels):
-    """With no stalls: one frame every NF*SF cycles without bubbles, latency as documented."""
+def test_mvtu_ii_and_latency(n, m, pe, simd, input_bits, storage, score, levels, pipeline):
+    """With no stalls: one frame every NF*SF cycles without bubbles, latency as documented,
+    whichever way the pipeline takes backpressure."""
     frames = 4
     dut, in_beats, expected = build(n, m, pe, simd, input_bits, storage, score, levels,
-                                    frames=frames, seed=7)
+                                    frames=frames, seed=7, pipeline=pipeline)
     nf, sf = m // pe, n // simd
     assert dut.ii == nf * sf
     source = Source(dut.i_stream, in_beats)
@@ -228,6 +233,34 @@ def test_mvtu_latency_formula():
     for (simd, levels), latency in cases.items():
         dut = MVTU(w, None, None, input_bits=1, pe=1, simd=simd, levels_per_stage=levels)
         assert dut.latency == latency, (simd, levels)
+
+
+def test_mvtu_pipeline_style():
+    """Units of 1024 lane bits and more run their pipeline free (credits); smaller ones keep one
+    clock enable; the parameter overrides, and a bad value is named."""
+    assert (pipeline_style(1, 512, 1), pipeline_style(2, 512, 1)) == ("enable", "credit")
+    assert (pipeline_style(4, 16, 8), pipeline_style(16, 49, 8)) == ("enable", "credit")
+    w = np.ones((4, 1024), dtype=bool)
+    assert MVTU(w, None, None, input_bits=1, pe=1, simd=1024).pipeline == "credit"
+    assert MVTU(w, None, None, input_bits=1, pe=1, simd=64).pipeline == "enable"
+    assert MVTU(w, None, None, input_bits=1, pe=1, simd=64, pipeline="credit").pipeline == \
+        "credit"
+    with pytest.raises(ValueError, match=r"^pipeline \('free'\) must be None, 'enable' or "):
+        MVTU(w, None, None, input_bits=1, pe=1, simd=64, pipeline="free")
+
+
+def test_mvtu_output_depth():
+    """The output queue holds the results in flight over the pipeline's round trip: issue to
+    hand-off is 3 + P cycles (P the tree's latency), one result per SF cycles, plus the one
+    being issued: ceil((3 + P) / SF) + 1, at least 2 (hand-computed)."""
+    w = np.ones((4, 96), dtype=bool)
+    # (SIMD, levels per stage): P, SF, depth
+    cases = {(96, 1): (4, 1, 8), (48, 2): (2, 2, 4), (24, 2): (2, 4, 3), (8, 2): (1, 12, 2),
+             (1, 2): (0, 96, 2), (32, 1): (3, 3, 3)}
+    for (simd, levels), (p, sf, depth) in cases.items():
+        dut = MVTU(w, None, None, input_bits=1, pe=1, simd=simd, levels_per_stage=levels)
+        assert (dut.tree_latency, dut.synapse_fold, dut.output_depth) == (p, sf, depth), simd
+        assert dut.output_depth == output_depth(p, sf)
 
 
 @pytest.mark.parametrize("pe", [1, 2])
