@@ -669,11 +669,22 @@ class MVTU(wiring.Component):
 
             r_half = Signal()
             r_fill = Signal(range(sf + 1))
+            # The read address (chunk k of half r_half) is a register of its own, kept in step
+            # with k and r_half: it drives every cell of the buffer (a wide LUT RAM is hundreds
+            # of them), so no logic stands between it and its long routes.
+            r_addr = Signal(range(2 * sf), name="ibuf_raddr")
             m.d.comb += [
                 r_fill.eq(Mux(r_half, fill[1], fill[0])),
                 can_read.eq(r_fill > k),
-                ibuf_r.addr.eq(Mux(r_half, sf + k, k)),
+                ibuf_r.addr.eq(r_addr),
             ]
+            with m.If(issue):
+                with m.If(k_last & f_last):
+                    m.d.sync += r_addr.eq(Mux(r_half, 0, sf))
+                with m.Elif(k_last):
+                    m.d.sync += r_addr.eq(Mux(r_half, sf, 0))
+                with m.Else():
+                    m.d.sync += r_addr.eq(r_addr + 1)
             if en is not None:
                 m.d.comb += ibuf_r.en.eq(en)
             with m.If(issue & k_last & f_last):
