@@ -621,14 +621,14 @@ def cmd_synth(args) -> int:
                         freq_mhz=args.freq, seed=args.seed, bitstream=args.bitstream,
                         progress=progress)
     fmax = report.min_fmax_mhz
+    slowest = report.slowest_path()
     obj = {"model": str(args.model), "model_hash": model.content_hash, "device": device.name,
            "folding": net.manifest()["folding"], "ii_cycles": ii,
            "luts": report.luts, "luts_total": report.luts_total, "ffs": report.ffs,
            "brams": report.brams, "brams_total": report.brams_total, "dsps": report.dsps,
            "fmax_mhz": report.fmax_mhz, "timing_met": report.timing_met,
            "frames_per_s_at_fmax": round(fmax * 1e6 / ii, 1) if fmax else None,
-           "critical_path": (None if report.slowest_path() is None
-                             else dataclasses.asdict(report.slowest_path())),
+           "critical_path": None if slowest is None else dataclasses.asdict(slowest),
            "bitstream": report.bitstream, "tools": report.tools, "seed": args.seed,
            "build_dir": str(build), "report": report.to_dict()}
 
