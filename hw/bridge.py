@@ -366,9 +366,12 @@ class PacketEngine(wiring.Component):
 
     def _elaborate_feeder(self, m, net, beats, slots, rport, full, clear_full):
         """Full slots, in order, into s_axis: a registered read per beat, held while stalled."""
+        # The slots lie end to end in the buffer, so the read address just counts through
+        # it. It is a register of its own (not slot base + beat): it drives every cell of a
+        # frame buffer that may be hundreds of LUT-RAM cells wide.
         rd_slot = Signal(range(slots))
-        rd_base = Signal(range(slots * beats))
         rd_beat = Signal(range(beats))
+        rd_addr = Signal(range(slots * beats))
         out_valid = Signal()
         out_last = Signal()
         advance = Signal()
@@ -377,7 +380,7 @@ class PacketEngine(wiring.Component):
             advance.eq(~out_valid | net.s_axis_tready),
             have.eq(full.bit_select(rd_slot, 1)),
             rport.en.eq(advance),
-            rport.addr.eq(rd_base + rd_beat),
+            rport.addr.eq(rd_addr),
             net.s_axis_tdata.eq(rport.data),
             net.s_axis_tvalid.eq(out_valid),
             net.s_axis_tlast.eq(out_last),
@@ -391,10 +394,10 @@ class PacketEngine(wiring.Component):
                     m.d.sync += [
                         rd_beat.eq(0),
                         rd_slot.eq(Mux(last, 0, rd_slot + 1)),
-                        rd_base.eq(Mux(last, 0, rd_base + beats)),
+                        rd_addr.eq(Mux(last, 0, rd_addr + 1)),
                     ]
                 with m.Else():
-                    m.d.sync += rd_beat.eq(rd_beat + 1)
+                    m.d.sync += [rd_beat.eq(rd_beat + 1), rd_addr.eq(rd_addr + 1)]
 
     def _elaborate_sender(self, m, net, info, ids, replies, line_seen, dropped):
         """One reply packet at a time onto o_stream: queued INFO/ERROR first, then results."""
