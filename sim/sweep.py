@@ -84,9 +84,9 @@ def _divisors(n):
 
 
 def random_folding(topology, rng: np.random.Generator, kind: str = "random"):
-    """A :class:`~xnorflow.hw.folding.Folding` of ``topology``: ``"pe1"`` (PE = SIMD = 1),
+    """A :class:`~xnorflow.hw.compiler.folding.Folding` of ``topology``: ``"pe1"`` (PE = SIMD = 1),
     ``"parallel"`` (PE = M, SIMD = N) or ``"random"`` (random divisors, storage and FIFOs)."""
-    from xnorflow.hw.folding import Folding, LayerFolding
+    from xnorflow.hw.compiler import Folding, LayerFolding
 
     layers = []
     for n, m in pairwise(topology):
@@ -106,7 +106,8 @@ def run_case(model, folding, frames, build_root, pauses=tuple(PAUSES), *, timing
     """Generate and build ``model`` with ``folding`` once under ``build_root``, run the testbench
     under each pause pattern named in ``pauses``; return the testbench summaries (with
     ``pauses``, ``passed`` and the run's ``log_file`` added)."""
-    from xnorflow.hw.network import TOP_NAME, generate
+    from xnorflow.hw.build.verilog import generate
+    from xnorflow.hw.tops.network import TOP_NAME
     from xnorflow.sim.runner import build, run_tests
 
     build_root = Path(build_root)

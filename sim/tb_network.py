@@ -1,7 +1,7 @@
 """cocotb testbench of the generated accelerator top (``xnorflow_top``) against the golden model.
 
 Run through :func:`xnorflow.sim.runner.run_tests` on a build of the Verilog that
-:func:`xnorflow.hw.network.generate` writes (``xnorflow simulate`` and
+:func:`xnorflow.hw.tops.network.generate` writes (``xnorflow simulate`` and
 ``tests/test_sim_network.py`` do). One cocotb test, :func:`test_network`, in three phases:
 
 1. **Latency.** Right after reset, no pauses on either side: frame 0 alone into the idle network;
@@ -23,7 +23,7 @@ bit-exact (class and every score; zero padding; ``m_axis_tlast`` 1) with
 :class:`~xnorflow.golden.GoldenModel` run once, up front, on the same frames; see
 :mod:`xnorflow.sim.network_results` for ``mismatches``, ``lost``, ``duplicated``, ``reordered``
 and ``corrupted``. Measured II and latency must equal the manifest's predictions exactly: the
-constant stated in :mod:`xnorflow.hw.network` ("Both equal the simulated cycles exactly") is 0.
+constant stated in :mod:`xnorflow.hw.tops.network` ("Both equal the simulated cycles exactly") is 0.
 
 Per cycle the testbench adds no Python work to what the stream helpers do; it waits on their
 events (one per result beat), and the helpers sleep through the cycles in which nothing can move

@@ -1,7 +1,7 @@
 """cocotb testbench that puts the simulated serial bridge on a TCP socket: the simulation side of
-:class:`xnorflow.driver.SimTransport`.
+:class:`xnorflow.host.driver.SimTransport`.
 
-The design is a :class:`~xnorflow.hw.bridge.SerialBridge` (ports ``clk``, ``rst``, ``rx``,
+The design is a :class:`~xnorflow.hw.tops.bridge.SerialBridge` (ports ``clk``, ``rst``, ``rx``,
 ``tx``) compiled for Verilator. One cocotb test, :func:`uart_bridge_session`, connects to
 ``127.0.0.1:<port>`` (the host process listens there), then moves bytes between the socket and
 the bridge's pins bit by bit: bytes read from the socket are driven on ``rx`` as 8N1 at the
@@ -37,7 +37,7 @@ Parameters (:func:`~xnorflow.sim.runner.tb_params`)
 Run as a script (``python -m xnorflow.sim.tb_uart_bridge SPEC``, SPEC a JSON object with
 ``build`` (the :class:`~xnorflow.sim.runner.SimBuild` fields), ``params`` and ``run_name``), it
 runs this testbench on that build through :func:`~xnorflow.sim.runner.run_tests`; that is how
-:class:`~xnorflow.driver.SimTransport` starts a session in a process of its own.
+:class:`~xnorflow.host.driver.SimTransport` starts a session in a process of its own.
 """
 
 from __future__ import annotations

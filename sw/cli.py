@@ -194,7 +194,7 @@ def cmd_demo(args) -> int:
             t.add_row(*row)
         Console().print(t)
         if bench is not None:
-            from .bench import print_tables
+            from xnorflow.host.bench import print_tables
 
             print_tables(bench)
 
@@ -204,16 +204,17 @@ def cmd_demo(args) -> int:
 
 def _demo_hardware(args, model, path, te, out, obj, rows, stages):
     """Stages 4-7 of the demo; fills ``obj`` and ``rows``; returns whether every check passed
-    and the benchmark of the demo's build against the CPU (:class:`~xnorflow.bench.BenchResult`,
+    and the benchmark of the demo's build against the CPU (:class:`~xnorflow.host.bench.BenchResult`,
     the tables ``xnorflow bench`` prints)."""
     import numpy as np
 
-    from .bench import accel_row, cpu_benchmark, machine_info, make_result
-    from .driver import run_accelerator
-    from .hw.folding import Folding
-    from .hw.network import Network, generate
-    from .hw.synth import synthesize
-    from .simulate import simulate
+    from xnorflow.host.bench import accel_row, cpu_benchmark, machine_info, make_result
+    from xnorflow.host.driver import run_accelerator
+    from xnorflow.hw.build.synth import synthesize
+    from xnorflow.hw.build.verilog import generate
+    from xnorflow.hw.compiler import Folding
+    from xnorflow.hw.tops.network import Network
+    from xnorflow.sim.simulate import simulate
 
     folding = Folding.from_dict(DEMO_FOLDING, model.layers)
     err.print(f"[4/{stages}] generate Verilog (folding PE x SIMD: "
@@ -295,15 +296,15 @@ def _demo_hardware(args, model, path, te, out, obj, rows, stages):
 
 def _uart_frames_per_s(model, folding, fmax_mhz: float, baud: int) -> float | None:
     """Frames/s the board's serial bridge carries at ``baud`` when clocked at ``fmax_mhz``
-    (:attr:`~xnorflow.hw.bridge.SerialBridge.frames_per_second`); None when the UART cannot
+    (:attr:`~xnorflow.hw.tops.bridge.SerialBridge.frames_per_second`); None when the UART cannot
     reach that baud rate from that clock. The bridge is only inspected, never elaborated."""
     import gc
     import warnings
 
     from amaranth.hdl import UnusedElaboratable
 
-    from .hw.bridge import SerialBridge
-    from .hw.network import Network
+    from xnorflow.hw.tops.bridge import SerialBridge
+    from xnorflow.hw.tops.network import Network
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
@@ -322,8 +323,9 @@ def _uart_frames_per_s(model, folding, fmax_mhz: float, baud: int) -> float | No
 
 def cmd_generate(args) -> int:
     """Model (+ folding) -> one Verilog file with the AXI4-Stream top, and its manifest."""
-    from .hw.folding import Folding
-    from .hw.network import generate
+    from xnorflow.hw.build.verilog import generate
+    from xnorflow.hw.compiler import Folding
+
     from .model import Model
 
     model = Model.load(args.model)
@@ -431,7 +433,7 @@ class _SimProgress:
 def cmd_simulate(args) -> int:
     """Model (+ folding) -> Verilog -> simulator: frames through the accelerator, checked
     bit-exact against the golden model, with measured II and latency."""
-    from .simulate import simulate
+    from xnorflow.sim.simulate import simulate
 
     with _SimProgress(args.simulator) as progress:
         report = simulate(args.model, folding=args.folding, data=args.data, count=args.frames,
@@ -470,11 +472,11 @@ def cmd_simulate(args) -> int:
 
 def _synth_folding(args, model, device):
     """The folding of ``xnorflow synth``: --folding FILE, --auto / --target-fps, or the default."""
-    from .hw.folding import Folding
+    from xnorflow.hw.compiler import Folding
 
     if args.folding and (args.auto or args.target_fps is not None):
         raise UsageError("--folding excludes --auto and --target-fps")
-    from .hw.devices import get_device
+    from xnorflow.hw.compiler.devices import get_device
 
     family = get_device(device).family
     if not (args.auto or args.target_fps is not None):
@@ -483,7 +485,7 @@ def _synth_folding(args, model, device):
         folding = Folding.load(args.folding, model.layers)
         folding.check_family(family)
         return folding
-    from .hw.autofold import auto_folding
+    from xnorflow.hw.compiler.autofold import auto_folding
 
     chosen = auto_folding(model, device, freq_mhz=args.freq, target_fps=args.target_fps,
                           board=bool(args.board))
@@ -497,7 +499,7 @@ def _synth_folding(args, model, device):
 def _reference_simulation(model, folding, frames) -> dict:
     """Measured II and latency of the accelerator (``frames`` test frames, 30 % stalls on both
     streams) for a reference build's manifest; any mismatch with the golden model is an error."""
-    from .simulate import simulate
+    from xnorflow.sim.simulate import simulate
 
     err.print(f"simulating {frames} frames through the generated Verilog (30 % stalls)")
     r = simulate(model, folding=folding, count=frames, data=None, stall=0.3)
@@ -513,7 +515,8 @@ def _reference_simulation(model, folding, frames) -> dict:
 
 def _synth_board(args, model, folding) -> int:
     """``xnorflow synth --board``: the accelerator behind its serial bridge, with a bitstream."""
-    from .hw.boards import DEFAULT_BAUD, DEFAULT_ROUTER, build_board, get_board, write_reference
+    from xnorflow.hw.build.boards import DEFAULT_ROUTER, build_board, write_reference
+    from xnorflow.hw.tops.board import DEFAULT_BAUD, get_board
 
     board = get_board(args.board)
     build = Path(args.build_dir or f"build/board-{board.name}-{Path(args.model).stem}")
@@ -580,7 +583,7 @@ def _print_critical_path(path) -> None:
     """The critical path of a routed build, as one line (``path``: a CriticalPath's dict)."""
     if path is None:
         return
-    from .hw.synth import CriticalPath
+    from xnorflow.hw.build.synth import CriticalPath
 
     Console().print(f"critical path: {escape(CriticalPath(**path).describe())}",
                     soft_wrap=True)
@@ -588,14 +591,15 @@ def _print_critical_path(path) -> None:
 
 def cmd_synth(args) -> int:
     """Synthesis, place and route: out of context (--device) or a board build (--board)."""
-    from .hw.devices import get_device
-    from .hw.network import Network
-    from .hw.synth import synthesize
+    from xnorflow.hw.build.synth import synthesize
+    from xnorflow.hw.compiler.devices import get_device
+    from xnorflow.hw.tops.network import Network
+
     from .model import Model
 
     model = Model.load(args.model)
     if args.board:
-        from .hw.boards import get_board
+        from xnorflow.hw.tops.board import get_board
 
         device = get_device(get_board(args.board).device)
         return _synth_board(args, model, _synth_folding(args, model, device))
@@ -652,7 +656,7 @@ def cmd_synth(args) -> int:
 def cmd_run(args) -> int:
     """Frames through the accelerator with the host driver: a board's serial port or the
     simulated board (the generated serial bridge, UART included, in Verilator)."""
-    from .driver import run_accelerator
+    from xnorflow.host.driver import run_accelerator
 
     where = f"port {args.port} at {args.baud} baud" if args.port else "the simulated board"
     err.print(f"running {args.frames} frames of {args.data or 'the embedded subset'} through "
@@ -685,7 +689,7 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     """The reference builds under bitstreams/ against the CPU implementations, measured now."""
-    from .bench import builds_markdown, plot, print_tables, run_bench, to_markdown
+    from xnorflow.host.bench import builds_markdown, plot, print_tables, run_bench, to_markdown
 
     if args.builds:
         sys.stdout.write(builds_markdown(args.bitstreams))
@@ -825,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "ecp5-85f, ...; an out-of-context build)")
     sy.add_argument("--folding", metavar="FILE", help="folding JSON (default: the default rule)")
     sy.add_argument("--auto", action="store_true",
-                    help="choose the folding for the device (xnorflow.hw.autofold)")
+                    help="choose the folding for the device (xnorflow.hw.compiler.autofold)")
     sy.add_argument("--target-fps", type=float, default=None, metavar="N",
                     help="choose the folding for N frames/s (implies --auto)")
     sy.add_argument("--freq", type=float, default=None, metavar="MHZ",
@@ -896,17 +900,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from xnorflow.host.driver import DriverError
+    from xnorflow.hw.build.synth import SynthError
+    from xnorflow.hw.build.verilog import VerilogError
+    from xnorflow.hw.compiler import FoldingError
+    from xnorflow.sim.runner import SimError
+
     from .data import DatasetError
-    from .driver import DriverError
-    from .hw.folding import FoldingError
-    from .hw.synth import SynthError
     from .model import ModelFormatError
-    from .sim.runner import SimError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (UsageError, DatasetError, ModelFormatError, FoldingError, SimError, SynthError,
+            VerilogError,
             DriverError, ValueError,
             FileNotFoundError) as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .model import INPUT_SCALE, DenseLayer, Model, pack_bits
+from .model import INPUT_SCALE, DenseLayer, Model, accumulator_range, pack_bits
 from .train import BNN, BinaryLinear, SignBN
 
 __all__ = ["ExportError", "export", "fold_thresholds"]
@@ -48,7 +48,7 @@ def _predicate(lin: BinaryLinear, norm: SignBN, first: bool, n: int):
 def fold_thresholds(lin: BinaryLinear, norm: SignBN, first: bool) -> tuple[np.ndarray, np.ndarray]:
     """Integer thresholds (int64) and directions (int8) of one hidden layer."""
     n, m = lin.in_features, lin.out_features
-    lo, hi = (-255 * n, 255 * n) if first else (0, n)
+    lo, hi = accumulator_range(8 if first else 1, n)
     f = _predicate(lin, norm, first, n)
     gamma = norm.bn.weight.detach()
     # Monotone direction of f in acc: sign(gamma) (alpha > 0, 1/std > 0).

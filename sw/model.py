@@ -36,6 +36,7 @@ __all__ = [
     "DenseLayer",
     "Model",
     "ModelFormatError",
+    "accumulator_range",
     "pack_bits",
     "unpack_bits",
 ]
@@ -63,6 +64,16 @@ def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: the first ``count`` bits of each row, as ``uint8`` 0/1."""
     return np.unpackbits(np.asarray(packed, dtype=np.uint8), axis=-1, count=count,
                          bitorder="little")
+
+
+def accumulator_range(input_bits: int, in_features: int) -> tuple[int, int]:
+    """Inclusive range of a layer's accumulator ``acc_i`` (docs/semantics.md §3): a sum of
+    ``in_features`` pixels in [0, 255] times ±1 on 8-bit input, a popcount of ``in_features``
+    bits on binary input. The one statement of it that the exporter, the compiler and the
+    gateware use."""
+    if input_bits == 8:
+        return -255 * in_features, 255 * in_features
+    return 0, in_features
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,10 +104,8 @@ class DenseLayer:
 
     @property
     def acc_range(self) -> tuple[int, int]:
-        """Inclusive range of the accumulator ``acc_i``."""
-        if self.input_bits == 8:
-            return -255 * self.in_features, 255 * self.in_features
-        return 0, self.in_features
+        """Inclusive range of the accumulator ``acc_i`` (:func:`accumulator_range`)."""
+        return accumulator_range(self.input_bits, self.in_features)
 
     def weight_bits(self) -> np.ndarray:
         """The unpacked weight bits, ``uint8`` 0/1 of shape ``(M, N)``."""

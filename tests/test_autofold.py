@@ -5,9 +5,9 @@ impossible fits fail with messages that name what is short."""
 import numpy as np
 import pytest
 
-from xnorflow.hw.autofold import LUT_BUDGET, DoesNotFitError, auto_folding
-from xnorflow.hw.devices import get_device
-from xnorflow.hw.folding import FoldingError, bridge_resources, compile_plan
+from xnorflow.hw.compiler import FoldingError, bridge_resources, compile_plan
+from xnorflow.hw.compiler.autofold import LUT_BUDGET, DoesNotFitError, auto_folding
+from xnorflow.hw.compiler.devices import get_device
 from xnorflow.model import Model
 from xnorflow.sim.sweep import random_model
 

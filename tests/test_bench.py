@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from xnorflow import bench
-from xnorflow.bench import AccelRow, BenchError, CpuRow, compare, load_build
 from xnorflow.cli import main
 from xnorflow.data import load
+from xnorflow.host import bench
+from xnorflow.host.bench import AccelRow, BenchError, CpuRow, compare, load_build
 from xnorflow.model import Model
 from xnorflow.models import shipped
 

@@ -1,5 +1,5 @@
 """The reference builds under ``bitstreams/<board>/<model>/``: each manifest agrees with its files,
-its model, its folding, its report and the tools installed (hw/boards.py writes them)."""
+its model, its folding, its report and the tools installed (hw/build/boards.py writes them)."""
 
 import hashlib
 import json
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from xnorflow.hw.boards import BOARDS
-from xnorflow.hw.folding import Folding, compile_plan
-from xnorflow.hw.synth import tool_versions
+from xnorflow.hw.build.synth import tool_versions
+from xnorflow.hw.compiler import Folding, compile_plan
+from xnorflow.hw.tops.board import BOARDS
 from xnorflow.model import Model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Board builds (hw/boards.py): PLL parameter search, the board top, and real builds."""
+"""Board builds (hw/build/boards.py): PLL parameter search, the board top, and real builds."""
 
 import dataclasses
 import hashlib
@@ -10,21 +10,12 @@ import numpy as np
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.hw.boards import (
-    BOARDS,
-    DEFAULT_BAUD,
-    BoardTop,
-    build_board,
-    ecp5_pll,
-    get_board,
-    ice40_pll,
-    pll_config,
-    uart_baud,
-    write_reference,
-)
-from xnorflow.hw.folding import Folding
-from xnorflow.hw.network import Network
-from xnorflow.hw.synth import DoesNotFit
+from xnorflow.hw.build.boards import build_board, write_reference
+from xnorflow.hw.build.pll import ecp5_pll, ice40_pll, pll_config
+from xnorflow.hw.build.synth import DoesNotFit
+from xnorflow.hw.compiler import Folding
+from xnorflow.hw.tops.board import BOARDS, DEFAULT_BAUD, BoardTop, get_board, uart_baud
+from xnorflow.hw.tops.network import Network
 from xnorflow.model import Model
 from xnorflow.sim.sweep import random_frames, random_model
 

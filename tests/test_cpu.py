@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from xnorflow import bench, cpu
+from xnorflow import cpu
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
+from xnorflow.host import bench
 from xnorflow.model import Model
 from xnorflow.models import shipped
 

@@ -1,4 +1,4 @@
-"""The host driver (xnorflow.driver) against the real serial bridge in the simulator, against a
+"""The host driver (xnorflow.host.driver) against the real serial bridge in the simulator, against a
 scripted fake device, and over pyserial's loop://.
 
 Simulated device: a small model trained on the embedded MNIST subset, its SerialBridge built once
@@ -21,7 +21,8 @@ import pytest
 from test_hw_protocol import bitwise_crc8
 
 from xnorflow.data import load
-from xnorflow.driver import (
+from xnorflow.golden import GoldenModel
+from xnorflow.host.driver import (
     Accelerator,
     DeviceError,
     DeviceTimeout,
@@ -36,8 +37,7 @@ from xnorflow.driver import (
     build_sim_device,
     run_accelerator,
 )
-from xnorflow.golden import GoldenModel
-from xnorflow.hw.folding import Folding, LayerFolding
+from xnorflow.hw.compiler import Folding, LayerFolding
 from xnorflow.model import Model
 from xnorflow.models import shipped
 

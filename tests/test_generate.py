@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.hw.folding import Folding
-from xnorflow.hw.network import Network
+from xnorflow.hw.compiler import Folding
+from xnorflow.hw.tops.network import Network
 from xnorflow.model import DenseLayer, Model, pack_bits
 
 

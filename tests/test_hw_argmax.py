@@ -11,8 +11,8 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import wiring
 from hwsim import PAUSE_KINDS, Sink, Source, run_streams
 
-from xnorflow.hw.argmax import ArgMax
-from xnorflow.hw.mvtu import MVTU
+from xnorflow.hw.blocks.argmax import ArgMax
+from xnorflow.hw.blocks.mvtu import MVTU
 
 
 def ref_argmax(scores):

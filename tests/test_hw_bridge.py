@@ -4,7 +4,7 @@ stalls on both sides) and the whole bridge on its pins, driven bit-serially by t
 test_hw_uart.py.
 
 The host side here is the test's own: packets are built and replies parsed with code written from
-the docstring of hw/protocol.py (offsets by hand, a bitwise CRC), not with the protocol module,
+the docstring of hw/tops/protocol.py (offsets by hand, a bitwise CRC), not with the protocol module,
 and results are checked against the golden model."""
 
 import itertools
@@ -21,9 +21,9 @@ from test_hw_uart import LineDriver, LineMonitor
 
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
-from xnorflow.hw.bridge import PacketEngine, SerialBridge
-from xnorflow.hw.folding import Folding, LayerFolding
-from xnorflow.hw.network import Network
+from xnorflow.hw.compiler import Folding, LayerFolding
+from xnorflow.hw.tops.bridge import PacketEngine, SerialBridge
+from xnorflow.hw.tops.network import Network
 from xnorflow.model import DenseLayer, Model, pack_bits
 from xnorflow.models import MODELS_DIR
 

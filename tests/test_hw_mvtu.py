@@ -17,7 +17,7 @@ import pytest
 from amaranth.back import verilog
 from hwsim import PAUSE_KINDS, Sink, Source, run_streams
 
-from xnorflow.hw.mvtu import MVTU, output_depth, pipeline_style
+from xnorflow.hw.blocks.mvtu import MVTU, output_depth, pipeline_style
 
 # --- The naive reference (docs/semantics.md) -------------------------------------------------
 

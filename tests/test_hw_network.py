@@ -14,7 +14,8 @@ from hwsim import PAUSE_KINDS, Sink, Source, pauses, run_streams
 
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
-from xnorflow.hw.folding import (
+from xnorflow.hw.blocks import block_for
+from xnorflow.hw.compiler import (
     ArgMaxOp,
     ConverterOp,
     DenseOp,
@@ -29,7 +30,7 @@ from xnorflow.hw.folding import (
     predict_latency,
     size_fifos,
 )
-from xnorflow.hw.network import Network, build
+from xnorflow.hw.tops.network import Network, build
 from xnorflow.model import DenseLayer, Model, pack_bits
 from xnorflow.models import MODELS_DIR
 
@@ -296,7 +297,7 @@ def test_ops_match_the_blocks():
     model, fold_cfg, _ = make("20-12-9-5-fifos")
     plan = compile_plan(model, fold_cfg)
     for op in plan.ops:
-        block = op.build()
+        block = block_for(op)
         Fragment.get(block, None)  # elaborated (blocks are made in hw/, out of this file's reach)
         assert op.latency == block.latency, op.label
         if isinstance(op, DenseOp):

@@ -7,7 +7,7 @@ from itertools import pairwise
 import pytest
 from hwsim import PAUSE_KINDS, Sink, Source, run_streams
 
-from xnorflow.hw.plumbing import StreamFIFO, WidthConverter
+from xnorflow.hw.blocks.plumbing import StreamFIFO, WidthConverter
 
 # --- The naive reference ------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 from hwsim import PAUSE_KINDS, pauses
 
-from xnorflow.hw.popcount import (
+from xnorflow.hw.blocks.popcount import (
     AddSubTree,
     ComplementSumTrees,
     Popcount,

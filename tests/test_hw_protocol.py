@@ -1,4 +1,4 @@
-"""The wire format of hw/protocol.py against hand-computed bytes.
+"""The wire format of hw/tops/protocol.py against hand-computed bytes.
 
 The expected bytes below are written out by hand from the module docstring's tables; the CRC is
 checked against the standard check value and against a bitwise CRC written here from the
@@ -10,7 +10,7 @@ import pytest
 from amaranth.hdl import Value
 from amaranth.lib import data
 
-from xnorflow.hw import protocol as P
+from xnorflow.hw.tops import protocol as P
 
 
 def bitwise_crc8(payload):

@@ -12,7 +12,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from hwsim import PAUSE_KINDS, Sink, Source, run_streams
 
-from xnorflow.hw.uart import UARTRx, UARTTx
+from xnorflow.hw.blocks.uart import UARTRx, UARTTx
 
 # --- The line model -----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The resource model against Yosys: block RAMs exact and LUT4s within 15 % over the reference
 builds under bitstreams/ (their manifests record Yosys' count of the whole board design); over
-the calibration blocks of ``python -m xnorflow.hw.calibrate`` (recorded in
+the calibration blocks of ``python -m xnorflow.hw.build.calibrate`` (recorded in
 tests/data/calibration.json) block RAMs exact and the LUT fit as documented."""
 
 import json
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xnorflow.hw.calibrate import CASES, cases_for, reference_errors
-from xnorflow.hw.folding import Resources, bram_blocks
+from xnorflow.hw.build.calibrate import CASES, cases_for, reference_errors
+from xnorflow.hw.compiler import Resources, bram_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIBRATION = json.loads((ROOT / "tests/data/calibration.json").read_text())

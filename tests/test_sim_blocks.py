@@ -3,13 +3,13 @@ testbench :mod:`xnorflow.sim.tb_block`.
 
 Four builds, one per block (module-scoped fixtures; every pause variant reruns on its build):
 
-* an :class:`~xnorflow.hw.mvtu.MVTU` threshold layer on binary input (N=24, M=6, PE=2, SIMD=8,
+* an :class:`~xnorflow.hw.blocks.mvtu.MVTU` threshold layer on binary input (N=24, M=6, PE=2, SIMD=8,
   weights in block RAM), thresholds of both directions, the four constant-channel edges of the
   allowed range and frames that land exactly on a threshold;
 * an MVTU score layer on 8-bit input (N=12, M=4, PE=2, SIMD=4, weights in LUTs), signed scores
   up to the ends of ``[-255*N, 255*N]``;
-* a :class:`~xnorflow.hw.plumbing.WidthConverter` 6 -> 4 bits, frames of 24 bits;
-* an :class:`~xnorflow.hw.argmax.ArgMax` of 6 signed 5-bit scores, PE=2, scores in the payload,
+* a :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` 6 -> 4 bits, frames of 24 bits;
+* an :class:`~xnorflow.hw.blocks.argmax.ArgMax` of 6 signed 5-bit scores, PE=2, scores in the payload,
   with ties.
 
 Each is crossed with no / fixed / seeded random pauses on the source and on the sink, several
@@ -26,9 +26,9 @@ import random
 import pytest
 from amaranth.hdl import signed
 
-from xnorflow.hw.argmax import ArgMax
-from xnorflow.hw.mvtu import MVTU
-from xnorflow.hw.plumbing import WidthConverter
+from xnorflow.hw.blocks.argmax import ArgMax
+from xnorflow.hw.blocks.mvtu import MVTU
+from xnorflow.hw.blocks.plumbing import WidthConverter
 from xnorflow.sim.runner import SimulationFailed, build_component, run_tests
 from xnorflow.sim.sweep import PAUSES
 

@@ -18,14 +18,15 @@ import pytest
 from xnorflow.cli import main
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
-from xnorflow.hw.folding import Folding, LayerFolding
-from xnorflow.hw.network import TOP_NAME, generate
+from xnorflow.hw.build.verilog import generate
+from xnorflow.hw.compiler import Folding, LayerFolding
+from xnorflow.hw.tops.network import TOP_NAME
 from xnorflow.model import DenseLayer, Model
 from xnorflow.models import shipped
 from xnorflow.sim.network_results import ResultLayout, compare, frame_beats
 from xnorflow.sim.runner import SimulationFailed, build, run_tests
+from xnorflow.sim.simulate import simulate, stall_specs
 from xnorflow.sim.sweep import PAUSES, random_frames, random_model, run_case
-from xnorflow.simulate import simulate, stall_specs
 
 FRAMES = 24
 

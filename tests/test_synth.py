@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Tests of the synthesis flow (xnorflow.hw.synth), its reports and the device table.
+"""Tests of the synthesis flow (xnorflow.hw.build.synth), its reports and the device table.
 
 The parsers are checked against real tool output recorded in tests/data/synth/ (see
 manifest.json there: which design, seed and tool versions produced each file). The tests marked
@@ -17,9 +17,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from xnorflow.hw.devices import DEVICES, Device, get_device
-from xnorflow.hw.mvtu import MVTU
-from xnorflow.hw.synth import (
+from xnorflow.hw.blocks.mvtu import MVTU
+from xnorflow.hw.build.synth import (
     HARNESS_NAME,
     STEPS,
     DoesNotFit,
@@ -36,6 +35,7 @@ from xnorflow.hw.synth import (
     parse_stat,
     synthesize,
 )
+from xnorflow.hw.compiler.devices import DEVICES, Device, get_device
 
 DATA = Path(__file__).parent / "data" / "synth"
 MANIFEST = json.loads((DATA / "manifest.json").read_text())

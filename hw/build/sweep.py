@@ -1,4 +1,4 @@
-"""Resource and Fmax sweeps of single blocks, out of context (see :mod:`xnorflow.hw.synth`).
+"""Resource and Fmax sweeps of single blocks, out of context (see :mod:`xnorflow.hw.build.synth`).
 
 :func:`mvtu_sweep` measures the XNOR-popcount matrix-vector-threshold unit alone over its SIMD
 width on one device, the figures behind the performance model's per-lane LUT estimate and the
@@ -18,7 +18,7 @@ The unit measured (chosen so that the figure is the cost of the compute datapath
   recorded as not fitting (naming the resource), and ``fallback_storage="lut"`` measures it once
   more with the weights in LUTs;
 * ``levels_per_stage = 1``: the groups' full-adder counts registered, then a register after
-  every level of the adder tree over them (see :mod:`xnorflow.hw.popcount`);
+  every level of the adder tree over them (see :mod:`xnorflow.hw.blocks.popcount`);
 * nextpnr targets the issue's clock goals (:data:`TARGET_MHZ`: 125 MHz on ECP5, 40 MHz on
   iCE40); Fmax is the post-route figure either way.
 
@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from .devices import Device, get_device
-from .synth import DoesNotFit, SynthOptions, synthesize
+from xnorflow.hw.compiler.devices import Device, get_device
+from xnorflow.hw.build.synth import DoesNotFit, SynthOptions, synthesize
 
 __all__ = ["TARGET_MHZ", "SweepRow", "mvtu_for_sweep", "mvtu_sweep", "sweep_markdown",
            "write_sweep_json"]
@@ -99,7 +99,7 @@ def mvtu_for_sweep(simd: int, *, m: int = SWEEP_M, storage: str = "bram",
                    levels_per_stage: int = 1, seed: int = 1):
     """The swept unit: ``N = SIMD``, ``M = m``, ``PE = 1``, binary input, random weights and
     thresholds (seeded), directions mixed."""
-    from .mvtu import MVTU
+    from xnorflow.hw.blocks.mvtu import MVTU
 
     rng = np.random.default_rng(seed)
     weights = rng.integers(0, 2, size=(m, simd), dtype=np.uint8)
@@ -213,11 +213,11 @@ def sweep_markdown(rows: Sequence[SweepRow]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xnorflow.hw.sweep``: the MVTU SIMD sweep on ECP5-85F and iCE40UP5K."""
+    """``python -m xnorflow.hw.build.sweep``: the MVTU SIMD sweep on ECP5-85F and iCE40UP5K."""
     import argparse
     import sys
 
-    p = argparse.ArgumentParser(prog="python -m xnorflow.hw.sweep",
+    p = argparse.ArgumentParser(prog="python -m xnorflow.hw.build.sweep",
                                 description="Synthesize, place and route one MVTU PE at several "
                                             "SIMD widths and print the table.")
     p.add_argument("--devices", default="LFE5U-85F,iCE40UP5K")

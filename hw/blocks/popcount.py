@@ -17,7 +17,7 @@ XNORs in front, Yosys counts 2.41 LUT4s per lane at 64 lanes on ECP5 against 2.6
 tree from the leaves.
 
 All pipeline registers update only while ``en`` is 1, which lets a user stall the whole tree
-with one clock enable (the :class:`~xnorflow.hw.mvtu.MVTU` ties it to 1: its pipeline runs free
+with one clock enable (the :class:`~xnorflow.hw.blocks.mvtu.MVTU` ties it to 1: its pipeline runs free
 and takes backpressure by credits), and have no reset: they hold data, whose validity the user
 tracks (a reset net to every register of the datapath would be one more net of tens of
 thousands of loads).
@@ -27,67 +27,25 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from xnorflow.hw.compiler.rules import (
+    POPCOUNT_GROUP,
+    check_levels_per_stage,
+    complement_latency,
+    pairs_shared,
+    popcount_latency,
+    tree_latency,
+    tree_levels,
+)
+
 __all__ = ["POPCOUNT_GROUP", "AddSubTree", "ComplementSumTrees", "Popcount", "complement_latency",
            "popcount_latency", "tree_levels", "tree_latency"]
-
-#: Bits per first-stage group of a popcount, counted by full adders: ``2**4 - 1``, whose count
-#: (0 to 15) fills four bits, so that the group needs full adders only (no half adders).
-POPCOUNT_GROUP = 15
-
-
-def tree_levels(leaves):
-    """Number of adder levels of a binary tree over ``leaves`` leaves: ``ceil(log2(leaves))``."""
-    if not isinstance(leaves, int) or leaves < 1:
-        raise ValueError(f"Number of leaves ({leaves!r}) must be a positive integer")
-    return (leaves - 1).bit_length()
-
-
-def tree_latency(leaves, levels_per_stage):
-    """Pipeline latency in cycles of a tree over ``leaves`` leaves.
-
-    ``ceil(tree_levels(leaves) / levels_per_stage)``: one register after every
-    ``levels_per_stage`` levels and one after the last level.
-    """
-    _check_levels_per_stage(levels_per_stage)
-    levels = tree_levels(leaves)
-    return -(-levels // levels_per_stage)
-
-
-def popcount_latency(width, levels_per_stage):
-    """Pipeline latency in cycles of :class:`Popcount` of ``width`` bits: 0 for one bit (passed
-    through); otherwise the register after the groups' counts, plus the adder tree over the
-    ``ceil(width / POPCOUNT_GROUP)`` counts when there are several:
-    ``1 + tree_latency(ceil(width / 15), levels_per_stage)``."""
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"Popcount width ({width!r}) must be a positive integer")
-    _check_levels_per_stage(levels_per_stage)
-    if width == 1:
-        return 0
-    return 1 + tree_latency(-(-width // POPCOUNT_GROUP), levels_per_stage)
-
-
-def complement_latency(lanes, trees, levels_per_stage):
-    """Pipeline latency in cycles of :class:`ComplementSumTrees`: with pairs (``trees >= 2``
-    and ``lanes >= 2``), the shared register, the pair-value register and a tree over
-    ``ceil(lanes / 2)`` leaves, ``2 + tree_latency(ceil(lanes / 2), levels_per_stage)``;
-    otherwise ``tree_latency(lanes, levels_per_stage)``."""
-    if ComplementSumTrees.pairs_shared(lanes, trees):
-        return 2 + tree_latency(-(-lanes // 2), levels_per_stage)
-    return tree_latency(lanes, levels_per_stage)
-
 
 def _check_lanes(lanes, lane_bits, levels_per_stage):
     if not isinstance(lanes, int) or lanes < 1:
         raise ValueError(f"Number of lanes ({lanes!r}) must be a positive integer")
     if not isinstance(lane_bits, int) or lane_bits < 1:
         raise ValueError(f"Lane width ({lane_bits!r}) must be a positive integer")
-    _check_levels_per_stage(levels_per_stage)
-
-
-def _check_levels_per_stage(levels_per_stage):
-    if not isinstance(levels_per_stage, int) or levels_per_stage < 1:
-        raise ValueError(
-            f"Levels per pipeline stage ({levels_per_stage!r}) must be a positive integer")
+    check_levels_per_stage(levels_per_stage)
 
 
 def _adder_tree(m, leaves, *, levels_per_stage, en, name):
@@ -204,7 +162,7 @@ class Popcount(wiring.Component):
     def __init__(self, width, *, levels_per_stage=2):
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"Popcount width ({width!r}) must be a positive integer")
-        _check_levels_per_stage(levels_per_stage)
+        check_levels_per_stage(levels_per_stage)
         self._width = width
         self._levels_per_stage = levels_per_stage
         super().__init__({
@@ -331,7 +289,7 @@ class ComplementSumTrees(wiring.Component):
     ``signs[t][l]`` is 1 and ``max - x_l`` if it is 0 (``max = 2**lane_bits - 1``; the signed sum
     of :class:`AddSubTree` is ``sum(c_l) - max * zeros``, ``zeros`` the lanes with sign 0), and
     ``offset`` is :meth:`offset`: the number of lane pairs whose first sign is 0. The MVTU folds
-    both constants into its thresholds (see :class:`~xnorflow.hw.mvtu.MVTU`).
+    both constants into its thresholds (see :class:`~xnorflow.hw.blocks.mvtu.MVTU`).
 
     How: lanes ``2i`` and ``2i+1`` (``a``, ``b``) form a pair, and the trees share the pair's sum
     ``S = a + b`` and difference ``D = max + a - b`` (``lane_bits + 1`` bits each). With sign bits
@@ -388,11 +346,9 @@ class ComplementSumTrees(wiring.Component):
             "totals": Out(data.ArrayLayout(range(self.top + 1), trees)),
         })
 
-    @staticmethod
-    def pairs_shared(lanes, trees):
-        """Whether ``trees`` trees of ``lanes`` lanes sum lane pairs (at least two of each: see
-        the class docstring)."""
-        return trees >= 2 and lanes >= 2
+    #: Whether trees of this many lanes share pairs (the rule of
+    #: :func:`xnorflow.hw.compiler.rules.pairs_shared`).
+    pairs_shared = staticmethod(pairs_shared)
 
     @property
     def paired(self):

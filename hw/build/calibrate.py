@@ -1,13 +1,13 @@
-"""Calibrating the resource model (:meth:`~xnorflow.hw.folding.NetworkPlan.resources`) against
+"""Calibrating the resource model (:meth:`~xnorflow.hw.compiler.plan.NetworkPlan.resources`) against
 Yosys.
 
-``python -m xnorflow.hw.calibrate [--family ice40|ecp5] [--json FILE]`` synthesizes (Yosys only,
+``python -m xnorflow.hw.build.calibrate [--family ice40|ecp5] [--json FILE]`` synthesizes (Yosys only,
 no place and route) a fixed set of blocks, each on its own: MVTUs over binary and 8-bit inputs at
 a range of PE, SIMD, folds and both weight storages, width converters, FIFOs and the serial
-bridge, with the same ``synth_ice40`` / ``synth_ecp5`` command as :func:`xnorflow.hw.synth.
+bridge, with the same ``synth_ice40`` / ``synth_ecp5`` command as :func:`xnorflow.hw.build.synth.
 synthesize`, and prints for each block the model's estimate next to Yosys' count (``stat -json``:
-LUT4s, flip-flops, block RAMs, as :class:`~xnorflow.hw.synth.ResourceCount` counts them) and the
-relative LUT error. The coefficients of the model in :mod:`xnorflow.hw.folding` were fitted to
+LUT4s, flip-flops, block RAMs, as :class:`~xnorflow.hw.build.synth.ResourceCount` counts them) and the
+relative LUT error. The coefficients of the model in :mod:`xnorflow.hw.compiler.folding` were fitted to
 these figures; the test suite checks the fit on the reference builds under ``bitstreams/``.
 """
 
@@ -24,19 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .folding import ConverterOp, DenseOp, FifoOp, Resources
-from .synth import SynthOptions, ToolFailed, _run, parse_stat
+from xnorflow.hw.compiler import ConverterOp, DenseOp, FifoOp, Resources
+from xnorflow.hw.build.synth import SynthOptions, ToolFailed, _run, parse_stat
 
 __all__ = ["CASES", "CalibrationRow", "calibrate", "yosys_count"]
 
 
 def yosys_count(component, family: str, build_dir, *, name: str = "block"):
-    """Yosys' :class:`~xnorflow.hw.synth.ResourceCount` of ``component`` alone, synthesized as
-    :func:`xnorflow.hw.synth.synthesize` does out of context: inside the three-pin
-    :class:`~xnorflow.hw.synth.Harness`, kept as a module of its own, counted without it."""
-    from xnorflow.sim.runner import write_verilog
+    """Yosys' :class:`~xnorflow.hw.build.synth.ResourceCount` of ``component`` alone, synthesized as
+    :func:`xnorflow.hw.build.synth.synthesize` does out of context: inside the three-pin
+    :class:`~xnorflow.hw.build.synth.Harness`, kept as a module of its own, counted without it."""
+    from xnorflow.hw.build.verilog import write_verilog
 
-    from .synth import HARNESS_NAME, Harness, _block_ports, _verilog_ports
+    from xnorflow.hw.build.synth import HARNESS_NAME, Harness, _block_ports, _verilog_ports
 
     build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
@@ -162,19 +162,19 @@ _KEYS = ("bin", "pix", "pix1", "pair", "acc", "pe", "unit", "rom", "mux")
 
 
 def _luts_with(op, family, coefficients):
-    from . import folding
+    from xnorflow.hw.compiler import resources
 
-    saved = dict(folding.LUT_MODEL[family])
-    folding.LUT_MODEL[family].update(coefficients)
+    saved = dict(resources.LUT_MODEL[family])
+    resources.LUT_MODEL[family].update(coefficients)
     try:
         return op.resources().luts(family)
     finally:
-        folding.LUT_MODEL[family].clear()
-        folding.LUT_MODEL[family].update(saved)
+        resources.LUT_MODEL[family].clear()
+        resources.LUT_MODEL[family].update(saved)
 
 
 def fit(rows, family: str) -> dict[str, float]:
-    """Least-squares coefficients of :data:`~xnorflow.hw.folding.LUT_MODEL` for ``family`` from
+    """Least-squares coefficients of :data:`~xnorflow.hw.compiler.resources.LUT_MODEL` for ``family`` from
     the MVTU rows (relative errors weighted equally; coefficients kept non-negative)."""
     cases = dict(CASES)
     xs, ys = [], []
@@ -202,7 +202,7 @@ def fit(rows, family: str) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xnorflow.hw.calibrate",
+    parser = argparse.ArgumentParser(prog="python -m xnorflow.hw.build.calibrate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=("ice40", "ecp5"), action="append")
     parser.add_argument("--only", action="append",
@@ -248,7 +248,7 @@ def reference_errors(root) -> list[dict]:
     the manifest's folding plus the board's serial bridge."""
     from xnorflow.model import Model
 
-    from .folding import bridge_resources, compile_plan
+    from xnorflow.hw.compiler import bridge_resources, compile_plan
 
     rows = []
     for manifest in sorted(Path(root).resolve().glob("*/*/manifest.json")):
@@ -259,7 +259,7 @@ def reference_errors(root) -> list[dict]:
         model = Model.load(repo / data["model_file"])
         plan = compile_plan(model, data["folding"])
         est = plan.resources() + bridge_resources(model.layers[0].in_features,
-                                                  plan.dense[0].simd, family)
+                                                  plan.layers[0].simd, family)
         yosys = report["yosys"]
         rows.append({"build": f"{manifest.parent.parent.name}/{manifest.parent.name}",
                      "device": data["device"], "estimate_luts": est.luts(family),
@@ -279,7 +279,7 @@ def _references(root) -> int:
 
 
 def _refit(path, families) -> int:
-    from . import folding
+    from xnorflow.hw.compiler import resources
 
     cases = dict(CASES)
     data = json.loads(Path(path).read_text())
@@ -289,7 +289,7 @@ def _refit(path, families) -> int:
     for family in families:
         coefficients = fit(rows, family)
         print(f"{family}: {coefficients}")
-        folding.LUT_MODEL[family].update(coefficients)
+        resources.LUT_MODEL[family].update(coefficients)
         for row in rows:
             if row.family == family:
                 est = cases[row.label]().resources()

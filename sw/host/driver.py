@@ -1,12 +1,12 @@
 """The host driver: frames to the accelerator over a transport, results back, nothing lost.
 
-The driver speaks the protocol of :mod:`xnorflow.hw.protocol` (packets built and parsed only with
+The driver speaks the protocol of :mod:`xnorflow.hw.tops.protocol` (packets built and parsed only with
 that module's definitions) over a :class:`Transport`, an abstract byte pipe. The same
 :class:`Accelerator` code runs against
 
 * :class:`SerialTransport`: a board's USB serial port through pyserial (or any pyserial URL:
   ``socket://host:port``, ``loop://``, ``rfc2217://...``);
-* :class:`SimTransport`: the generated :class:`~xnorflow.hw.bridge.SerialBridge` (UART, packet
+* :class:`SimTransport`: the generated :class:`~xnorflow.hw.tops.bridge.SerialBridge` (UART, packet
   engine, frame buffers and the network of a model) compiled with Verilator and run under cocotb,
   its ``rx``/``tx`` pins driven and decoded bit by bit by the testbench
   :mod:`xnorflow.sim.tb_uart_bridge`, which carries the bytes to and from this process over a
@@ -117,7 +117,7 @@ from typing import Any
 
 import numpy as np
 
-from .hw.protocol import (
+from xnorflow.hw.tops.protocol import (
     BITS_PER_BYTE,
     ERROR_BYTES,
     HEADER_BYTES,
@@ -323,7 +323,7 @@ def _default_build_root() -> Path:
 
 @dataclass(frozen=True)
 class SimDevice:
-    """A :class:`~xnorflow.hw.bridge.SerialBridge` compiled for Verilator (see
+    """A :class:`~xnorflow.hw.tops.bridge.SerialBridge` compiled for Verilator (see
     :func:`build_sim_device`); any number of :class:`SimTransport` sessions run on it."""
 
     sim_build: Any  #: :class:`xnorflow.sim.runner.SimBuild`
@@ -340,13 +340,13 @@ class SimDevice:
 
 
 def _load_model(model):
-    from .model import Model
+    from xnorflow.model import Model
 
     return model if isinstance(model, Model) else Model.load(model)
 
 
 def _load_folding(folding, model):
-    from .hw.folding import Folding
+    from xnorflow.hw.compiler import Folding
 
     if folding is None or isinstance(folding, Folding):
         return folding
@@ -362,9 +362,10 @@ def build_sim_device(model, folding=None, *, with_scores: bool = True,
     the default; a Folding, its JSON object or a folding file) and build it for Verilator, or
     reuse the build of the same Verilog (see the module docstring). ``clk_hz`` must be a
     multiple of ``divisor``, its period a whole, even number of picoseconds."""
-    from .hw.bridge import SerialBridge
-    from .hw.network import Network
-    from .sim.runner import build, write_verilog
+    from xnorflow.hw.build.verilog import write_verilog
+    from xnorflow.hw.tops.bridge import SerialBridge
+    from xnorflow.hw.tops.network import Network
+    from xnorflow.sim.runner import build
 
     model = _load_model(model)
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
@@ -663,7 +664,7 @@ class Accelerator:
     def __init__(self, transport: Transport, *, model=None, timeout: float | None = None,
                  max_in_flight: int | None = None, retries: int = 3, connect: bool = True):
         if not isinstance(transport, Transport):
-            raise TypeError(f"transport ({transport!r}) must be a xnorflow.driver.Transport")
+            raise TypeError(f"transport ({transport!r}) must be a xnorflow.host.driver.Transport")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout ({timeout!r}) must be a positive number of seconds")
         if max_in_flight is not None and (not isinstance(max_in_flight, int)
@@ -1106,8 +1107,8 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int = 115200,
     ``scores_agreement`` (with scores), ``frames_per_s``, ``errors``, ``retries``,
     ``predictions``, ``labels``, ``model_hash``, ``transport``, ``device_info`` and, in the
     simulator, ``sim`` (the session's statistics)."""
-    from .data import load
-    from .golden import GoldenModel
+    from xnorflow.data import load
+    from xnorflow.golden import GoldenModel
 
     if sim == (port is not None):
         raise ValueError("give either a port (a board) or sim=True (the simulator), not "

@@ -1,26 +1,22 @@
 """The network generator: a streaming XNOR-popcount dataflow accelerator for a whole model.
 
 :class:`Network` is one :class:`amaranth.lib.wiring.Component` built from an exported
-:class:`~xnorflow.model.Model` and a :class:`~xnorflow.hw.folding.Folding` by the passes of
-:mod:`xnorflow.hw.folding` (the last one, :func:`build`, lives here). :func:`generate` writes its
+:class:`~xnorflow.model.Model` and a :class:`~xnorflow.hw.compiler.folding.Folding` by the passes of
+:mod:`xnorflow.hw.compiler.folding` (the last one, :func:`build`, lives here). :func:`generate` writes its
 Verilog and a JSON manifest; ``xnorflow generate`` is a thin layer over it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from itertools import pairwise
-from pathlib import Path
 
 from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .folding import (
+from xnorflow.hw.blocks import block_for
+from xnorflow.hw.compiler import (
     OUTPUT_FIFO_DEPTH,
-    ConverterOp,
-    FifoOp,
     Folding,
     NetworkPlan,
     compile_plan,
@@ -28,7 +24,7 @@ from .folding import (
     predict_latency,
 )
 
-__all__ = ["MANIFEST_FORMAT", "TOP_NAME", "Network", "build", "generate"]
+__all__ = ["MANIFEST_FORMAT", "TOP_NAME", "Network", "build"]
 
 #: Module name of the generated Verilog top.
 TOP_NAME = "xnorflow_top"
@@ -57,10 +53,10 @@ def _connect(m, src, dst):
 class Network(wiring.Component):
     """The accelerator of a model: frames of 8-bit pixels in, one result per frame out.
 
-    The stages, in stream order: per layer an :class:`~xnorflow.hw.mvtu.MVTU` (layer 0 on 8-bit
-    pixel lanes), a :class:`~xnorflow.hw.plumbing.WidthConverter` where a layer's PE differs from
-    the next layer's SIMD, FIFOs by the rule of :func:`~xnorflow.hw.folding.size_fifos`, then an
-    :class:`~xnorflow.hw.argmax.ArgMax` and an output FIFO (:data:`~xnorflow.hw.folding.
+    The stages, in stream order: per layer an :class:`~xnorflow.hw.blocks.mvtu.MVTU` (layer 0 on 8-bit
+    pixel lanes), a :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` where a layer's PE differs from
+    the next layer's SIMD, FIFOs by the rule of :func:`~xnorflow.hw.compiler.plan.size_fifos`, then an
+    :class:`~xnorflow.hw.blocks.argmax.ArgMax` and an output FIFO (:data:`~xnorflow.hw.compiler.folding.
     OUTPUT_FIFO_DEPTH` results). :attr:`plan` holds them as ops.
 
     Parameters
@@ -96,9 +92,9 @@ class Network(wiring.Component):
 
     Timing
     ------
-    :attr:`ii` (:func:`~xnorflow.hw.folding.predict_ii`): cycles between frames in the steady
+    :attr:`ii` (:func:`~xnorflow.hw.compiler.plan.predict_ii`): cycles between frames in the steady
     state, the largest II of any stage, ``max over layers of (M/PE)*(N/SIMD)``. :attr:`latency`
-    (:func:`~xnorflow.hw.folding.predict_latency`): cycles from the handshake of a frame's first
+    (:func:`~xnorflow.hw.compiler.plan.predict_latency`): cycles from the handshake of a frame's first
     ``s_axis`` beat to its result being valid on ``m_axis``, for a frame entering an idle
     network with its beats back to back and ``m_axis_tready`` high. Both equal the simulated
     cycles exactly.
@@ -126,7 +122,7 @@ class Network(wiring.Component):
 
     def _setup(self, plan: NetworkPlan):
         self._plan = plan
-        first, am = plan.dense[0], plan.argmax
+        first, am = plan.layers[0], plan.argmax
         self._s_width = first.in_width
         used = am.out_width
         self._m_width = max(8, -(-used // 8) * 8)
@@ -159,12 +155,12 @@ class Network(wiring.Component):
     @property
     def lanes(self) -> int:
         """SIMD0: pixels per ``s_axis`` beat."""
-        return self._plan.dense[0].simd
+        return self._plan.layers[0].simd
 
     @property
     def beats_per_frame(self) -> int:
         """``N0/SIMD0`` input beats per frame."""
-        return self._plan.dense[0].sf
+        return self._plan.layers[0].sf
 
     @property
     def index_width(self) -> int:
@@ -207,25 +203,19 @@ class Network(wiring.Component):
         for name, member in self.signature.members.items():
             ports.append({"name": name, "direction": "in" if member.flow == In else "out",
                           "width": Shape.cast(member.shape).width})
-        layers = []
-        for op in plan.dense:
-            fifo = next((o for o in plan.ops
-                         if isinstance(o, FifoOp) and o.before == op.label), None)
-            conv = next((o for o in plan.ops
-                         if isinstance(o, ConverterOp) and o.after == op.index), None)
-            layers.append({
-                "index": op.index, "name": op.name, "in_features": op.in_features,
-                "out_features": op.out_features, "input_bits": op.input_bits,
-                "output": "scores" if op.is_score else "bits",
-                "pe": op.pe, "simd": op.simd, "storage": op.storage, "nf": op.nf, "sf": op.sf,
-                "ii": op.ii, "latency": op.latency,
-                "in_width": op.in_width, "out_width": op.out_width,
-                "fifo_depth": fifo.depth if fifo else 0,
-                "converter": None if conv is None else {
-                    "in_width": conv.in_width, "out_width": conv.out_width,
-                    "capacity": conv.capacity, "latency": conv.latency},
-                "resources": op.resources().to_dict(),
-            })
+        # Each layer's entry, with what the passes inserted next to it: an op inserted between
+        # layers describes itself in the entry of the layer it names (Op.describes).
+        layers, pending = [], {}
+        for op in plan.ops:
+            if op.is_layer:
+                layers.append({**op.describe(), "fifo_depth": 0, "converter": None, **pending})
+                pending = {}
+            elif op.describes == "previous" and layers:
+                layers[-1].update(op.describe())
+            elif op.describes == "next":
+                pending.update(op.describe())
+        for entry, op in zip(layers, plan.layers, strict=True):
+            entry["resources"] = op.resources().to_dict()
         am = plan.argmax
         ii = predict_ii(plan)
         bottleneck = max(plan.ops, key=lambda o: o.cycles_per_frame)
@@ -234,7 +224,7 @@ class Network(wiring.Component):
             "version": MANIFEST_VERSION,
             "top": top,
             "model_hash": plan.model_hash,
-            "topology": [plan.dense[0].in_features] + [op.out_features for op in plan.dense],
+            "topology": [plan.layers[0].in_features] + [op.out_features for op in plan.layers],
             "input_shape": list(plan.input_shape),
             "classes": plan.classes,
             "with_scores": am.with_scores,
@@ -260,7 +250,7 @@ class Network(wiring.Component):
             },
             "resources": {
                 "calibrated": True,
-                "note": "model from PE, SIMD and memory shapes (xnorflow.hw.folding.LUT_MODEL), "
+                "note": "model from PE, SIMD and memory shapes (xnorflow.hw.compiler.resources.LUT_MODEL), "
                         "LUT4s calibrated against Yosys per family, block RAMs exact",
                 "total": plan.resources().to_dict(),
                 "per_stage": {op.label: op.resources().to_dict() for op in plan.ops},
@@ -273,7 +263,7 @@ class Network(wiring.Component):
         m = Module()
         stages = []
         for op in self._plan.ops:
-            stage = op.build()
+            stage = block_for(op)
             m.submodules[op.label] = stage
             stages.append(stage)
         for src, dst in pairwise(stages):
@@ -309,19 +299,3 @@ class Network(wiring.Component):
 def build(plan: NetworkPlan) -> Network:
     """The build pass: plan -> Amaranth component."""
     return Network.from_plan(plan)
-
-
-def generate(model, out_dir, folding: Folding | None = None, *, with_scores: bool = True,
-             top: str = TOP_NAME) -> dict:
-    """Write ``<out_dir>/<top>.v`` (one self-contained Verilog file) and
-    ``<out_dir>/manifest.json``; return the manifest (with ``verilog`` file name and sha256)."""
-    from ..sim.runner import write_verilog
-
-    network = Network(model, folding, with_scores=with_scores)
-    out_dir = Path(out_dir)
-    path = write_verilog(network, out_dir, name=top)
-    manifest = network.manifest(top)
-    manifest["verilog"] = {"file": path.name,
-                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest

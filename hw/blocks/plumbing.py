@@ -6,12 +6,17 @@ payload holds while ``valid & ~ready``, and each ``ready``/``valid`` here is a f
 registers only (no combinational path crosses either block).
 """
 
+from __future__ import annotations
+
 from math import gcd
 
 from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
+
+from xnorflow.hw.blocks.registry import implements
+from xnorflow.hw.compiler.ops.plumbing import ConverterOp, FifoOp
 
 __all__ = ["StreamFIFO", "WidthConverter"]
 
@@ -20,6 +25,7 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+@implements(ConverterOp)
 class WidthConverter(wiring.Component):
     """A gearbox for bit-vector streams: ``in_width`` bits per input beat to ``out_width`` bits
     per output beat, element order preserved.
@@ -70,6 +76,11 @@ class WidthConverter(wiring.Component):
     capacity``, both registers-only; the output payload is the low ``out_width`` bits of the
     buffer and holds until accepted.
     """
+
+    @classmethod
+    def from_op(cls, op: ConverterOp) -> WidthConverter:
+        """The block of a :class:`~xnorflow.hw.compiler.ops.plumbing.ConverterOp`."""
+        return cls(op.in_width, op.out_width, op.frame_bits)
 
     def __init__(self, in_width, out_width, frame_bits):
         for name, value in (("in_width", in_width), ("out_width", out_width),
@@ -156,6 +167,7 @@ class WidthConverter(wiring.Component):
         return m
 
 
+@implements(FifoOp)
 class StreamFIFO(wiring.Component):
     """A first-in first-out queue of stream beats around
     :class:`amaranth.lib.fifo.SyncFIFOBuffered` (block-RAM friendly: registered reads).
@@ -188,6 +200,11 @@ class StreamFIFO(wiring.Component):
 
     #: The smallest depth that passes one beat per cycle.
     FULL_RATE_DEPTH = 3
+
+    @classmethod
+    def from_op(cls, op: FifoOp) -> StreamFIFO:
+        """The block of a :class:`~xnorflow.hw.compiler.ops.plumbing.FifoOp`."""
+        return cls(op.width, op.depth)
 
     def __init__(self, shape, depth):
         if not _is_int(depth) or depth < 1:

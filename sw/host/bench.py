@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cpu import implementations
-from .golden import GoldenModel
-from .model import Model
+from xnorflow.cpu import implementations
+from xnorflow.golden import GoldenModel
+from xnorflow.model import Model
 
 __all__ = [
     "AccelRow",
@@ -448,7 +448,7 @@ def bench_frames(data: str | Path | None, count: int) -> tuple[np.ndarray, str]:
     """``count`` test frames spread evenly over the test split (every class), and the dataset's
     name: the MNIST files in ``data``, else in ``$XNORFLOW_MNIST`` or
     ``<checkout>/../shared/datasets/mnist`` when present, else the embedded subset."""
-    from .data import load
+    from xnorflow.data import load
 
     if data is None:
         for cand in (os.environ.get("XNORFLOW_MNIST"), CHECKOUT.parent / "shared/datasets/mnist"):
@@ -468,7 +468,7 @@ def run_bench(models: list[str] | None = None, bitstreams: str | Path | None = N
 
     :class:`BenchError` when a name is not a shipped model, when no selected model has a reference
     build, or when a build does not match its model file."""
-    from .models import shipped
+    from xnorflow.models import shipped
 
     say = progress or (lambda text: None)
     known = shipped()

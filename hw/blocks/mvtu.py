@@ -4,20 +4,34 @@ The integer semantics are those of docs/semantics.md (section 3) and the stream 
 its section 4; :class:`MVTU` documents its ports, timing and backpressure behaviour.
 """
 
+from __future__ import annotations
+
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .popcount import (
-    AddSubTree,
-    ComplementSumTrees,
-    Popcount,
+from xnorflow.hw.blocks.popcount import AddSubTree, ComplementSumTrees, Popcount
+from xnorflow.hw.blocks.registry import implements
+from xnorflow.hw.compiler.ops.dense import DenseOp
+from xnorflow.hw.compiler.rules import (
+    BUFFER_LOGIC_MAX_BITS,
+    BUFFER_STYLES,
+    CREDIT_MIN_LANE_BITS,
+    MVTU_LATENCY_CONSTANT,
+    PIPELINE_STYLES,
+    THRESHOLD_BRAM_MIN_WORDS,
+    buffer_style,
     complement_latency,
+    output_depth,
+    pairs_shared,
+    pipeline_style,
     popcount_latency,
+    threshold_style,
     tree_latency,
 )
+from xnorflow.model import accumulator_range
 
 __all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "CREDIT_MIN_LANE_BITS", "MVTU",
            "PIPELINE_STYLES", "THRESHOLD_BRAM_MIN_WORDS", "buffer_style", "output_depth",
@@ -25,58 +39,6 @@ __all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "CREDIT_MIN_LANE_BITS", "MV
 
 #: Largest value of an 8-bit input lane (a pixel).
 _PIXEL_MAX = 255
-
-#: Pipeline registers outside the reduction tree between the handshake of a frame's last input
-#: beat and its first output beat being valid: the input buffer's fill state, the weight/input
-#: memory read register, the register after it (stage 2) and the output register, which takes the
-#: accumulated and thresholded result directly.
-_LATENCY_CONSTANT = 4
-
-#: Per-PE threshold tables of at least this many words go to block RAM (with "bram" storage).
-THRESHOLD_BRAM_MIN_WORDS = 256
-#: The ``buffer`` choices of :class:`MVTU` (None: :func:`buffer_style`).
-BUFFER_STYLES = (None, "block", "logic", "distributed")
-#: Input ping-pong buffers of at most this many bits are flip-flops and a multiplexer.
-BUFFER_LOGIC_MAX_BITS = 2048
-#: The ``pipeline`` choices of :class:`MVTU` (None: :func:`pipeline_style`).
-PIPELINE_STYLES = (None, "enable", "credit")
-#: Units of at least this many lane bits (``PE * SIMD * input_bits``) run their pipeline free,
-#: with credits (:func:`pipeline_style`): there the clock enable of a stalled pipeline reaches
-#: thousands of registers across the die, and its routing set the clock of the SFC reference
-#: build (14 ns of routing from the enable's register to a far register of the first layer).
-CREDIT_MIN_LANE_BITS = 1024
-
-
-def threshold_style(nf, storage):
-    """Where a PE's ``NF``-word threshold table lives: ``"block"`` RAM when the weights are in
-    block RAM and the table has at least :data:`THRESHOLD_BRAM_MIN_WORDS` words, else
-    ``"logic"``. Every memory of the unit has its mapping stated, so that the resource model
-    (:meth:`xnorflow.hw.folding.DenseOp.resources`) counts block RAMs exactly."""
-    return "block" if storage == "bram" and nf >= THRESHOLD_BRAM_MIN_WORDS else "logic"
-
-
-def buffer_style(sf, chunk_width):
-    """Where the ``2*SF x chunk_width`` input buffer lives: ``"logic"`` up to
-    :data:`BUFFER_LOGIC_MAX_BITS` bits, else ``"block"`` RAM."""
-    return "logic" if 2 * sf * chunk_width <= BUFFER_LOGIC_MAX_BITS else "block"
-
-
-def pipeline_style(pe, simd, input_bits):
-    """How an :class:`MVTU`'s pipeline takes backpressure by default: ``"credit"`` (it runs
-    free, with an output queue) from :data:`CREDIT_MIN_LANE_BITS` lane bits
-    (``PE * SIMD * input_bits``), where one clock enable would fan out to thousands of
-    registers; below, ``"enable"`` (one clock enable, one skid register), which needs no queue
-    and so fewer LUTs."""
-    return "credit" if pe * simd * input_bits >= CREDIT_MIN_LANE_BITS else "enable"
-
-
-def output_depth(tree_latency, sf):
-    """Beats the output queue of an :class:`MVTU` holds, its output register included: as many
-    results as one issue after another can have in flight, ``ceil((3 + P) / SF) + 1`` (at least
-    2) for a tree of latency ``P``, so that with the output ready the reader never waits for a
-    credit (see the class docstring, Backpressure)."""
-    return max(2, -(-(3 + tree_latency) // sf) + 1)
-
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -112,6 +74,7 @@ def _bits_to_int(bits):
     return sum(1 << index for index, bit in enumerate(bits) if bit)
 
 
+@implements(DenseOp)
 class MVTU(wiring.Component):
     """Matrix-vector-threshold unit for one dense layer of ``N`` inputs and ``M`` outputs.
 
@@ -155,7 +118,7 @@ class MVTU(wiring.Component):
         only (Yosys finds no mapping for it on iCE40).
     levels_per_stage : int
         Adder levels between pipeline registers of the popcount / add-subtract tree (default 2;
-        see :mod:`xnorflow.hw.popcount` for the popcount's first stage).
+        see :mod:`xnorflow.hw.blocks.popcount` for the popcount's first stage).
     pipeline : None, "enable" or "credit"
         How the compute pipeline takes backpressure (see Backpressure): ``None`` (default)
         chooses by :func:`pipeline_style`.
@@ -186,7 +149,7 @@ class MVTU(wiring.Component):
 
     Latency (:attr:`latency`): ``4 + P`` cycles, where ``P`` (:attr:`tree_latency`) is the
     pipeline depth of the reduction tree: for binary input the popcount's
-    (:func:`~xnorflow.hw.popcount.popcount_latency`), for 8-bit input
+    (:func:`~xnorflow.hw.blocks.popcount.popcount_latency`), for 8-bit input
     ``ceil(ceil(log2(SIMD)) / levels_per_stage)`` (for an 8-bit threshold layer of several PEs,
     whose lane pairs take two registers first: ``2 + ceil(ceil(log2(ceil(SIMD / 2))) /
     levels_per_stage)``). It is
@@ -224,6 +187,13 @@ class MVTU(wiring.Component):
     ``o_stream.ready``, and the payload holds while ``valid & ~ready``.
     """
 
+    @classmethod
+    def from_op(cls, op: DenseOp) -> MVTU:
+        """The block of a :class:`~xnorflow.hw.compiler.ops.dense.DenseOp`."""
+        return cls(op.weights, op.thresholds, op.directions, input_bits=op.input_bits, pe=op.pe,
+                   simd=op.simd, storage=op.storage, buffer=op.buffer,
+                   levels_per_stage=op.levels_per_stage)
+
     def __init__(self, weights, thresholds, directions, *, input_bits, pe, simd, storage="bram",
                  buffer=None, levels_per_stage=2, pipeline=None):
         weights = np.asarray(weights)
@@ -258,10 +228,7 @@ class MVTU(wiring.Component):
         if pipeline not in PIPELINE_STYLES:
             raise ValueError(f"pipeline ({pipeline!r}) must be None, 'enable' or 'credit'")
 
-        if input_bits == 1:
-            acc_lo, acc_hi = 0, n
-        else:
-            acc_lo, acc_hi = -_PIXEL_MAX * n, _PIXEL_MAX * n
+        acc_lo, acc_hi = accumulator_range(input_bits, n)
 
         if (thresholds is None) != (directions is None):
             raise ValueError(
@@ -308,7 +275,7 @@ class MVTU(wiring.Component):
         # + P_i, Z_i the -1 weights of channel i and P_i (0 unpaired) its pairs whose first weight
         # is -1, and the thresholds move by the same constant (see _hardware_thresholds).
         self._complement = input_bits == 8 and thresholds is not None
-        self._paired = self._complement and ComplementSumTrees.pairs_shared(simd, pe)
+        self._paired = self._complement and pairs_shared(simd, pe)
         pairs = (n // simd) * (simd // 2) if self._paired else 0
         self._cmp_range = (0, _PIXEL_MAX * n + pairs) if self._complement else (acc_lo, acc_hi)
         # The input buffer is two plain registers (no read multiplexer) when a frame is a single
@@ -408,8 +375,8 @@ class MVTU(wiring.Component):
     @property
     def tree_latency(self):
         """P, the pipeline depth of the popcount / add-subtract tree
-        (:func:`~xnorflow.hw.popcount.popcount_latency` for binary input,
-        :func:`~xnorflow.hw.popcount.complement_latency` for an 8-bit threshold layer)."""
+        (:func:`~xnorflow.hw.blocks.popcount.popcount_latency` for binary input,
+        :func:`~xnorflow.hw.blocks.popcount.complement_latency` for an 8-bit threshold layer)."""
         if self._complement:
             return complement_latency(self._simd, self._pe, self._levels_per_stage)
         if self._input_bits == 1:
@@ -431,7 +398,7 @@ class MVTU(wiring.Component):
     def latency(self):
         """``4 + tree_latency``: cycles from the last input beat of a frame being accepted to the
         frame's first output beat being valid (unit idle, output ready)."""
-        return _LATENCY_CONSTANT + self.tree_latency
+        return MVTU_LATENCY_CONSTANT + self.tree_latency
 
     # Memory images.
 
@@ -445,7 +412,7 @@ class MVTU(wiring.Component):
     def _hardware_thresholds(self):
         """``(T, direction)`` per channel on the accumulator the hardware computes: for an 8-bit
         threshold layer ``u = acc + 255*Z + P`` (``Z``: the channel's -1 weights, ``P``: its lane
-        pairs whose first weight is -1, see :class:`~xnorflow.hw.popcount.ComplementSumTrees`),
+        pairs whose first weight is -1, see :class:`~xnorflow.hw.blocks.popcount.ComplementSumTrees`),
         so ``acc >= T`` is ``u >= T + 255*Z + P`` (``<=`` alike), clamped to the ends of ``u``'s
         range where the comparison is constant anyway; else the thresholds as they are."""
         t = self._thresholds.astype(np.int64)

@@ -1,10 +1,10 @@
 """The serial bridge: the accelerator behind a UART, speaking the protocol of
-:mod:`xnorflow.hw.protocol`.
+:mod:`xnorflow.hw.tops.protocol`.
 
 :class:`SerialBridge` is what a board top instantiates (``rx``/``tx`` pins of the board's USB
-serial chip). It is a :class:`~xnorflow.hw.uart.UARTRx` and a :class:`~xnorflow.hw.uart.UARTTx`
+serial chip). It is a :class:`~xnorflow.hw.blocks.uart.UARTRx` and a :class:`~xnorflow.hw.blocks.uart.UARTTx`
 around a :class:`PacketEngine`, which speaks the protocol on byte streams and holds the
-:class:`~xnorflow.hw.network.Network`. Tests drive the engine's byte streams directly (fast) or
+:class:`~xnorflow.hw.tops.network.Network`. Tests drive the engine's byte streams directly (fast) or
 the bridge's pins bit-serially.
 """
 
@@ -14,8 +14,10 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .network import Network
-from .protocol import (
+from xnorflow.hw.blocks.uart import UARTRx, UARTTx
+from xnorflow.hw.compiler.rules import BRIDGE_BUFFER_STYLES, bridge_buffer_style
+from xnorflow.hw.tops.network import Network
+from xnorflow.hw.tops.protocol import (
     BITS_PER_BYTE,
     CRC,
     DEFAULT_GAP_BITS,
@@ -35,9 +37,8 @@ from .protocol import (
     Sync,
     result_layout,
 )
-from .uart import UARTRx, UARTTx
 
-__all__ = ["BUFFER_STYLES", "MAX_BAUD_ERROR", "PacketEngine", "SerialBridge",
+__all__ = ["BRIDGE_BUFFER_STYLES", "MAX_BAUD_ERROR", "PacketEngine", "SerialBridge",
            "bridge_buffer_style"]
 
 #: Largest relative difference allowed between the asked baud rate and ``clk_hz / divisor``.
@@ -45,16 +46,6 @@ MAX_BAUD_ERROR = 0.02
 
 #: An INFO or ERROR reply waiting to be sent (internal; the wire format is protocol's).
 _REPLY = data.StructLayout({"info": 1, "id": 8, "error": ErrorPayload})
-
-
-#: Where a frame buffer can live (its ``ram_style``).
-BUFFER_STYLES = ("block", "distributed", "logic")
-
-
-def bridge_buffer_style(family: str, depth: int) -> str:
-    """The frame buffer's place for a board of ``family``: ECP5 LUT RAM up to 64 words deep
-    (far cheaper than block RAMs when ``8*SIMD0`` is wide), else block RAM."""
-    return "distributed" if family == "ecp5" and depth <= 64 else "block"
 
 
 def _is_int(value):
@@ -69,9 +60,9 @@ def _check_range(name, value, lo, hi):
 def _device_info(network, *, model_hash, clk_hz, divisor, gap_bits, slots):
     """Check the parameters of a PacketEngine; what its INFO says."""
     if not isinstance(network, Network):
-        raise TypeError(f"network ({network!r}) must be a xnorflow.hw.network.Network")
+        raise TypeError(f"network ({network!r}) must be a xnorflow.hw.tops.network.Network")
     plan = network.plan
-    n0 = plan.dense[0].in_features
+    n0 = plan.layers[0].in_features
     if n0 > 0xFFFF:
         raise ValueError(f"N0 ({n0}) does not fit the protocol's u16 length")
     if network.classes > 256:
@@ -114,8 +105,8 @@ class PacketEngine(wiring.Component):
         The clock frequency and the UART's clock cycles per bit; reported in INFO, and the unit of
         the timeout (``divisor`` = 1 for a byte-stream-only engine, then the timeout is in cycles).
     gap_bits : int
-        The inter-byte timeout in bit-times, :data:`~xnorflow.hw.protocol.MIN_GAP_BITS` to 65535
-        (:data:`~xnorflow.hw.protocol.DEFAULT_GAP_BITS`): a packet is abandoned when no byte has
+        The inter-byte timeout in bit-times, :data:`~xnorflow.hw.tops.protocol.MIN_GAP_BITS` to 65535
+        (:data:`~xnorflow.hw.tops.protocol.DEFAULT_GAP_BITS`): a packet is abandoned when no byte has
         arrived for ``gap_bits * divisor`` cycles.
     slots : int
         Frame buffers, 1 to 255: the capacity K of the protocol (default 2, enough to keep the
@@ -139,12 +130,12 @@ class PacketEngine(wiring.Component):
 
     Behaviour
     ---------
-    As the device rules of :mod:`xnorflow.hw.protocol` say. A FRAME's payload is written into a
+    As the device rules of :mod:`xnorflow.hw.tops.protocol` say. A FRAME's payload is written into a
     free slot as it arrives; when its crc checks out the slot is marked full and its id queued;
     a feeder streams full slots in order into ``s_axis`` (one ``SIMD0``-pixel beat per cycle,
     ``tlast`` on the last); each ``m_axis`` result is sent as a RESULT with the oldest queued id
     (the network keeps frame order, so ids and results pair up). INFO and ERROR replies go through
-    a queue of :data:`~xnorflow.hw.protocol.REPLY_QUEUE_DEPTH` and are sent before pending results.
+    a queue of :data:`~xnorflow.hw.tops.protocol.REPLY_QUEUE_DEPTH` and are sent before pending results.
 
     Timing
     ------
@@ -160,8 +151,8 @@ class PacketEngine(wiring.Component):
                  gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block"):
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz, divisor=divisor,
                                   gap_bits=gap_bits, slots=slots)
-        if buffer not in BUFFER_STYLES:
-            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BUFFER_STYLES)}")
+        if buffer not in BRIDGE_BUFFER_STYLES:
+            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BRIDGE_BUFFER_STYLES)}")
         self._buffer = buffer
         self._network = network
         super().__init__({
@@ -484,7 +475,7 @@ class PacketEngine(wiring.Component):
 
 class SerialBridge(wiring.Component):
     """The accelerator on a UART: the board top's serial link, protocol of
-    :mod:`xnorflow.hw.protocol`.
+    :mod:`xnorflow.hw.tops.protocol`.
 
     Parameters
     ----------
@@ -505,8 +496,8 @@ class SerialBridge(wiring.Component):
     tx : Out(1), idle 1
         The line to the host, from a register.
 
-    Inside: a :class:`~xnorflow.hw.uart.UARTRx` -> :attr:`engine` (its ``i_stream``/``o_stream``
-    are the packet-level byte streams) -> a :class:`~xnorflow.hw.uart.UARTTx`; framing errors of
+    Inside: a :class:`~xnorflow.hw.blocks.uart.UARTRx` -> :attr:`engine` (its ``i_stream``/``o_stream``
+    are the packet-level byte streams) -> a :class:`~xnorflow.hw.blocks.uart.UARTTx`; framing errors of
     the receiver go to the engine's ``line_error``.
 
     Throughput
@@ -528,7 +519,7 @@ class SerialBridge(wiring.Component):
 
     Errors
     ------
-    See the device rules in :mod:`xnorflow.hw.protocol`: frames run only from whole packets with
+    See the device rules in :mod:`xnorflow.hw.tops.protocol`: frames run only from whole packets with
     a good crc; bad packets are answered with ERROR (BAD_CRC, BAD_LENGTH, UNKNOWN_CMD, OVERFLOW,
     TIMEOUT) when their header was read; the parser resynchronises on SYNC, after the gap timeout
     of ``gap_bits`` bit-times and after a bad crc. A byte with a bad stop bit is dropped by the
@@ -550,8 +541,8 @@ class SerialBridge(wiring.Component):
                              f"{clk_hz / divisor:.0f}; at most {MAX_BAUD_ERROR:.0%} allowed")
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz,
                                   divisor=divisor, gap_bits=gap_bits, slots=slots)
-        if buffer not in BUFFER_STYLES:
-            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BUFFER_STYLES)}")
+        if buffer not in BRIDGE_BUFFER_STYLES:
+            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BRIDGE_BUFFER_STYLES)}")
         self._buffer = buffer
         self._network = network
         self._baud = baud

@@ -6,7 +6,7 @@ an interval ``T`` each layer gets its candidate foldings: for every PE dividing 
 SIMD dividing N with ``(M/PE)*(N/SIMD) <= T`` (more lanes than that only cost), with the weights
 in block RAM or in logic; candidates that cost more LUTs *and* more block RAM than another are
 dropped. Every combination of the layers' candidates is then priced with the calibrated resource
-model (:meth:`~xnorflow.hw.folding.DenseOp.resources`, width converters between the layers, the
+model (:meth:`~xnorflow.hw.compiler.ops.dense.DenseOp.resources`, width converters between the layers, the
 ArgMax and the output FIFO, and on a board the serial bridge), and the cheapest that fits is
 kept: its layers' intervals are all at most ``T``, so the network is balanced to ``T`` up to the
 divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
@@ -15,7 +15,7 @@ divisors of the layer sizes. The first ``T`` with a fitting combination is the a
 and the model is within about 15 % of Yosys), flip-flops at most the device's (on iCE40 also the
 logic cells, LUT4s plus :data:`ICE40_FF_CELLS` per flip-flop, at most :data:`ICE40_CELL_BUDGET`
 of them), block RAMs at most the device's (the model counts them exactly, see
-:func:`xnorflow.hw.mvtu.threshold_style`). Block
+:func:`xnorflow.hw.blocks.mvtu.threshold_style`). Block
 RAM bandwidth is part of the count: a PE's weight memory of ``NF*SF`` words of ``SIMD`` bits
 takes as many block RAMs as its width needs ports, however few bits it holds.
 
@@ -30,20 +30,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from .devices import Device, get_device
-from .folding import (
-    ConverterOp,
-    DenseOp,
-    Folding,
-    FoldingError,
-    LayerFolding,
-    Resources,
-    bridge_resources,
-    compile_plan,
-    lower,
-)
+from xnorflow.hw.compiler.devices import Device, get_device
+from xnorflow.hw.compiler.folding import Folding, FoldingError, LayerFolding
+from xnorflow.hw.compiler.op import Op
+from xnorflow.hw.compiler.ops.plumbing import ConverterOp
+from xnorflow.hw.compiler.plan import compile_plan, lower
+from xnorflow.hw.compiler.resources import Resources, bridge_resources
 
 __all__ = ["ICE40_CELL_BUDGET", "ICE40_FF_CELLS", "LUT_BUDGET", "TYPICAL_CLOCK_MHZ", "AutoFolding",
            "DoesNotFitError", "auto_folding"]
@@ -93,7 +87,7 @@ class AutoFolding:
                           for name, used, available in self.usage}}
 
 
-def _candidates(op: DenseOp, t: int, family: str):
+def _candidates(op: Op, t: int, family: str):
     """Pareto-optimal ``(LayerFolding, Resources)`` of ``op`` with interval at most ``t``."""
     m, n = op.out_features, op.in_features
     found = []
@@ -105,8 +99,8 @@ def _candidates(op: DenseOp, t: int, family: str):
         sf = n // simd
         buffers = (None,) if sf == 1 and nf >= 3 else _BUFFERS[family]
         for storage, buffer in itertools.product(("bram", "lut"), buffers):
-            res = replace(op, pe=pe, simd=simd, storage=storage, buffer=buffer).resources()
-            found.append((LayerFolding(pe, simd, storage, buffer=buffer), res))
+            entry = LayerFolding(pe, simd, storage, buffer=buffer)
+            found.append((entry, op.folded(entry).resources()))
     key = [(r.luts(family), r.brams(family), r.ff) for _, r in found]
     keep = []
     for i, (lf, res) in enumerate(found):
@@ -138,7 +132,7 @@ def _fixed(model, with_scores):
                         with_scores=with_scores)
     total = plan.resources()
     for op in plan.ops:
-        if isinstance(op, (DenseOp, ConverterOp)):
+        if op.is_layer or op.kind == "converter":  # the folding decides these
             total = Resources(*(a - b for a, b in zip(total.as_tuple(),
                                                       op.resources().as_tuple(), strict=True)))
     return total
@@ -176,7 +170,7 @@ def auto_folding(model, device: str | Device, *, freq_mhz: float | None = None,
         raise ValueError(f"freq_mhz ({freq_mhz!r}) must be positive")
     if target_fps is not None and not target_fps > 0:
         raise ValueError(f"target_fps ({target_fps!r}) must be positive")
-    dense = lower(model, with_scores=with_scores).dense
+    dense = lower(model, with_scores=with_scores).layers
     fixed = _fixed(model, with_scores)
     intervals = _intervals(dense)
     where = " with the serial bridge" if board else ""
@@ -239,7 +233,7 @@ def _estimate(model, folding, with_scores, board, family):
     plan = compile_plan(model, folding, with_scores=with_scores)
     estimate = plan.resources()
     if board:
-        estimate += bridge_resources(plan.dense[0].in_features, folding.layers[0].simd, family)
+        estimate += bridge_resources(plan.layers[0].in_features, folding.layers[0].simd, family)
     return estimate
 
 

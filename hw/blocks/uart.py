@@ -2,7 +2,7 @@
 
 8N1: a byte is a start bit (0), 8 data bits least significant bit first, a stop bit (1); the line
 idles at 1. Both blocks run from one clock and take ``divisor``, the clock cycles per bit
-(``clk_hz / baud``, rounded; see :class:`~xnorflow.hw.bridge.SerialBridge` for the rate check).
+(``clk_hz / baud``, rounded; see :class:`~xnorflow.hw.tops.bridge.SerialBridge` for the rate check).
 """
 
 from amaranth.hdl import Cat, Module, Signal

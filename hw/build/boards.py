@@ -10,9 +10,9 @@ board           platform             device       oscillator      PLL
 ``ulx3s-85f``   ULX3S_85F_Platform   LFE5U-85F    25 MHz, G2      ``EHXPLLL``
 ==============  ===================  ===========  ==============  =========================
 
-:class:`BoardTop` is the design: a PLL makes the accelerator's clock (domain ``sync``) from the
+:class:`~xnorflow.hw.tops.board.BoardTop` is the design: a PLL makes the accelerator's clock (domain ``sync``) from the
 oscillator, reset is held until the PLL has locked (and while button 0 is pressed), and a
-:class:`~xnorflow.hw.bridge.SerialBridge` with the :class:`~xnorflow.hw.network.Network` inside
+:class:`~xnorflow.hw.tops.bridge.SerialBridge` with the :class:`~xnorflow.hw.tops.network.Network` inside
 sits on the board's USB serial pins (``uart`` 0). LED 1 blinks (about 1 Hz, a counter of the
 PLL clock: the clock runs and reset is released), LED 0 flashes on serial traffic and is lit
 steadily while reset is held or when the bridge's ``frame_error`` is set (never, unless the
@@ -33,7 +33,7 @@ Frequency
     the PLL frequency is also chosen so that the asked baud rate passes the bridge's 2 % check.
 
 Reproducibility
-    As in :mod:`xnorflow.hw.synth`, every tool runs in the build directory with relative paths
+    As in :mod:`xnorflow.hw.build.synth`, every tool runs in the build directory with relative paths
     and ``YOWASP_MOUNT=/=<build directory>``, and the RTLIL carries no source locations
     (``emit_src=False``), so the same model, folding, board, frequency, baud rate and seed give
     the same bitstream in any build directory and checkout.
@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -54,26 +53,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from amaranth.hdl import (
-    ClockDomain,
-    ClockSignal,
-    Elaboratable,
-    Instance,
-    Module,
-    ResetSignal,
-    Signal,
-)
-from amaranth.lib import io
-from amaranth.lib.cdc import FFSynchronizer
-from amaranth_boards.icebreaker import ICEBreakerPlatform
-from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
-
-from .bridge import MAX_BAUD_ERROR, SerialBridge, bridge_buffer_style
-from .devices import Device, get_device
-from .folding import Folding, compile_plan
-from .network import Network
-from .synth import (
+from xnorflow.hw.build.pll import pll_config
+from xnorflow.hw.build.synth import (
     DoesNotFit,
     SynthError,
     ToolFailed,
@@ -82,29 +63,23 @@ from .synth import (
     parse_stat,
     tool_versions,
 )
-from .uart import UARTRx
+from xnorflow.hw.compiler import Folding, compile_plan
+from xnorflow.hw.compiler.devices import Device, get_device
+from xnorflow.hw.tops.board import (
+    BOARD_TOP_NAME,
+    DEFAULT_BAUD,
+    Board,
+    BoardTop,
+    PllConfig,
+    baud_error,
+    get_board,
+    uart_baud,
+)
+from xnorflow.hw.tops.bridge import MAX_BAUD_ERROR
+from xnorflow.hw.tops.network import Network
 
-__all__ = [
-    "BOARDS",
-    "DEFAULT_BAUD",
-    "DEFAULT_ROUTER",
-    "ROUTERS",
-    "STEPS",
-    "Board",
-    "BoardReport",
-    "BoardTop",
-    "PllConfig",
-    "build_board",
-    "ecp5_pll",
-    "get_board",
-    "ice40_pll",
-    "pll_config",
-    "uart_baud",
-    "write_reference",
-]
+__all__ = ["DEFAULT_ROUTER", "ROUTERS", "STEPS", "BoardReport", "build_board", "write_reference"]
 
-#: The serial link's default bit rate: both boards' FTDI chips (FT2232H, FT231X) handle it.
-DEFAULT_BAUD = 1_000_000
 #: nextpnr's routers (``--router``): router1, its default, and router2, which resolves the
 #: congestion of large ECP5 designs in a fraction of router1's time.
 ROUTERS = ("router1", "router2")
@@ -113,385 +88,7 @@ DEFAULT_ROUTER = "router1"
 #: The steps of :func:`build_board`, as named in progress callbacks and ``seconds``.
 STEPS = ("elaborate", "synth", "pnr", "pack")
 
-#: Reset is held this long after the PLL locks: iCE40 block RAMs read as zeroes for about 3 us
-#: after configuration (Amaranth's iCE40 platform waits 15 us for the same reason).
-POR_SECONDS = 20e-6
-
-_TOP = "top"
-
-
-# --- boards ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Board:
-    """A board of :data:`BOARDS`: its ``amaranth-boards`` platform class, its FPGA (a
-    :class:`~xnorflow.hw.devices.Device` name), its oscillator (platform resource ``clock``,
-    ``clock_mhz``) and the PLL target of an automatic build (``default_mhz``)."""
-
-    name: str
-    platform: type
-    device: str
-    clock: str
-    clock_mhz: int
-    default_mhz: float
-
-    @property
-    def family(self) -> str:
-        return get_device(self.device).family
-
-    @property
-    def bitstream_name(self) -> str:
-        """The bitstream's file name: ``top.bin`` (iCE40) or ``top.bit`` (ECP5)."""
-        return f"{_TOP}.bin" if self.family == "ice40" else f"{_TOP}.bit"
-
-
-#: The supported boards by name.
-BOARDS: dict[str, Board] = {
-    "icebreaker": Board("icebreaker", ICEBreakerPlatform, "iCE40UP5K", "clk12", 12, 30.0),
-    "ulx3s-25f": Board("ulx3s-25f", ULX3S_25F_Platform, "LFE5U-25F", "clk25", 25, 100.0),
-    "ulx3s-85f": Board("ulx3s-85f", ULX3S_85F_Platform, "LFE5U-85F", "clk25", 25, 100.0),
-}
-
-
-def get_board(board: str | Board) -> Board:
-    """The :class:`Board` named ``board`` (any case); a :class:`Board` is returned as it is."""
-    if isinstance(board, Board):
-        return board
-    if not isinstance(board, str):
-        raise TypeError(f"Board must be a name or a Board, not {board!r}")
-    found = BOARDS.get(board.strip().lower())
-    if found is None:
-        raise ValueError(f"Unknown board {board!r}; known boards: {', '.join(BOARDS)}")
-    return found
-
-
-# --- PLL parameters -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PllConfig:
-    """A PLL setting: ``family``, input, output (achieved), VCO and phase-detector frequencies in
-    MHz, and the primitive's ``params`` (``DIVR``, ``DIVF``, ``DIVQ``, ``FILTER_RANGE`` of
-    ``SB_PLL40_*`` in simple feedback mode; ``CLKI_DIV``, ``CLKFB_DIV``, ``CLKOP_DIV``,
-    ``CLKOP_CPHASE`` of ``EHXPLLL`` with ``CLKOP`` fed back)."""
-
-    family: str
-    f_in_mhz: float
-    f_out_mhz: float
-    f_vco_mhz: float
-    f_pfd_mhz: float
-    params: dict[str, int]
-
-    @property
-    def clk_hz(self) -> int:
-        """The output frequency in Hz, rounded to an integer (what the UART divisor uses)."""
-        return round(self.f_out_mhz * 1e6)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# iCE40 SB_PLL40 (iCE40 sysCLOCK PLL guide; icepll): simple feedback, f_pfd = f_in / (DIVR + 1),
-# f_vco = f_pfd * (DIVF + 1), f_out = f_vco / 2**DIVQ.
-_ICE40_PFD = (10, 133)
-_ICE40_VCO = (533, 1066)
-_ICE40_OUT = (16, 275)
-# ECP5 EHXPLLL (ecppll): f_pfd = f_in / CLKI_DIV, f_out = f_pfd * CLKFB_DIV (CLKOP fed back),
-# f_vco = f_out * CLKOP_DIV.
-_ECP5_PFD = (Fraction(3125, 1000), 400)
-_ECP5_VCO = (400, 800)
-_ECP5_OUT = (10, 400)
-
-# A requested frequency given as a float (e.g. a reported achieved frequency) may be a hair
-# below the exact rational it was printed from; candidates this close above still count.
-_TOLERANCE = Fraction(1, 10**9)
-
-Accept = Callable[[Fraction], bool]
-
-
-def _limit(requested: float) -> Fraction:
-    if not isinstance(requested, (int, float)) or isinstance(requested, bool) \
-            or not requested > 0 or not math.isfinite(requested):
-        raise ValueError(f"PLL output frequency ({requested!r}) must be a positive number of MHz")
-    return Fraction(requested) * (1 + _TOLERANCE)
-
-
-def _ice40_filter_range(f_pfd: Fraction) -> int:
-    """icepll's FILTER_RANGE for a phase-detector frequency (MHz)."""
-    for bound, value in ((17, 1), (26, 2), (44, 3), (66, 4), (101, 5)):
-        if f_pfd < bound:
-            return value
-    return 6
-
-
-def ice40_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None) -> PllConfig:
-    """The ``SB_PLL40`` setting (simple feedback) whose output is the highest frequency not above
-    ``f_out_mhz`` (and, with ``accept``, for which ``accept(f_out)`` holds, ``f_out`` an exact
-    ``Fraction`` of MHz); ties go to the first setting in icepll's search order (DIVR, DIVF, DIVQ
-    ascending). Phase detector 10-133 MHz, VCO 533-1066 MHz, output 16-275 MHz."""
-    limit = _limit(f_out_mhz)
-    f_in = Fraction(f_in_mhz)
-    best = None
-    for divr in range(16):
-        f_pfd = f_in / (divr + 1)
-        if not _ICE40_PFD[0] <= f_pfd <= _ICE40_PFD[1]:
-            continue
-        for divf in range(128):
-            f_vco = f_pfd * (divf + 1)
-            if not _ICE40_VCO[0] <= f_vco <= _ICE40_VCO[1]:
-                continue
-            for divq in range(1, 7):
-                f_out = f_vco / 2**divq
-                if not _ICE40_OUT[0] <= f_out <= _ICE40_OUT[1] or f_out > limit:
-                    continue
-                if best is not None and f_out <= best[0]:
-                    continue
-                if accept is not None and not accept(f_out):
-                    continue
-                best = (f_out, f_vco, f_pfd, divr, divf, divq)
-    if best is None:
-        raise ValueError(f"No SB_PLL40 setting makes {f_out_mhz:g} MHz or less from "
-                         f"{f_in_mhz:g} MHz (output {_ICE40_OUT[0]}-{_ICE40_OUT[1]} MHz)"
-                         + (" that suits the baud rate" if accept is not None else ""))
-    f_out, f_vco, f_pfd, divr, divf, divq = best
-    return PllConfig("ice40", float(f_in), float(f_out), float(f_vco), float(f_pfd),
-                     {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
-                      "FILTER_RANGE": _ice40_filter_range(f_pfd)})
-
-
-def _ecp5_cphase(f_out: Fraction, f_vco: Fraction) -> int:
-    """ecppll's CLKOP_CPHASE (a 180 degree shift of CLKOP), with its float arithmetic: the
-    frequencies are single precision, the half period a float, the product truncated."""
-    fout, fvco = float(np.float32(float(f_out))), float(np.float32(float(f_vco)))
-    ns_phase = float(np.float32(1 / (fout * 1e6) * 0.5))
-    return int(ns_phase * (fvco * 1e6))
-
-
-def ecp5_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None) -> PllConfig:
-    """The ``EHXPLLL`` setting (``CLKOP`` fed back) whose output is the highest frequency not
-    above ``f_out_mhz`` (and, with ``accept``, for which ``accept(f_out)`` holds); among equal
-    outputs the one with the VCO closest to 600 MHz, then the first in ecppll's search order
-    (CLKI_DIV, CLKFB_DIV, CLKOP_DIV ascending). Phase detector 3.125-400 MHz, VCO 400-800 MHz,
-    output 10-400 MHz; CLKOP_CPHASE as ecppll sets it."""
-    limit = _limit(f_out_mhz)
-    f_in = Fraction(f_in_mhz)
-    best = None
-    for clki_div in range(1, 129):
-        f_pfd = f_in / clki_div
-        if not _ECP5_PFD[0] <= f_pfd <= _ECP5_PFD[1]:
-            continue
-        for clkfb_div in range(1, 81):
-            f_out = f_pfd * clkfb_div
-            if not _ECP5_OUT[0] <= f_out <= _ECP5_OUT[1] or f_out > limit:
-                continue
-            if best is not None and f_out < best[0]:
-                continue
-            if accept is not None and not accept(f_out):
-                continue
-            for clkop_div in range(1, 129):
-                f_vco = f_out * clkop_div
-                if not _ECP5_VCO[0] <= f_vco <= _ECP5_VCO[1]:
-                    continue
-                if best is not None and f_out == best[0] \
-                        and abs(f_vco - 600) >= abs(best[1] - 600):
-                    continue
-                best = (f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div)
-    if best is None:
-        raise ValueError(f"No EHXPLLL setting makes {f_out_mhz:g} MHz or less from "
-                         f"{f_in_mhz:g} MHz (output {_ECP5_OUT[0]}-{_ECP5_OUT[1]} MHz)"
-                         + (" that suits the baud rate" if accept is not None else ""))
-    f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div = best
-    return PllConfig("ecp5", float(f_in), float(f_out), float(f_vco), float(f_pfd),
-                     {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
-                      "CLKOP_CPHASE": _ecp5_cphase(f_out, f_vco)})
-
-
-def pll_config(family: str, f_in_mhz: float, f_out_mhz: float, *,
-               accept: Accept | None = None) -> PllConfig:
-    """:func:`ice40_pll` or :func:`ecp5_pll` for ``family``."""
-    if family == "ice40":
-        return ice40_pll(f_in_mhz, f_out_mhz, accept=accept)
-    if family == "ecp5":
-        return ecp5_pll(f_in_mhz, f_out_mhz, accept=accept)
-    raise ValueError(f"Unknown FPGA family {family!r}")
-
-
-# --- the UART's bit rate -------------------------------------------------------------------------
-
-
-def _baud_error(clk_hz: int, baud: int) -> tuple[int, float]:
-    divisor = round(clk_hz / baud)
-    if divisor < UARTRx.MIN_DIVISOR:
-        return divisor, math.inf
-    return divisor, abs(clk_hz / divisor - baud) / baud
-
-
-def uart_baud(clk_hz: int, baud: int) -> int:
-    """The bit rate the bridge runs at for ``baud`` asked at ``clk_hz``: ``baud`` itself when it
-    passes the bridge's check (``clk_hz / round(clk_hz / baud)`` within 2 % of it), else the
-    nearest rate that does, ``round(clk_hz / divisor)`` for the nearest usable divisor."""
-    if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
-        raise ValueError(f"baud ({baud!r}) must be a positive integer")
-    divisor, error = _baud_error(clk_hz, baud)
-    if error <= MAX_BAUD_ERROR:
-        return baud
-    return round(clk_hz / max(divisor, UARTRx.MIN_DIVISOR))
-
-
-# --- the design -----------------------------------------------------------------------------------
-
-
-class BoardTop(Elaboratable):
-    """The accelerator on a board (see the module docstring): PLL, reset, serial bridge, LEDs.
-
-    Parameters
-    ----------
-    network : Network
-        The accelerator.
-    board : str or Board
-        A board of :data:`BOARDS`.
-    pll : PllConfig
-        The PLL setting (of the board's family, for its oscillator): the ``sync`` clock.
-    baud : int
-        The serial link's bit rate; must pass the bridge's check at ``pll.clk_hz`` (see
-        :func:`uart_baud`).
-    model_hash : bytes or None
-        As for :class:`~xnorflow.hw.bridge.SerialBridge`.
-
-    Pins: the oscillator, ``uart`` 0 (``rx``, ``tx``), ``button`` 0 (reset while pressed),
-    ``led`` 0 (serial traffic; steady: in reset or ``frame_error``) and ``led`` 1 (heartbeat).
-    """
-
-    def __init__(self, network: Network, board: str | Board, pll: PllConfig, *,
-                 baud: int = DEFAULT_BAUD, model_hash: bytes | None = None):
-        self._board = get_board(board)
-        if not isinstance(pll, PllConfig):
-            raise TypeError(f"pll must be a PllConfig, not {pll!r}")
-        if pll.family != self._board.family or pll.f_in_mhz != self._board.clock_mhz:
-            raise ValueError(f"PLL setting for {pll.family} from {pll.f_in_mhz:g} MHz does not "
-                             f"suit the {self._board.name} ({self._board.family}, "
-                             f"{self._board.clock_mhz} MHz oscillator)")
-        self._pll = pll
-        if not isinstance(network, Network):
-            raise TypeError(f"network ({network!r}) must be a xnorflow.hw.network.Network")
-        divisor, error = _baud_error(pll.clk_hz, baud) if isinstance(baud, int) else (0, 0.0)
-        if error > MAX_BAUD_ERROR:
-            raise ValueError(f"baud ({baud}) is {error:.1%} off clk_hz / {divisor} at "
-                             f"{pll.f_out_mhz:g} MHz (at most {MAX_BAUD_ERROR:.0%}); the nearest "
-                             f"rate that works: {uart_baud(pll.clk_hz, baud)}")
-        self._network = network
-        self._baud = baud
-        self._model_hash = model_hash
-        self._bridge = None
-
-    @property
-    def board(self) -> Board:
-        return self._board
-
-    @property
-    def pll(self) -> PllConfig:
-        return self._pll
-
-    @property
-    def bridge(self) -> SerialBridge:
-        """The serial bridge (made on first use, so that a top that is only inspected leaves no
-        unused elaboratable behind; its checks of ``baud`` and the network run then)."""
-        if self._bridge is None:
-            net = self._network
-            depth = 2 * net.beats_per_frame  # the bridge's two frame slots
-            self._bridge = SerialBridge(net, clk_hz=self._pll.clk_hz, baud=self._baud,
-                                        model_hash=self._model_hash,
-                                        buffer=bridge_buffer_style(self._board.family, depth))
-        return self._bridge
-
-    def _pll_instance(self, m, platform, clk, lock):
-        pll = self._pll
-        p = pll.params
-        if pll.family == "ice40":
-            # The 12 MHz oscillator is wired to pin 35, the pad whose input path feeds the UP5K's
-            # PLL directly. SB_PLL40_PAD takes that pad (requested with dir="-", so the platform
-            # adds no SB_IO of its own) and drives PLLOUTGLOBAL onto a global network;
-            # nextpnr-ice40 accepts and places it (tests/test_boards.py builds it).
-            # SB_PLL40_CORE would take the clock from the fabric, after an SB_IO and a global
-            # buffer on that same pad: a detour through the path the PAD variant uses directly
-            # (not tried here).
-            pad = platform.request(self._board.clock, 0, dir="-")
-            return Instance(
-                "SB_PLL40_PAD",
-                p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
-                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
-                p_FILTER_RANGE=p["FILTER_RANGE"],
-                io_PACKAGEPIN=pad.io, i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=clk, o_LOCK=lock)
-        clk_in = io.Buffer("i", platform.request(self._board.clock, 0, dir="-"))
-        m.submodules.clk_in = clk_in
-        return Instance(
-            "EHXPLLL",
-            a_FREQUENCY_PIN_CLKI=f"{pll.f_in_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{pll.f_out_mhz:g}",
-            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
-            a_MFG_GMCREF_SEL="2",
-            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
-            p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
-            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
-            p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
-            i_CLKI=clk_in.i, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
-            i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
-            o_CLKOP=clk, o_LOCK=lock)
-
-    def elaborate(self, platform):
-        m = Module()
-        hz = self._pll.clk_hz
-        clk = Signal(name="pll_clk")
-        lock = Signal(name="pll_lock")
-        m.submodules.pll = self._pll_instance(m, platform, clk, lock)
-        platform.add_clock_constraint(clk, hz)
-
-        # Reset: held until the PLL has been locked for POR_SECONDS, and while button 0 is
-        # pressed. The counter is in a reset-less domain on the same clock; it counts up from
-        # the flip-flops' configuration value, 0.
-        m.domains.sync = ClockDomain("sync")
-        m.domains.por = ClockDomain("por", reset_less=True, local=True)
-        m.d.comb += [ClockSignal("sync").eq(clk), ClockSignal("por").eq(clk)]
-        locked = Signal()
-        pressed = Signal()
-        m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
-        m.submodules.lock_sync = FFSynchronizer(lock, locked, o_domain="por")
-        m.submodules.button_sync = FFSynchronizer(button.i, pressed, o_domain="por")
-        delay = max(1, math.ceil(POR_SECONDS * hz))
-        count = Signal(range(delay + 1))
-        ready = Signal()
-        with m.If(~locked | pressed):
-            m.d.por += count.eq(0)
-        with m.Elif(count != delay):
-            m.d.por += count.eq(count + 1)
-        m.d.por += ready.eq(locked & ~pressed & (count == delay))
-        m.d.comb += ResetSignal("sync").eq(~ready)
-
-        m.submodules.bridge = bridge = self.bridge
-        uart = platform.request("uart", 0, dir="-")
-        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
-        m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
-
-        # LED 1: heartbeat, 2**w cycles per period with 2**w > hz (1 to 2 s).
-        beat = Signal(max(1, hz.bit_length()))
-        m.d.sync += beat.eq(beat + 1)
-        # LED 0: 50 ms flash per start bit on either line; steady in reset or on frame_error.
-        flash_cycles = max(1, hz // 20)
-        flash = Signal(range(flash_cycles + 1))
-        with m.If(~uart_rx.i | ~bridge.tx):
-            m.d.sync += flash.eq(flash_cycles)
-        with m.Elif(flash != 0):
-            m.d.sync += flash.eq(flash - 1)
-        m.submodules.led_status = led_status = io.Buffer("o", platform.request("led", 0, dir="-"))
-        m.submodules.led_beat = led_beat = io.Buffer("o", platform.request("led", 1, dir="-"))
-        m.d.comb += [
-            led_beat.o.eq(beat[-1]),
-            led_status.o.eq((flash != 0) | ~ready | bridge.engine.frame_error),
-        ]
-        return m
+_TOP = BOARD_TOP_NAME
 
 
 # --- the build ------------------------------------------------------------------------------------
@@ -551,7 +148,7 @@ class BoardReport:
     build_dir: str
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: The accelerator clock's register-to-register critical path after routing
-    #: (:class:`~xnorflow.hw.synth.CriticalPath` as a dict), or None when nextpnr gave none.
+    #: (:class:`~xnorflow.hw.build.synth.CriticalPath` as a dict), or None when nextpnr gave none.
     critical_path: dict[str, Any] | None = None
 
     @property
@@ -583,7 +180,7 @@ class BoardReport:
         ``build_dir`` and
         ``attempts`` (each build's requested and PLL frequency, Fmax, timing and use);
         ``critical_path``: the accelerator clock's worst register-to-register path after
-        routing (:class:`~xnorflow.hw.synth.CriticalPath`: its ends, delay, logic and routing
+        routing (:class:`~xnorflow.hw.build.synth.CriticalPath`: its ends, delay, logic and routing
         shares, logic levels, longest net), or None."""
         data = dataclasses.asdict(self)
         data["sync_fmax_mhz"] = self.sync_fmax_mhz
@@ -721,12 +318,12 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     ``seed``: nextpnr's seed; ``router``: nextpnr's router (:data:`ROUTERS`; the reference's
     command names it when it is not :data:`DEFAULT_ROUTER`). ``progress(step, state, seconds)``
     as in
-    :func:`xnorflow.hw.synth.synthesize`, with step ``"attempt"`` and state ``"<n> <MHz>"``
+    :func:`xnorflow.hw.build.synth.synthesize`, with step ``"attempt"`` and state ``"<n> <MHz>"``
     before each build.
 
     Raises ``ValueError`` (unknown board, bad parameters, no PLL setting),
-    :class:`~xnorflow.hw.synth.DoesNotFit` (naming the cell type, used and available),
-    :class:`~xnorflow.hw.synth.ToolFailed` (naming the step, quoting the end of its log).
+    :class:`~xnorflow.hw.build.synth.DoesNotFit` (naming the cell type, used and available),
+    :class:`~xnorflow.hw.build.synth.ToolFailed` (naming the step, quoting the end of its log).
     """
     board = get_board(board)
     device = get_device(board.device)
@@ -743,7 +340,7 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     build.mkdir(parents=True, exist_ok=True)
 
     def baud_fits(f_out: Fraction) -> bool:
-        return _baud_error(round(f_out * 10**6), baud)[1] <= MAX_BAUD_ERROR
+        return baud_error(round(f_out * 10**6), baud)[1] <= MAX_BAUD_ERROR
 
     auto = freq_mhz is None
     requested = board.default_mhz if auto else float(freq_mhz)

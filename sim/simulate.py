@@ -1,7 +1,7 @@
 """Simulate the generated accelerator on real frames and check it against the golden model.
 
 :func:`simulate` is ``xnorflow simulate``: it generates the Verilog of a model and a folding
-(:func:`xnorflow.hw.network.generate`), builds it for a simulator (cached), runs the cocotb
+(:func:`xnorflow.hw.tops.network.generate`), builds it for a simulator (cached), runs the cocotb
 testbench :mod:`xnorflow.sim.tb_network` on frames from a dataset with random stalls on both
 streams, and returns one JSON-ready report: bit-exactness, frames lost, duplicated or reordered,
 measured and predicted II and latency, RTL and golden accuracy, simulation speed.
@@ -26,7 +26,7 @@ Progress
     simulator runs), else both are None.
 
 Errors
-    :class:`~xnorflow.model.ModelFormatError` (model file), :class:`~xnorflow.hw.folding.
+    :class:`~xnorflow.model.ModelFormatError` (model file), :class:`~xnorflow.hw.compiler.folding.
     FoldingError` (folding file, or a folding that does not fit the model),
     :class:`~xnorflow.data.DatasetError` (frames), ``ValueError`` (options),
     :class:`~xnorflow.sim.runner.SimulatorNotFound`, :class:`~xnorflow.sim.runner.BuildFailed`
@@ -136,7 +136,7 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
     """Run ``frames`` through the generated accelerator of ``model`` in a simulator.
 
     ``model``: a :class:`~xnorflow.model.Model` or the path of a model file. ``folding``: None
-    (the default folding), a :class:`~xnorflow.hw.folding.Folding`, its JSON object, or the path
+    (the default folding), a :class:`~xnorflow.hw.compiler.folding.Folding`, its JSON object, or the path
     of a folding file. Frames: ``frames`` (``uint8 (B, N0)``, with optional ``labels``), else the
     test split of ``data`` (None: the embedded subset; a directory: MNIST IDX files), the first
     ``count`` of them (default all). ``stall``: pause probability of both streams
@@ -144,11 +144,12 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
     (0: measure nothing). Returns the report (module docstring); see ``docs`` of
     :mod:`xnorflow.sim.tb_network` for what is checked.
     """
-    from .data import load
-    from .hw.folding import Folding, compile_plan
-    from .hw.network import TOP_NAME, generate
-    from .model import Model
-    from .sim.runner import BuildFailed, SimulationFailed, build, run_tests
+    from xnorflow.data import load
+    from xnorflow.hw.build.verilog import generate
+    from xnorflow.hw.compiler import Folding, compile_plan
+    from xnorflow.hw.tops.network import TOP_NAME
+    from xnorflow.model import Model
+    from xnorflow.sim.runner import BuildFailed, SimulationFailed, build, run_tests
 
     started = time.perf_counter()
     report_progress = progress or (lambda phase, done, total: None)

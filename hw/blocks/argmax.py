@@ -1,8 +1,13 @@
 """The argmax of a score stream: the predicted class of the last layer (docs/semantics.md 3.3)."""
 
+from __future__ import annotations
+
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from xnorflow.hw.blocks.registry import implements
+from xnorflow.hw.compiler.ops.argmax import ArgMaxOp
 
 __all__ = ["ArgMax"]
 
@@ -11,6 +16,7 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+@implements(ArgMaxOp)
 class ArgMax(wiring.Component):
     """Predicted class of a frame of ``classes`` scores arriving ``PE`` per beat.
 
@@ -51,6 +57,11 @@ class ArgMax(wiring.Component):
     ``i_stream.ready``. ``o_stream.valid`` is a register that does not wait on ``ready``; the
     payload holds while ``valid & ~ready``.
     """
+
+    @classmethod
+    def from_op(cls, op: ArgMaxOp) -> ArgMax:
+        """The block of a :class:`~xnorflow.hw.compiler.ops.argmax.ArgMaxOp`."""
+        return cls(op.classes, op.pe, op.score_shape, with_scores=op.with_scores)
 
     def __init__(self, classes, pe, score_shape, *, with_scores=False):
         if not _is_int(classes) or classes < 1:

@@ -1,7 +1,7 @@
 """The serial protocol between a host and the accelerator on a board: the wire format, defined once.
 
 Every byte layout lives here as an :mod:`amaranth.lib.enum` / :mod:`amaranth.lib.data` definition.
-The gateware (:mod:`xnorflow.hw.bridge`) builds its packets from these layouts; the host (the
+The gateware (:mod:`xnorflow.hw.tops.bridge`) builds its packets from these layouts; the host (the
 driver, tests) packs and unpacks bytes from the same layouts with :func:`to_bytes` /
 :func:`from_bytes` and the helpers below. Importing this module elaborates no hardware; it needs
 only the ``amaranth`` package (for the layout classes), no toolchain.
@@ -57,7 +57,7 @@ no host command. ``OVERFLOW`` (4): a well-formed FRAME arrived while the device 
 buffer; the frame was not run (send it again). ``TIMEOUT`` (5): the line went quiet for
 ``gap_bits`` bit-times in the middle of a packet (after its header).
 
-Device rules (what :class:`~xnorflow.hw.bridge.SerialBridge` does)
+Device rules (what :class:`~xnorflow.hw.tops.bridge.SerialBridge` does)
 -----------------------------------------------------------------
 - **A frame runs only when its packet is whole**: right length, right crc. Its pixels are held in
   a frame buffer and enter the accelerator only after the crc byte checked out.

@@ -1,0 +1,312 @@
+"""The accelerator on a board: the supported boards, the PLL setting and the board top.
+
+The boards are the ``amaranth-boards`` platforms of :data:`BOARDS`:
+
+==============  ===================  ===========  ==============  =========================
+board           platform             device       oscillator      PLL
+==============  ===================  ===========  ==============  =========================
+``icebreaker``  ICEBreakerPlatform   iCE40UP5K    12 MHz, pin 35  ``SB_PLL40_PAD``
+``ulx3s-25f``   ULX3S_25F_Platform   LFE5U-25F    25 MHz, G2      ``EHXPLLL``
+``ulx3s-85f``   ULX3S_85F_Platform   LFE5U-85F    25 MHz, G2      ``EHXPLLL``
+==============  ===================  ===========  ==============  =========================
+
+:class:`BoardTop` is the design: a PLL makes the accelerator's clock (domain ``sync``) from the
+oscillator, reset is held until the PLL has locked (and while button 0 is pressed), and a
+:class:`~xnorflow.hw.tops.bridge.SerialBridge` with the :class:`~xnorflow.hw.tops.network.Network` inside
+sits on the board's USB serial pins (``uart`` 0). LED 1 blinks (about 1 Hz, a counter of the
+PLL clock: the clock runs and reset is released), LED 0 flashes on serial traffic and is lit
+steadily while reset is held or when the bridge's ``frame_error`` is set (never, unless the
+bridge is faulty). On the iCEBreaker LED 0 is the red LED and LED 1 the green one.
+
+The build (:func:`xnorflow.hw.build.boards.build_board`) finds the PLL setting
+(:func:`xnorflow.hw.build.pll.pll_config`) and runs the tools.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    Elaboratable,
+    Instance,
+    Module,
+    ResetSignal,
+    Signal,
+)
+from amaranth.lib import io
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.ulx3s import ULX3S_25F_Platform, ULX3S_85F_Platform
+
+from xnorflow.hw.blocks.uart import UARTRx
+from xnorflow.hw.compiler.devices import get_device
+from xnorflow.hw.compiler.rules import bridge_buffer_style
+from xnorflow.hw.tops.bridge import MAX_BAUD_ERROR, SerialBridge
+from xnorflow.hw.tops.network import Network
+
+__all__ = ["BOARDS", "BOARD_TOP_NAME", "DEFAULT_BAUD", "POR_SECONDS", "Board", "BoardTop",
+           "PllConfig", "baud_error", "get_board", "uart_baud"]
+
+#: The serial link's default bit rate: both boards' FTDI chips (FT2232H, FT231X) handle it.
+DEFAULT_BAUD = 1_000_000
+
+#: Reset is held this long after the PLL locks: iCE40 block RAMs read as zeroes for about 3 us
+#: after configuration (Amaranth's iCE40 platform waits 15 us for the same reason).
+POR_SECONDS = 20e-6
+
+#: The board design's top module (and file) name.
+BOARD_TOP_NAME = "top"
+
+
+# --- boards ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board of :data:`BOARDS`: its ``amaranth-boards`` platform class, its FPGA (a
+    :class:`~xnorflow.hw.compiler.devices.Device` name), its oscillator (platform resource ``clock``,
+    ``clock_mhz``) and the PLL target of an automatic build (``default_mhz``)."""
+
+    name: str
+    platform: type
+    device: str
+    clock: str
+    clock_mhz: int
+    default_mhz: float
+
+    @property
+    def family(self) -> str:
+        return get_device(self.device).family
+
+    @property
+    def bitstream_name(self) -> str:
+        """The bitstream's file name: ``top.bin`` (iCE40) or ``top.bit`` (ECP5)."""
+        return f"{BOARD_TOP_NAME}.bin" if self.family == "ice40" else f"{BOARD_TOP_NAME}.bit"
+
+
+#: The supported boards by name.
+BOARDS: dict[str, Board] = {
+    "icebreaker": Board("icebreaker", ICEBreakerPlatform, "iCE40UP5K", "clk12", 12, 30.0),
+    "ulx3s-25f": Board("ulx3s-25f", ULX3S_25F_Platform, "LFE5U-25F", "clk25", 25, 100.0),
+    "ulx3s-85f": Board("ulx3s-85f", ULX3S_85F_Platform, "LFE5U-85F", "clk25", 25, 100.0),
+}
+
+
+def get_board(board: str | Board) -> Board:
+    """The :class:`Board` named ``board`` (any case); a :class:`Board` is returned as it is."""
+    if isinstance(board, Board):
+        return board
+    if not isinstance(board, str):
+        raise TypeError(f"Board must be a name or a Board, not {board!r}")
+    found = BOARDS.get(board.strip().lower())
+    if found is None:
+        raise ValueError(f"Unknown board {board!r}; known boards: {', '.join(BOARDS)}")
+    return found
+
+
+# --- the PLL setting ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PllConfig:
+    """A PLL setting: ``family``, input, output (achieved), VCO and phase-detector frequencies in
+    MHz, and the primitive's ``params`` (``DIVR``, ``DIVF``, ``DIVQ``, ``FILTER_RANGE`` of
+    ``SB_PLL40_*`` in simple feedback mode; ``CLKI_DIV``, ``CLKFB_DIV``, ``CLKOP_DIV``,
+    ``CLKOP_CPHASE`` of ``EHXPLLL`` with ``CLKOP`` fed back)."""
+
+    family: str
+    f_in_mhz: float
+    f_out_mhz: float
+    f_vco_mhz: float
+    f_pfd_mhz: float
+    params: dict[str, int]
+
+    @property
+    def clk_hz(self) -> int:
+        """The output frequency in Hz, rounded to an integer (what the UART divisor uses)."""
+        return round(self.f_out_mhz * 1e6)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- the UART's bit rate -------------------------------------------------------------------------
+
+
+def baud_error(clk_hz: int, baud: int) -> tuple[int, float]:
+    divisor = round(clk_hz / baud)
+    if divisor < UARTRx.MIN_DIVISOR:
+        return divisor, math.inf
+    return divisor, abs(clk_hz / divisor - baud) / baud
+
+
+def uart_baud(clk_hz: int, baud: int) -> int:
+    """The bit rate the bridge runs at for ``baud`` asked at ``clk_hz``: ``baud`` itself when it
+    passes the bridge's check (``clk_hz / round(clk_hz / baud)`` within 2 % of it), else the
+    nearest rate that does, ``round(clk_hz / divisor)`` for the nearest usable divisor."""
+    if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
+        raise ValueError(f"baud ({baud!r}) must be a positive integer")
+    divisor, error = baud_error(clk_hz, baud)
+    if error <= MAX_BAUD_ERROR:
+        return baud
+    return round(clk_hz / max(divisor, UARTRx.MIN_DIVISOR))
+
+
+# --- the design -----------------------------------------------------------------------------------
+
+
+class BoardTop(Elaboratable):
+    """The accelerator on a board (see the module docstring): PLL, reset, serial bridge, LEDs.
+
+    Parameters
+    ----------
+    network : Network
+        The accelerator.
+    board : str or Board
+        A board of :data:`BOARDS`.
+    pll : PllConfig
+        The PLL setting (of the board's family, for its oscillator): the ``sync`` clock.
+    baud : int
+        The serial link's bit rate; must pass the bridge's check at ``pll.clk_hz`` (see
+        :func:`uart_baud`).
+    model_hash : bytes or None
+        As for :class:`~xnorflow.hw.tops.bridge.SerialBridge`.
+
+    Pins: the oscillator, ``uart`` 0 (``rx``, ``tx``), ``button`` 0 (reset while pressed),
+    ``led`` 0 (serial traffic; steady: in reset or ``frame_error``) and ``led`` 1 (heartbeat).
+    """
+
+    def __init__(self, network: Network, board: str | Board, pll: PllConfig, *,
+                 baud: int = DEFAULT_BAUD, model_hash: bytes | None = None):
+        self._board = get_board(board)
+        if not isinstance(pll, PllConfig):
+            raise TypeError(f"pll must be a PllConfig, not {pll!r}")
+        if pll.family != self._board.family or pll.f_in_mhz != self._board.clock_mhz:
+            raise ValueError(f"PLL setting for {pll.family} from {pll.f_in_mhz:g} MHz does not "
+                             f"suit the {self._board.name} ({self._board.family}, "
+                             f"{self._board.clock_mhz} MHz oscillator)")
+        self._pll = pll
+        if not isinstance(network, Network):
+            raise TypeError(f"network ({network!r}) must be a xnorflow.hw.tops.network.Network")
+        divisor, error = baud_error(pll.clk_hz, baud) if isinstance(baud, int) else (0, 0.0)
+        if error > MAX_BAUD_ERROR:
+            raise ValueError(f"baud ({baud}) is {error:.1%} off clk_hz / {divisor} at "
+                             f"{pll.f_out_mhz:g} MHz (at most {MAX_BAUD_ERROR:.0%}); the nearest "
+                             f"rate that works: {uart_baud(pll.clk_hz, baud)}")
+        self._network = network
+        self._baud = baud
+        self._model_hash = model_hash
+        self._bridge = None
+
+    @property
+    def board(self) -> Board:
+        return self._board
+
+    @property
+    def pll(self) -> PllConfig:
+        return self._pll
+
+    @property
+    def bridge(self) -> SerialBridge:
+        """The serial bridge (made on first use, so that a top that is only inspected leaves no
+        unused elaboratable behind; its checks of ``baud`` and the network run then)."""
+        if self._bridge is None:
+            net = self._network
+            depth = 2 * net.beats_per_frame  # the bridge's two frame slots
+            self._bridge = SerialBridge(net, clk_hz=self._pll.clk_hz, baud=self._baud,
+                                        model_hash=self._model_hash,
+                                        buffer=bridge_buffer_style(self._board.family, depth))
+        return self._bridge
+
+    def _pll_instance(self, m, platform, clk, lock):
+        pll = self._pll
+        p = pll.params
+        if pll.family == "ice40":
+            # The 12 MHz oscillator is wired to pin 35, the pad whose input path feeds the UP5K's
+            # PLL directly. SB_PLL40_PAD takes that pad (requested with dir="-", so the platform
+            # adds no SB_IO of its own) and drives PLLOUTGLOBAL onto a global network;
+            # nextpnr-ice40 accepts and places it (tests/test_boards.py builds it).
+            # SB_PLL40_CORE would take the clock from the fabric, after an SB_IO and a global
+            # buffer on that same pad: a detour through the path the PAD variant uses directly
+            # (not tried here).
+            pad = platform.request(self._board.clock, 0, dir="-")
+            return Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
+                p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"],
+                io_PACKAGEPIN=pad.io, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=clk, o_LOCK=lock)
+        clk_in = io.Buffer("i", platform.request(self._board.clock, 0, dir="-"))
+        m.submodules.clk_in = clk_in
+        return Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{pll.f_in_mhz:g}", a_FREQUENCY_PIN_CLKOP=f"{pll.f_out_mhz:g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+            p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_CLKI=clk_in.i, i_CLKFB=clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0,
+            i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
+            o_CLKOP=clk, o_LOCK=lock)
+
+    def elaborate(self, platform):
+        m = Module()
+        hz = self._pll.clk_hz
+        clk = Signal(name="pll_clk")
+        lock = Signal(name="pll_lock")
+        m.submodules.pll = self._pll_instance(m, platform, clk, lock)
+        platform.add_clock_constraint(clk, hz)
+
+        # Reset: held until the PLL has been locked for POR_SECONDS, and while button 0 is
+        # pressed. The counter is in a reset-less domain on the same clock; it counts up from
+        # the flip-flops' configuration value, 0.
+        m.domains.sync = ClockDomain("sync")
+        m.domains.por = ClockDomain("por", reset_less=True, local=True)
+        m.d.comb += [ClockSignal("sync").eq(clk), ClockSignal("por").eq(clk)]
+        locked = Signal()
+        pressed = Signal()
+        m.submodules.button = button = io.Buffer("i", platform.request("button", 0, dir="-"))
+        m.submodules.lock_sync = FFSynchronizer(lock, locked, o_domain="por")
+        m.submodules.button_sync = FFSynchronizer(button.i, pressed, o_domain="por")
+        delay = max(1, math.ceil(POR_SECONDS * hz))
+        count = Signal(range(delay + 1))
+        ready = Signal()
+        with m.If(~locked | pressed):
+            m.d.por += count.eq(0)
+        with m.Elif(count != delay):
+            m.d.por += count.eq(count + 1)
+        m.d.por += ready.eq(locked & ~pressed & (count == delay))
+        m.d.comb += ResetSignal("sync").eq(~ready)
+
+        m.submodules.bridge = bridge = self.bridge
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
+
+        # LED 1: heartbeat, 2**w cycles per period with 2**w > hz (1 to 2 s).
+        beat = Signal(max(1, hz.bit_length()))
+        m.d.sync += beat.eq(beat + 1)
+        # LED 0: 50 ms flash per start bit on either line; steady in reset or on frame_error.
+        flash_cycles = max(1, hz // 20)
+        flash = Signal(range(flash_cycles + 1))
+        with m.If(~uart_rx.i | ~bridge.tx):
+            m.d.sync += flash.eq(flash_cycles)
+        with m.Elif(flash != 0):
+            m.d.sync += flash.eq(flash - 1)
+        m.submodules.led_status = led_status = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led_beat = led_beat = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [
+            led_beat.o.eq(beat[-1]),
+            led_status.o.eq((flash != 0) | ~ready | bridge.engine.frame_error),
+        ]
+        return m
