@@ -1,23 +1,24 @@
 """Simulate the generated accelerator on real frames and check it against the golden model.
 
 :func:`simulate` is ``xnorflow simulate``: it generates the Verilog of a model and a folding
-(:func:`xnorflow.hw.tops.network.generate`), builds it for a simulator (cached), runs the cocotb
+(:func:`xnorflow.hw.build.verilog.generate`), builds it for a simulator (cached), runs the cocotb
 testbench :mod:`xnorflow.sim.tb_network` on frames from a dataset with random stalls on both
 streams, and returns one JSON-ready report: bit-exactness, frames lost, duplicated or reordered,
 measured and predicted II and latency, RTL and golden accuracy, simulation speed.
 
 Build cache
-    Builds live in ``<build root>/<simulator>-<first 16 hex digits of the Verilog's SHA-256>/``
-    (the Verilog, its ``manifest.json``, the simulator's build and ``runs/``). The build root is
-    ``build_dir`` when given, else ``$XNORFLOW_SIM_CACHE``, else ``~/.cache/xnorflow/sim``. Same
-    model, folding and options give the same Verilog, so the second run of a design skips the
-    build (``build_cached`` in the report); Verilator and ``make`` check their inputs anyway.
-    One directory serves one process at a time.
+    The design is built in the simulator build cache (:mod:`xnorflow.sim.cache`) under
+    ``build_dir`` when given, else ``$XNORFLOW_SIM_CACHE``, else ``~/.cache/xnorflow/sim``:
+    once per Verilog text and simulator, under a lock that other processes building the same
+    design wait on. Same model, folding and options give the same Verilog, so a later run of a
+    design, in this process or another, reuses the build (``build_cached`` in the report).
 
 Runs
-    Each run has its own directory ``<build>/runs/simulate-<hash of the frames and options>/``:
-    ``frames.npy``, ``labels.npy``, ``params.json`` (see :mod:`xnorflow.sim.tb_network`),
-    ``summary.json`` (the testbench's own summary), ``run.log`` and ``results.xml``.
+    Each run has its own directory ``<build>/runs/simulate-<hash of the model, frames and
+    options>/``: ``frames.npy``, ``labels.npy``, ``params.json`` (see
+    :mod:`xnorflow.sim.tb_network`; it holds the manifest), ``summary.json`` (the testbench's
+    own summary), ``run.log`` and ``results.xml``. A run holds the lock ``<run dir>.lock``, so
+    processes making the same run take turns.
 
 Progress
     ``progress(phase, done, total)`` (optional) is called with ``phase`` ``"generate"``,
@@ -50,23 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CACHE_ENV", "TESTBENCH", "default_build_root", "simulate", "stall_specs"]
+from xnorflow.sim.cache import cache_dir, cached_build, locked
 
-#: Environment variable naming the default build root.
-CACHE_ENV = "XNORFLOW_SIM_CACHE"
+__all__ = ["TESTBENCH", "simulate", "stall_specs"]
+
 #: The cocotb test module that :func:`simulate` runs.
 TESTBENCH = "xnorflow.sim.tb_network"
 _PROGRESS = re.compile(r"xnorflow-progress (\d+)/(\d+) frames")
 
 Progress = Callable[[str, "int | None", "int | None"], None]
-
-
-def default_build_root() -> Path:
-    """``$XNORFLOW_SIM_CACHE``, else ``~/.cache/xnorflow/sim`` (``$XDG_CACHE_HOME`` honoured)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "xnorflow" / "sim"
 
 
 def stall_specs(stall: float, seed: int) -> tuple[dict | None, dict | None]:
@@ -78,16 +71,6 @@ def stall_specs(stall: float, seed: int) -> tuple[dict | None, dict | None]:
         return None, None
     return ({"kind": "random", "p": float(stall), "seed": 2 * seed + 1},
             {"kind": "random", "p": float(stall), "seed": 2 * seed + 2})
-
-
-def _copy_if_changed(src: Path, dst: Path) -> bool:
-    """Copy ``src`` to ``dst`` unless ``dst`` has the same bytes (its mtime then stays, so the
-    simulator's build stays up to date); True when copied."""
-    data = src.read_bytes()
-    if dst.is_file() and dst.read_bytes() == data:
-        return False
-    dst.write_bytes(data)
-    return True
 
 
 def _first_line(exc: BaseException) -> str:
@@ -136,12 +119,13 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
     """Run ``frames`` through the generated accelerator of ``model`` in a simulator.
 
     ``model``: a :class:`~xnorflow.model.Model` or the path of a model file. ``folding``: None
-    (the default folding), a :class:`~xnorflow.hw.compiler.folding.Folding`, its JSON object, or the path
-    of a folding file. Frames: ``frames`` (``uint8 (B, N0)``, with optional ``labels``), else the
-    test split of ``data`` (None: the embedded subset; a directory: MNIST IDX files), the first
-    ``count`` of them (default all). ``stall``: pause probability of both streams
-    (:func:`stall_specs`, seeded by ``seed``). ``timing_frames``: the burst that measures the II
-    (0: measure nothing). Returns the report (module docstring); see ``docs`` of
+    (the default folding), a :class:`~xnorflow.hw.compiler.folding.Folding`, its JSON object, or
+    the path of a folding file. Frames: ``frames`` (``uint8 (B, N0)``, with optional
+    ``labels``), else the test split of ``data`` (None: the embedded subset; a directory: MNIST
+    IDX files), the first ``count`` of them (default all). ``build_dir``: the root of the build
+    cache (None: :func:`xnorflow.sim.cache.default_root`). ``stall``: pause probability of both
+    streams (:func:`stall_specs`, seeded by ``seed``). ``timing_frames``: the burst that
+    measures the II (0: measure nothing). Returns the report (module docstring); see ``docs`` of
     :mod:`xnorflow.sim.tb_network` for what is checked.
     """
     from xnorflow.data import load
@@ -149,7 +133,7 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
     from xnorflow.hw.compiler import Folding, compile_plan
     from xnorflow.hw.tops.network import TOP_NAME
     from xnorflow.model import Model
-    from xnorflow.sim.runner import BuildFailed, SimulationFailed, build, run_tests
+    from xnorflow.sim.runner import BuildFailed, SimulationFailed, run_tests
 
     started = time.perf_counter()
     report_progress = progress or (lambda phase, done, total: None)
@@ -192,73 +176,68 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
         if labels.shape != (len(frames),):
             raise ValueError(f"{labels.shape[0]} labels for {len(frames)} frames")
 
-    # Verilog, into the build directory keyed by its hash.
     report_progress("generate", None, None)
-    root = Path(build_dir) if build_dir is not None else default_build_root()
-    root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xnorflow-generate-") as staging:
         manifest = generate(model, staging, plan.folding, with_scores=with_scores)
-        key = f"{simulator}-{manifest['verilog']['sha256'][:16]}"
-        work = (root / key).resolve()
-        work.mkdir(parents=True, exist_ok=True)
-        changed = _copy_if_changed(Path(staging) / manifest["verilog"]["file"],
-                                   work / f"{TOP_NAME}.v")
-        _copy_if_changed(Path(staging) / "manifest.json", work / "manifest.json")
-    binary = work / (TOP_NAME if simulator == "verilator" else "sim.vvp")
-    cached = binary.is_file() and not changed
+        verilog = (Path(staging) / manifest["verilog"]["file"]).read_text()
 
     report_progress("build", None, None)
     try:
-        sim_build = build([work / f"{TOP_NAME}.v"], toplevel=TOP_NAME, build_dir=work,
-                          simulator=simulator)
+        made = cached_build(verilog, toplevel=TOP_NAME, simulator=simulator, root=build_dir)
     except BuildFailed as exc:
+        log = cache_dir(verilog, toplevel=TOP_NAME, simulator=simulator, root=build_dir)
         raise BuildFailed(f"building {TOP_NAME} with {simulator} failed: {_first_line(exc)} "
-                          f"(log: {work / 'build.log'})") from None
+                          f"(log: {log / 'build.log'})") from None
+    work = made.build_dir
 
     # Inputs of the run, in its own directory.
     digest = hashlib.sha256()
     digest.update(frames.tobytes())
     digest.update(b"" if labels is None else labels.tobytes())
-    digest.update(json.dumps([source_pause, sink_pause, timing_frames]).encode())
+    digest.update(json.dumps([manifest, source_pause, sink_pause, timing_frames],
+                             sort_keys=True).encode())
     run_name = f"simulate-{digest.hexdigest()[:12]}"
     run_dir = work / "runs" / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    np.save(run_dir / "frames.npy", frames)
-    if labels is not None:
-        np.save(run_dir / "labels.npy", labels)
-    model_path = model_file or model.save(run_dir / "model.npz").resolve()
+    model_path = model_file
     summary_path = run_dir / "summary.json"
     log_path = run_dir / "run.log"
-    for stale in (summary_path, log_path):
-        stale.unlink(missing_ok=True)
-    params = {
-        "model": str(model_path),
-        "manifest": str(work / "manifest.json"),
-        "frames": str(run_dir / "frames.npy"),
-        "labels": None if labels is None else str(run_dir / "labels.npy"),
-        "source_pause": source_pause,
-        "sink_pause": sink_pause,
-        "timing_frames": timing_frames,
-        "progress_every": max(1, len(frames) // 100),
-        "summary": str(summary_path),
-    }
-
     report_progress("simulate", 0, len(frames))
-    follower = _LogFollower(log_path, report_progress)
-    follower.start()
-    try:
-        result = run_tests(sim_build, TESTBENCH, params=params, run_name=run_name, check=False)
-    except SimulationFailed as exc:
-        raise SimulationFailed(f"simulating {TOP_NAME} with {simulator} failed: "
-                               f"{_first_line(exc)} (log: {log_path})") from None
-    finally:
-        follower.stop.set()
-        follower.join()
-    if not summary_path.is_file():
-        what = result.failures[0] if result.failures else "the testbench wrote no summary"
-        raise SimulationFailed(f"simulating {TOP_NAME} with {simulator} failed: "
-                               f"{what.splitlines()[0]} (log: {log_path})", result)
-    summary = json.loads(summary_path.read_text())
+    with locked(run_dir.with_name(f"{run_name}.lock")):
+        np.save(run_dir / "frames.npy", frames)
+        if labels is not None:
+            np.save(run_dir / "labels.npy", labels)
+        if model_path is None:
+            model_path = model.save(run_dir / "model.npz").resolve()
+        for stale in (summary_path, log_path):
+            stale.unlink(missing_ok=True)
+        params = {
+            "model": str(model_path),
+            "manifest": manifest,
+            "frames": str(run_dir / "frames.npy"),
+            "labels": None if labels is None else str(run_dir / "labels.npy"),
+            "source_pause": source_pause,
+            "sink_pause": sink_pause,
+            "timing_frames": timing_frames,
+            "progress_every": max(1, len(frames) // 100),
+            "summary": str(summary_path),
+        }
+        follower = _LogFollower(log_path, report_progress)
+        follower.start()
+        try:
+            result = run_tests(made.sim_build, TESTBENCH, params=params, run_name=run_name,
+                               check=False)
+        except SimulationFailed as exc:
+            raise SimulationFailed(f"simulating {TOP_NAME} with {simulator} failed: "
+                                   f"{_first_line(exc)} (log: {log_path})") from None
+        finally:
+            follower.stop.set()
+            follower.join()
+        if not summary_path.is_file():
+            what = result.failures[0] if result.failures else "the testbench wrote no summary"
+            raise SimulationFailed(f"simulating {TOP_NAME} with {simulator} failed: "
+                                   f"{what.splitlines()[0]} (log: {log_path})", result)
+        summary = json.loads(summary_path.read_text())
 
     perf = manifest["performance"]
     report = {
@@ -294,8 +273,8 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
         "passed": bool(summary["passed"]) and result.ok,
         "failures": summary["failures"] or list(result.failures),
         "build_dir": str(work),
-        "build_cached": cached,
-        "build_s": round(sim_build.seconds, 2),
+        "build_cached": made.cached,
+        "build_s": round(made.seconds, 2),
         "run_dir": str(run_dir),
         "wall_s": round(time.perf_counter() - started, 2),
     }

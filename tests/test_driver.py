@@ -13,7 +13,10 @@ protocol's docstring, a bitwise CRC) and answers by a script: the driver's windo
 retry policy at the byte level, fast.
 """
 
+import dataclasses
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -34,12 +37,12 @@ from xnorflow.host.driver import (
     SimTransport,
     Transport,
     TransportError,
-    build_sim_device,
     run_accelerator,
 )
 from xnorflow.hw.compiler import Folding, LayerFolding
 from xnorflow.model import Model
 from xnorflow.models import shipped
+from xnorflow.sim.board import build_sim_device
 
 HELLO, FRAME, INFO, RESULT, ERROR = 0x01, 0x02, 0x81, 0x82, 0xFF
 CODES = {"BAD_CRC": 1, "BAD_LENGTH": 2, "UNKNOWN_CMD": 3, "OVERFLOW": 4, "TIMEOUT": 5}
@@ -345,6 +348,17 @@ def test_cli_run_sim_json(trained, device, monkeypatch, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_sim_session_failure_is_a_transport_error(device, tmp_path):
+    """A simulation that cannot start (its build is gone): the driver's TransportError, naming
+    the exit and quoting the session's log, which names the missing simulator executable."""
+    gone = dataclasses.replace(device, sim_build=dataclasses.replace(
+        device.sim_build, build_dir=tmp_path / "gone", sources=(tmp_path / "gone.v",)))
+    with pytest.raises(TransportError, match=r"^the simulation exited \(status 1\) before "
+                                             r"connecting; end of .*session\.log:\n"
+                                             r"(.|\n)*gone/uart_bridge"):
+        SimTransport(gone, start_timeout=120)
+
+
 # --- A scripted fake device at the byte level -----------------------------------------------------
 
 
@@ -586,6 +600,19 @@ def test_frames_are_validated():
 
 
 # --- SerialTransport over pyserial's loop:// ------------------------------------------------------
+
+
+def test_driver_imports_without_fcntl():
+    """Windows has no ``fcntl``: the driver, its transports and the simulated board's module
+    load without it (the build cache's lock imports its locking module only when locking)."""
+    code = ("import sys\n"
+            "sys.modules['fcntl'] = None  # import fcntl now raises ImportError\n"
+            "from xnorflow.host.driver import Accelerator, SerialTransport, SimTransport\n"
+            "import xnorflow.sim.board, xnorflow.sim.cache, xnorflow.sim.simulate\n"
+            "print('loaded')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout == "loaded\n", done.stderr
 
 
 def test_serial_transport_loop():

@@ -1,17 +1,16 @@
 """The host driver: frames to the accelerator over a transport, results back, nothing lost.
 
-The driver speaks the protocol of :mod:`xnorflow.hw.tops.protocol` (packets built and parsed only with
-that module's definitions) over a :class:`Transport`, an abstract byte pipe. The same
+The driver speaks the protocol of :mod:`xnorflow.hw.tops.protocol` (packets built and parsed only
+with that module's definitions) over a :class:`Transport`, an abstract byte pipe. The same
 :class:`Accelerator` code runs against
 
 * :class:`SerialTransport`: a board's USB serial port through pyserial (or any pyserial URL:
   ``socket://host:port``, ``loop://``, ``rfc2217://...``);
-* :class:`SimTransport`: the generated :class:`~xnorflow.hw.tops.bridge.SerialBridge` (UART, packet
-  engine, frame buffers and the network of a model) compiled with Verilator and run under cocotb,
-  its ``rx``/``tx`` pins driven and decoded bit by bit by the testbench
-  :mod:`xnorflow.sim.tb_uart_bridge`, which carries the bytes to and from this process over a
-  TCP connection on 127.0.0.1. Only the wire is simulated: every byte the driver writes crosses
-  the bridge's real UART receiver.
+* :class:`SimTransport`: the simulated board of :mod:`xnorflow.sim.board`, the generated
+  :class:`~xnorflow.hw.tops.bridge.SerialBridge` (UART, packet engine, frame buffers and the
+  network of a model) compiled with Verilator and run under cocotb, its ``rx``/``tx`` pins
+  driven and decoded bit by bit. Only the wire is simulated: every byte the driver writes
+  crosses the bridge's real UART receiver.
 
 Transport contract
     ``write(data)`` sends all of ``data``; ``read(n, timeout)`` returns once ``n`` bytes have
@@ -73,19 +72,17 @@ Retry and resynchronisation policy
     ``reply_dropped`` (RESULT status flags).
 
 Simulation
-    :func:`build_sim_device` generates the bridge for a model and folding and builds it with
-    Verilator once per Verilog text: ``<build root>/uart-bridge-verilator-<16 hex digits of the
-    Verilog's SHA-256>/`` (build root: the argument, else ``$XNORFLOW_SIM_CACHE``, else
-    ``~/.cache/xnorflow/sim``), under a file lock. Every :class:`SimTransport` on a
-    :class:`SimDevice` is a fresh simulation (reset device) of that build in a process group of
-    its own (``python -m xnorflow.sim.tb_uart_bridge``, which runs cocotb's runner, which runs
-    the simulator): closing the transport closes the socket, the testbench sees the end of file
-    and finishes, and the process is waited for (killed, with its group, after
-    ``close_timeout``). The simulated device runs at ``clk_hz`` (1 MHz) with ``divisor`` (4)
-    cycles per bit, so INFO reports 250,000 baud, and a FRAME of an MNIST model takes
-    ``10 * 4 * 790`` = 31,600 cycles on the line. Measured on a shared 2-core machine: about
-    150,000 to 250,000 simulated cycles per second, so 4 to 8 frames/s through the bit-level
-    UART (the simulated link itself would carry 31.6); a session starts in about a second.
+    :func:`~xnorflow.sim.board.build_sim_device` builds the bridge of a model and folding once
+    per Verilog text in the simulator build cache (:mod:`xnorflow.sim.cache`, shared with
+    ``xnorflow simulate``, locked against other processes), giving a
+    :class:`~xnorflow.sim.board.SimDevice` (both names are importable from here too); every
+    :class:`SimTransport` on it is a fresh simulation of the reset device
+    (:class:`xnorflow.sim.board.SimLink`: sessions, speed).
+
+Platforms
+    This module imports nothing POSIX-only (the cache's lock imports ``fcntl`` or ``msvcrt``
+    when it is taken), so the serial transport and the driver work on Windows as on Linux and
+    macOS.
 
 :func:`run_accelerator` is the body of ``xnorflow run``: a model file, a board port or the
 simulator, test frames, and a JSON-ready report.
@@ -94,26 +91,12 @@ simulator, test frames, and a JSON-ready report.
 from __future__ import annotations
 
 import abc
-import contextlib
-import fcntl
-import hashlib
 import heapq
 import itertools
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -140,9 +123,9 @@ from xnorflow.hw.tops.protocol import (
     encode_packet,
     from_bytes,
 )
+from xnorflow.sim.board import SimDevice, SimLink, build_sim_device
 
 __all__ = [
-    "SIM_TOP",
     "Accelerator",
     "DeviceError",
     "DeviceTimeout",
@@ -161,11 +144,6 @@ __all__ = [
     "run_accelerator",
 ]
 
-#: Verilog module name of the simulated bridge.
-SIM_TOP = "uart_bridge"
-#: The cocotb testbench of :class:`SimTransport`.
-SIM_TESTBENCH = "xnorflow.sim.tb_uart_bridge"
-_CACHE_ENV = "XNORFLOW_SIM_CACHE"
 #: Ids remembered as given up on (not reused while remembered).
 _RETIRED_IDS = 64
 
@@ -311,290 +289,22 @@ class SerialTransport(Transport):
         return f"serial:{self.port}@{self.baud}"
 
 
-# --- Simulated device -----------------------------------------------------------------------------
+# --- Simulated board ------------------------------------------------------------------------------
 
 
-def _default_build_root() -> Path:
-    if os.environ.get(_CACHE_ENV):
-        return Path(os.environ[_CACHE_ENV])
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "xnorflow" / "sim"
+class SimTransport(SimLink, Transport):
+    """The simulated board as a :class:`Transport`: :class:`xnorflow.sim.board.SimLink` (the
+    bridge of a :class:`~xnorflow.sim.board.SimDevice`, or of a model, in Verilator; its
+    arguments and :attr:`~xnorflow.sim.board.SimLink.stats`), failing with
+    :class:`TransportError`."""
 
-
-@dataclass(frozen=True)
-class SimDevice:
-    """A :class:`~xnorflow.hw.tops.bridge.SerialBridge` compiled for Verilator (see
-    :func:`build_sim_device`); any number of :class:`SimTransport` sessions run on it."""
-
-    sim_build: Any  #: :class:`xnorflow.sim.runner.SimBuild`
-    info: DeviceInfo  #: what its INFO reply says
-    verilog_sha256: str
-    quiet_cycles: int  #: both lines this quiet: nothing can happen until the next byte
-    period_ps: int  #: clock period
-    cached: bool  #: the build existed already
-    build_seconds: float
-
-    @property
-    def build_dir(self) -> Path:
-        return self.sim_build.build_dir
+    error = TransportError
 
 
 def _load_model(model):
     from xnorflow.model import Model
 
     return model if isinstance(model, Model) else Model.load(model)
-
-
-def _load_folding(folding, model):
-    from xnorflow.hw.compiler import Folding
-
-    if folding is None or isinstance(folding, Folding):
-        return folding
-    if isinstance(folding, dict):
-        return Folding.from_dict(folding, model.layers)
-    return Folding.load(folding, model.layers)
-
-
-def build_sim_device(model, folding=None, *, with_scores: bool = True,
-                     clk_hz: int = 1_000_000, divisor: int = 4, gap_bits: int = 1000,
-                     slots: int = 2, build_root=None) -> SimDevice:
-    """Generate the serial bridge of ``model`` (a Model or a model file) with ``folding`` (None:
-    the default; a Folding, its JSON object or a folding file) and build it for Verilator, or
-    reuse the build of the same Verilog (see the module docstring). ``clk_hz`` must be a
-    multiple of ``divisor``, its period a whole, even number of picoseconds."""
-    from xnorflow.hw.build.verilog import write_verilog
-    from xnorflow.hw.tops.bridge import SerialBridge
-    from xnorflow.hw.tops.network import Network
-    from xnorflow.sim.runner import build
-
-    model = _load_model(model)
-    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
-        raise ValueError(f"divisor ({divisor!r}) must be an integer of at least 4")
-    if not isinstance(clk_hz, int) or clk_hz < 1 or clk_hz % divisor \
-            or 10**12 % clk_hz or (10**12 // clk_hz) % 2:
-        raise ValueError(f"clk_hz ({clk_hz!r}) must be a multiple of the divisor ({divisor}) "
-                         "with a period of an even number of picoseconds (e.g. 1000000)")
-    network = Network(model, _load_folding(folding, model), with_scores=with_scores)
-    bridge = SerialBridge(network, clk_hz=clk_hz, baud=clk_hz // divisor, gap_bits=gap_bits,
-                          slots=slots)
-    assert bridge.divisor == divisor
-    with tempfile.TemporaryDirectory(prefix="xnorflow-bridge-") as tmp:
-        text = write_verilog(bridge, tmp, name=SIM_TOP).read_text()
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    root = Path(build_root) if build_root is not None else _default_build_root()
-    build_dir = root / f"uart-bridge-verilator-{digest[:16]}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / f"{SIM_TOP}.v"
-    with open(build_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cached = source.is_file() and source.read_text() == text \
-            and (build_dir / SIM_TOP).is_file()  # the simulator's executable
-        if not (source.is_file() and source.read_text() == text):
-            source.write_text(text)
-        start = time.monotonic()
-        sim_build = build([source], toplevel=SIM_TOP, build_dir=build_dir)
-        seconds = time.monotonic() - start
-    # Both lines quiet this long: any packet in progress has timed out (gap), every frame held
-    # has been computed (latency plus the frames ahead of it) and its reply has been sent.
-    engine = bridge.engine
-    quiet = 2 * (engine.gap_cycles + bridge.result_latency
-                 + (slots + 1) * max(network.ii, network.beats_per_frame)) + 100
-    return SimDevice(sim_build, bridge.info, digest, quiet, 10**12 // clk_hz, cached, seconds)
-
-
-def _terminate_group(proc: subprocess.Popen) -> None:
-    """Stop a session process that is still running, with its process group (the runner and
-    the simulator it started), and reap it."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5.0)
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
-
-
-class SimTransport(Transport):
-    """A simulated board: the bridge of :class:`SimDevice` ``device`` (or of a model, built with
-    :func:`build_sim_device` and the keyword arguments ``folding``, ``with_scores``,
-    ``build_root``) in Verilator, its UART pins driven bit by bit, reached over TCP on 127.0.0.1.
-
-    The constructor listens on an ephemeral port of 127.0.0.1, starts the session process and
-    waits (``start_timeout``) for the testbench to connect; the device has just come out of
-    reset. :meth:`close` ends the simulation (see the module docstring); afterwards
-    :attr:`stats` holds the testbench's summary (simulated cycles, wall time, simulated cycles
-    per second while active, bytes each way). The run's files stay in :attr:`run_dir` when the
-    session failed or ``keep_logs`` is set.
-
-    ``reply_timeout`` and ``resync_quiet`` are the hints for the driver (the simulator is slower
-    than the device it simulates; see :class:`Transport`).
-    """
-
-    _sessions = itertools.count()
-
-    def __init__(self, device, *, folding=None, with_scores: bool = True, build_root=None,
-                 start_timeout: float = 180.0, close_timeout: float = 30.0,
-                 max_wall_s: float = 86400.0, poll_cycles: int = 64,
-                 reply_timeout: float = 30.0, resync_quiet: float = 1.0,
-                 write_timeout: float = 60.0, keep_logs: bool = False):
-        if not isinstance(device, SimDevice):
-            device = build_sim_device(device, folding, with_scores=with_scores,
-                                      build_root=build_root)
-        elif folding is not None:
-            raise ValueError("folding applies when SimTransport builds the device; this "
-                             "SimDevice is built already")
-        self.device = device
-        self.reply_timeout = reply_timeout
-        self._resync_quiet = resync_quiet
-        self._written = False
-        self.close_timeout = close_timeout
-        self.write_timeout = write_timeout
-        self.keep_logs = keep_logs
-        self.stats: dict | None = None
-        self._closed = False
-        self._sock: socket.socket | None = None
-        self._proc: subprocess.Popen | None = None
-        self.run_name = f"session-{os.getpid()}-{next(self._sessions)}"
-        self.run_dir = device.build_dir / "runs" / self.run_name
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._summary = self.run_dir / "summary.json"
-        self._summary.unlink(missing_ok=True)
-        self._child_log = self.run_dir / "session.log"
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(1)
-            listener.settimeout(0.25)
-            port = listener.getsockname()[1]
-            b = device.sim_build
-            spec = {
-                "build": {"simulator": b.simulator, "toplevel": b.toplevel,
-                          "build_dir": str(b.build_dir),
-                          "sources": [str(s) for s in b.sources]},
-                "run_name": self.run_name,
-                "params": {"port": port, "period_ps": device.period_ps,
-                           "divisor": device.info.divisor,
-                           "quiet_cycles": device.quiet_cycles, "poll_cycles": poll_cycles,
-                           "connect_timeout_s": start_timeout, "max_wall_s": max_wall_s,
-                           "summary": str(self._summary)},
-            }
-            with open(self._child_log, "w") as log:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-m", SIM_TESTBENCH, json.dumps(spec)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True)
-            self._finalizer = weakref.finalize(self, _terminate_group, self._proc)
-            self._sock = self._accept(listener, start_timeout)
-        except BaseException:
-            if self._proc is not None:
-                _terminate_group(self._proc)
-            raise
-        finally:
-            listener.close()
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.started = time.monotonic()
-
-    @property
-    def resync_quiet(self) -> float:
-        """``resync_quiet``; 0.1 s until the first write (a fresh device sends nothing)."""
-        return self._resync_quiet if self._written else 0.1
-
-    def _accept(self, listener: socket.socket, timeout: float) -> socket.socket:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                sock, _ = listener.accept()
-                return sock
-            except TimeoutError:
-                pass
-            if self._proc.poll() is not None:
-                raise TransportError(
-                    f"the simulation exited (status {self._proc.returncode}) before "
-                    f"connecting; {self._logs()}")
-            if time.monotonic() > deadline:
-                raise TransportError(f"the simulation did not connect within {timeout} s; "
-                                     f"{self._logs()}")
-
-    def _logs(self) -> str:
-        return (f"end of {self._child_log}:\n{_tail(self._child_log)}\nend of "
-                f"{self.run_dir / 'run.log'}:\n{_tail(self.run_dir / 'run.log')}")
-
-    def write(self, data: bytes) -> None:
-        if self._closed:
-            raise TransportError("write on a closed SimTransport")
-        self._written = True
-        self._sock.settimeout(self.write_timeout)
-        try:
-            self._sock.sendall(bytes(data))
-        except TimeoutError as exc:
-            raise TransportError(f"the simulation took no bytes for {self.write_timeout} s; "
-                                 f"{self._logs()}") from exc
-        except OSError as exc:
-            raise TransportError(f"the simulation is gone ({exc}); {self._logs()}") from exc
-
-    def read(self, n: int, timeout: float) -> bytes:
-        if self._closed:
-            raise TransportError("read on a closed SimTransport")
-        deadline = time.monotonic() + max(0.0, timeout)
-        buf = bytearray()
-        while len(buf) < n:
-            remaining = deadline - time.monotonic()
-            self._sock.settimeout(max(remaining, 0.0) or 1e-6)
-            try:
-                chunk = self._sock.recv(n - len(buf))
-            except TimeoutError:
-                break
-            except OSError as exc:
-                raise TransportError(f"the simulation is gone ({exc}); "
-                                     f"{self._logs()}") from exc
-            if not chunk:
-                raise TransportError(f"the simulation closed the connection; {self._logs()}")
-            buf += chunk
-        return bytes(buf)
-
-    def close(self, *, check: bool = True) -> None:
-        """End the session; with ``check``, raise :class:`TransportError` when the testbench
-        failed or had to be killed."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        failure = None
-        try:
-            status = self._proc.wait(self.close_timeout)
-        except subprocess.TimeoutExpired:
-            _terminate_group(self._proc)
-            status = self._proc.returncode
-            failure = f"did not end within {self.close_timeout} s after the connection closed"
-        self._finalizer.detach()
-        if self._summary.is_file():
-            self.stats = json.loads(self._summary.read_text())
-            self.stats["session_wall_s"] = round(time.monotonic() - self.started, 3)
-        if failure is None and status != 0:
-            failure = f"failed (exit status {status})"
-        if failure is None and not self.keep_logs:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-        if failure is not None and check:
-            raise TransportError(f"the simulation session {self.run_name} {failure}; "
-                                 f"{self._logs()}")
-
-    def __exit__(self, exc_type, exc, tb):
-        self.close(check=exc_type is None)
-        return False
-
-    def describe(self) -> str:
-        info = self.device.info
-        return (f"sim:verilator (SerialBridge at {info.clk_hz} Hz, divisor {info.divisor}, "
-                f"{info.baud:.0f} baud)")
 
 
 # --- The accelerator ------------------------------------------------------------------------------
