@@ -634,3 +634,12 @@ class StreamTB:
         """Wait ``n`` rising edges of the clock."""
         for _ in range(n):
             await RisingEdge(self.clock.signal)
+
+    async def drain(self, cycles: int) -> list[Beat]:
+        """Wait ``cycles`` rising edges, then take every beat the sink received meanwhile (and
+        not yet read): the beats that came when nothing more was expected."""
+        await self.cycles(cycles)
+        extra = []
+        while not self.sink.empty():
+            extra.append(self.sink.recv_nowait())
+        return extra

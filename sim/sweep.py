@@ -23,12 +23,13 @@ import json
 import sys
 import tempfile
 import time
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PAUSES", "main", "random_folding", "random_frames", "random_model", "run_case"]
+from xnorflow.sim.fixtures import random_folding, random_frames, random_model
+
+__all__ = ["PAUSES", "main", "run_case"]
 
 #: Pause patterns, applied to the source and the sink (with different seeds or phases).
 PAUSES = {
@@ -37,68 +38,6 @@ PAUSES = {
               {"kind": "fixed", "pattern": [0, 1, 1, 0, 0, 0, 1]}),
     "random": ({"kind": "random", "p": 0.3, "seed": 1}, {"kind": "random", "p": 0.3, "seed": 2}),
 }
-
-
-def random_frames(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
-    """``uint8 (count, n)`` pixels: a third 0, a third 255, a third anything between."""
-    choice = rng.integers(0, 3, (count, n))
-    return np.where(choice == 0, 0, np.where(choice == 1, 255, rng.integers(0, 256, (count, n)))
-                    ).astype(np.uint8)
-
-
-def random_model(topology, seed: int, frames: np.ndarray):
-    """A valid model of ``topology`` (``N0, N1, ..., classes``) with random weights; each hidden
-    channel gets a random direction and a threshold at an accumulator that one of ``frames``
-    reaches (+-1), so its outputs are mixed, and every fourth channel a threshold at an end of its
-    range (a constant channel). The accumulators are computed here from docs/semantics.md
-    section 3.1, only to place the thresholds."""
-    from xnorflow.model import DenseLayer, Model, pack_bits
-
-    rng = np.random.default_rng(seed)
-    x = np.asarray(frames, dtype=np.int64)
-    layers = []
-    for i, (n, m) in enumerate(pairwise(topology)):
-        bits = rng.integers(0, 2, (m, n))
-        input_bits = 8 if i == 0 else 1
-        if i == len(topology) - 2:
-            layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits)))
-            break
-        acc = x @ (2 * bits - 1).T if input_bits == 8 else x @ bits.T + (1 - x) @ (1 - bits).T
-        lo, hi = (-255 * n, 255 * n) if input_bits == 8 else (0, n)
-        d = rng.choice([1, -1], m)
-        t = acc[rng.integers(0, len(x), m), np.arange(m)] + rng.integers(-1, 2, m)
-        t_lo, t_hi = np.where(d > 0, lo, lo - 1), np.where(d > 0, hi + 1, hi)
-        t = np.clip(t, t_lo, t_hi)
-        edge = np.arange(m) % 4 == 3
-        t[edge] = np.where(rng.integers(0, 2, m) == 1, t_lo, t_hi)[edge]
-        layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits),
-                                 t.astype(np.int64), d.astype(np.int8)))
-        x = np.where(d > 0, acc >= t, acc <= t).astype(np.int64)
-    model = Model(layers, input_shape=(topology[0],))
-    model.validate()
-    return model
-
-
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def random_folding(topology, rng: np.random.Generator, kind: str = "random"):
-    """A :class:`~xnorflow.hw.compiler.folding.Folding` of ``topology``: ``"pe1"`` (PE = SIMD = 1),
-    ``"parallel"`` (PE = M, SIMD = N) or ``"random"`` (random divisors, storage and FIFOs)."""
-    from xnorflow.hw.compiler import Folding, LayerFolding
-
-    layers = []
-    for n, m in pairwise(topology):
-        if kind == "pe1":
-            layers.append(LayerFolding(1, 1))
-        elif kind == "parallel":
-            layers.append(LayerFolding(m, n, "lut"))
-        else:
-            fifo = int(rng.choice([0, 3, 4])) if rng.random() < 0.3 else None
-            layers.append(LayerFolding(int(rng.choice(_divisors(m))), int(rng.choice(_divisors(n))),
-                                       str(rng.choice(["bram", "lut"])), fifo))
-    return Folding(tuple(layers))
 
 
 def run_case(model, folding, frames, build_root, pauses=tuple(PAUSES), *, timing_frames=8,

@@ -148,10 +148,7 @@ async def test_block(dut):
 
     # Drain: nothing more may come out, even with the sink always ready.
     tb.sink.set_pause(no_pause())
-    await tb.cycles(drain)
-    extra = []
-    while not tb.sink.empty():
-        extra.append(tb.sink.recv_nowait())
+    extra = await tb.drain(drain)
     await FallingEdge(tb.clock.signal)
     end_state = {"o_stream__valid": int(dut.o_stream__valid.value),
                  "i_stream__ready": int(dut.i_stream__ready.value)}

@@ -262,10 +262,7 @@ async def test_network(dut):
         if tail:
             ii = sum(tail) / len(tail)
             ii = int(ii) if ii == int(ii) else round(ii, 3)
-        await tb.cycles(drain)
-        extra = []
-        while not tb.sink.empty():
-            extra.append(tb.sink.recv_nowait())
+        extra = await tb.drain(drain)
         if extra:
             failures.append(f"{len(extra)} extra result beats after the timing burst")
         timing_cmp = compare([expected[0]] + [expected[i] for i in burst],
@@ -298,10 +295,7 @@ async def test_network(dut):
         failures.append(f"after {len(got)} of {count} results: {exc}")
     stream_cycles = tb.cycle_now() - stream_start
     tb.sink.set_pause(no_pause())
-    await tb.cycles(drain)
-    extra = []
-    while not tb.sink.empty():
-        extra.append(tb.sink.recv_nowait())
+    extra = await tb.drain(drain)
     await FallingEdge(tb.clock.signal)
     end_state = {name: int(getattr(dut, name).value)
                  for name in ("s_axis_tready", "m_axis_tvalid", "frame_error")}

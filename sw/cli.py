@@ -204,7 +204,8 @@ def cmd_demo(args) -> int:
 
 def _demo_hardware(args, model, path, te, out, obj, rows, stages):
     """Stages 4-7 of the demo; fills ``obj`` and ``rows``; returns whether every check passed
-    and the benchmark of the demo's build against the CPU (:class:`~xnorflow.host.bench.BenchResult`,
+    and the benchmark of the demo's build against the CPU
+    (:class:`~xnorflow.host.bench.BenchResult`,
     the tables ``xnorflow bench`` prints)."""
     import numpy as np
 

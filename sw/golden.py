@@ -68,19 +68,8 @@ class GoldenModel:
         model.validate()
         self.model = model
         self.batch = batch
-        self._layers = []
-        for i, layer in enumerate(model.layers):
-            n = layer.in_features
-            if i == 0:
-                signs = _signs_from_bytes(layer.weights, n)
-                # Exact in float32 while every partial sum stays below 2**24 (255 * N < 2**24).
-                dtype = np.float32 if 255 * n < 2**24 else np.float64
-                w = np.ascontiguousarray(signs.T.astype(dtype))
-            else:
-                w = _bytes_to_words(layer.weights)
-            t = None if layer.thresholds is None else layer.thresholds.astype(np.int64)
-            d = None if layer.directions is None else layer.directions.astype(np.int64)
-            self._layers.append((n, w, t, d))
+        self._layers = [(_KINDS[layer.kind](layer), _threshold(layer))
+                        for layer in model.layers]
 
     def check_frames(self, frames) -> np.ndarray:
         """Validate frames and return them as ``uint8 (B, N0)``; raise :class:`FrameError`."""
@@ -121,20 +110,50 @@ class GoldenModel:
 
     def _run_batch(self, x: np.ndarray, keep: bool):
         acts = []
-        a_words = None
-        for i, (n, w, t, d) in enumerate(self._layers):
-            if i == 0:
-                acc = (x.astype(w.dtype) @ w).astype(np.int64)  # (B, M)
-            else:
-                # p = number of agreeing positions = N - popcount(w XOR a); padding bits are 0
-                # in both, so they never count as disagreements.
-                diff = np.bitwise_count(a_words[:, None, :] ^ w[None, :, :])
-                acc = n - diff.sum(axis=2, dtype=np.int64)
-            if t is None:
+        for accumulate, threshold in self._layers:
+            acc = accumulate(x)
+            if threshold is None:
                 return acc, acts
-            y = np.where(d > 0, acc >= t, acc <= t)
-            bits = y.astype(np.uint8)
+            x = threshold(acc)
             if keep:
-                acts.append(bits)
-            a_words = _bits_to_words(bits)
+                acts.append(x)
         raise AssertionError("unreachable: the last layer has scores")
+
+
+class _Dense:
+    """A dense layer's accumulators (docs/semantics.md §3), ``int64 (B, M)``. On the frame's
+    pixels (``input_bits`` 8): ``acc_i = sum_j s_ij * x_j`` as one matrix product, exact in
+    float32 while every partial sum stays below 2**24 (``255 * N < 2**24``, else float64). On
+    bits: ``p_i = N - popcount(w_i XOR a)`` on 64-bit words; the padding bits are 0 in both, so
+    they never count as disagreements."""
+
+    def __init__(self, layer):
+        self.n = layer.in_features
+        if layer.input_bits == 8:
+            signs = _signs_from_bytes(layer.weights, self.n)
+            dtype = np.float32 if 255 * self.n < 2**24 else np.float64
+            self.w = np.ascontiguousarray(signs.T.astype(dtype))
+        else:
+            self.w = _bytes_to_words(layer.weights)
+        self.pixels = layer.input_bits == 8
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.pixels:
+            return (x.astype(self.w.dtype) @ self.w).astype(np.int64)  # (B, M)
+        words = _bits_to_words(x)
+        diff = np.bitwise_count(words[:, None, :] ^ self.w[None, :, :])
+        return self.n - diff.sum(axis=2, dtype=np.int64)
+
+
+def _threshold(layer):
+    """The threshold activation of a layer (docs/semantics.md §3): accumulators to ``uint8``
+    0/1 bits, ``acc >= T`` for direction +1 and ``acc <= T`` for -1; None for the score layer."""
+    if layer.thresholds is None:
+        return None
+    t = layer.thresholds.astype(np.int64)
+    d = layer.directions.astype(np.int64)
+    return lambda acc: np.where(d > 0, acc >= t, acc <= t).astype(np.uint8)
+
+
+#: The golden function of each layer kind: built from the layer, maps its input to accumulators.
+_KINDS = {"dense": _Dense}

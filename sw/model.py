@@ -27,12 +27,14 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "LAYER_KINDS",
     "DenseLayer",
     "Model",
     "ModelFormatError",
@@ -93,9 +95,7 @@ class DenseLayer:
     thresholds: np.ndarray | None = None
     directions: np.ndarray | None = None
 
-    @property
-    def kind(self) -> str:
-        return "dense"
+    kind: ClassVar[str] = "dense"
 
     @property
     def output(self) -> str:
@@ -106,6 +106,31 @@ class DenseLayer:
     def acc_range(self) -> tuple[int, int]:
         """Inclusive range of the accumulator ``acc_i`` (:func:`accumulator_range`)."""
         return accumulator_range(self.input_bits, self.in_features)
+
+    def manifest_entry(self) -> dict:
+        """The layer's entry in the file's manifest (its arrays: :meth:`arrays`)."""
+        return {"name": self.name, "kind": self.kind, "in_features": self.in_features,
+                "out_features": self.out_features, "input_bits": self.input_bits,
+                "output": self.output}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The layer's arrays in the file, by field name."""
+        arrays = {"weights": self.weights}
+        if self.thresholds is not None:
+            arrays["thresholds"] = self.thresholds
+            arrays["directions"] = self.directions
+        return arrays
+
+    @classmethod
+    def from_file(cls, entry: dict, arrays: dict[str, np.ndarray], where: str) -> DenseLayer:
+        """The layer of a manifest ``entry`` and its ``arrays`` (by field name); ``where`` names
+        it in errors."""
+        if arrays.get("weights") is None:
+            raise ModelFormatError(f"{where} field 'weights': missing array")
+        return cls(name=entry["name"], in_features=entry["in_features"],
+                   out_features=entry["out_features"], input_bits=entry["input_bits"],
+                   weights=arrays["weights"], thresholds=arrays.get("thresholds"),
+                   directions=arrays.get("directions"))
 
     def weight_bits(self) -> np.ndarray:
         """The unpacked weight bits, ``uint8`` 0/1 of shape ``(M, N)``."""
@@ -158,6 +183,10 @@ class DenseLayer:
             c = int(np.flatnonzero(bad)[0])
             fail("thresholds", f"channel {c}: threshold {int(t[c])} out of range "
                  f"[{int(t_lo[c])}, {int(t_hi[c])}] for direction {int(d[c]):+d}")
+
+
+#: The layer class of each layer kind (the manifest's ``kind``).
+LAYER_KINDS: dict[str, type] = {"dense": DenseLayer}
 
 
 @dataclass(eq=False)
@@ -217,23 +246,13 @@ class Model:
             "input": {"shape": list(self.input_shape), "dtype": "uint8", "zero_point": 0,
                       "scale": INPUT_SCALE},
             "classes": self.classes,
-            "layers": [
-                {"name": layer.name, "kind": layer.kind, "in_features": layer.in_features,
-                 "out_features": layer.out_features, "input_bits": layer.input_bits,
-                 "output": layer.output}
-                for layer in self.layers
-            ],
+            "layers": [layer.manifest_entry() for layer in self.layers],
             "provenance": self.provenance,
         }
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {}
-        for i, layer in enumerate(self.layers):
-            arrays[f"layer{i}.weights"] = layer.weights
-            if layer.thresholds is not None:
-                arrays[f"layer{i}.thresholds"] = layer.thresholds
-                arrays[f"layer{i}.directions"] = layer.directions
-        return arrays
+        return {f"layer{i}.{field_name}": array for i, layer in enumerate(self.layers)
+                for field_name, array in layer.arrays().items()}
 
     @staticmethod
     def _hash(manifest: dict, arrays: dict[str, np.ndarray]) -> str:
@@ -295,20 +314,15 @@ class Model:
         try:
             layers = []
             for i, entry in enumerate(manifest["layers"]):
-                def arr(fld: str, i: int = i, entry: dict = entry) -> np.ndarray | None:
-                    return arrays.get(f"layer{i}.{fld}")
-
-                if entry.get("kind") != "dense":
-                    raise ModelFormatError(f"{name}: layer {i} ({entry.get('name')}) field "
-                                           f"'kind': unsupported layer kind {entry.get('kind')!r}")
-                if arr("weights") is None:
-                    raise ModelFormatError(f"{name}: layer {i} ({entry.get('name')}) field "
-                                           "'weights': missing array")
-                layers.append(DenseLayer(
-                    name=entry["name"], in_features=entry["in_features"],
-                    out_features=entry["out_features"], input_bits=entry["input_bits"],
-                    weights=arr("weights"), thresholds=arr("thresholds"),
-                    directions=arr("directions")))
+                where = f"{name}: layer {i} ({entry.get('name')})"
+                kind = LAYER_KINDS.get(entry.get("kind"))
+                if kind is None:
+                    raise ModelFormatError(f"{where} field 'kind': unsupported layer kind "
+                                           f"{entry.get('kind')!r} (known: "
+                                           f"{', '.join(sorted(LAYER_KINDS))})")
+                prefix = f"layer{i}."
+                layers.append(kind.from_file(entry, {k[len(prefix):]: v for k, v in arrays.items()
+                                                     if k.startswith(prefix)}, where))
             model = cls(layers=layers, input_shape=tuple(manifest["input"]["shape"]),
                         provenance=manifest.get("provenance", {}))
         except (KeyError, TypeError) as e:

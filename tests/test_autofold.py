@@ -9,7 +9,7 @@ from xnorflow.hw.compiler import FoldingError, bridge_resources, compile_plan
 from xnorflow.hw.compiler.autofold import LUT_BUDGET, DoesNotFitError, auto_folding
 from xnorflow.hw.compiler.devices import get_device
 from xnorflow.model import Model
-from xnorflow.sim.sweep import random_model
+from xnorflow.sim.fixtures import random_model
 
 MODELS = {name: Model.load(f"sw/models/{name}.npz") for name in ("tfc", "sfc", "lfc")}
 
@@ -33,7 +33,7 @@ def _check(model, result, device, board):
     if family == "ice40":  # logic cells: LUT4s and the flip-flops that need cells of their own
         assert [name for name, _, _ in result.usage][-1] == "logic cell"
     # Balanced: every layer meets the interval, and with the next smaller SIMD it would not.
-    for op in plan.dense:
+    for op in plan.layers:
         assert op.ii <= result.ii
         smaller = [d for d in range(1, op.simd) if op.in_features % d == 0]
         if smaller:

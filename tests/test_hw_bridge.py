@@ -21,43 +21,17 @@ from test_hw_uart import LineDriver, LineMonitor
 
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
-from xnorflow.hw.compiler import Folding, LayerFolding
 from xnorflow.hw.tops.bridge import PacketEngine, SerialBridge
 from xnorflow.hw.tops.network import Network
-from xnorflow.model import DenseLayer, Model, pack_bits
+from xnorflow.model import Model
 from xnorflow.models import MODELS_DIR
+from xnorflow.sim.fixtures import folding, random_model
 
 HELLO, FRAME, INFO, RESULT, ERROR = 0x01, 0x02, 0x81, 0x82, 0xFF
 BAD_CRC, BAD_LENGTH, UNKNOWN_CMD, OVERFLOW, TIMEOUT = 1, 2, 3, 4, 5
 LINE_ERROR, REPLY_DROPPED = 0x02, 0x04
 
 # --- Models -------------------------------------------------------------------------------------
-
-
-def random_model(topology, seed):
-    """Random weights; thresholds near the middle of each accumulator's range, both
-    directions."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for i, (n, m) in enumerate(pairwise(topology)):
-        bits = rng.integers(0, 2, (m, n))
-        input_bits = 8 if i == 0 else 1
-        if i == len(topology) - 2:
-            layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits)))
-            break
-        spread = 255 * n // 6 if input_bits == 8 else 2
-        centre = 0 if input_bits == 8 else n // 2
-        t = centre + rng.integers(-spread, spread + 1, m)
-        d = rng.choice([1, -1], m)
-        layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits),
-                                 t.astype(np.int64), d.astype(np.int8)))
-    model = Model(layers, input_shape=(topology[0],))
-    model.validate()
-    return model
-
-
-def folding(*layers):
-    return Folding(tuple(LayerFolding(*layer) for layer in layers))
 
 
 # name: (topology, folding, with_scores)
@@ -301,7 +275,7 @@ def check_info(payload, network, *, slots, gap_bits, clk_hz, divisor, model_hash
         2 if network.with_scores and network.score_shape.signed else 0)
     assert payload[0] == 1 and payload[1] == flags and payload[2] == slots
     assert payload[3] == (network.score_shape.width if network.with_scores else 0)
-    assert int.from_bytes(payload[4:6], "little") == network.plan.dense[0].in_features
+    assert int.from_bytes(payload[4:6], "little") == network.plan.layers[0].in_features
     assert int.from_bytes(payload[6:8], "little") == network.classes
     assert int.from_bytes(payload[8:10], "little") == gap_bits
     assert int.from_bytes(payload[10:14], "little") == clk_hz
@@ -619,7 +593,7 @@ def test_parameter_checks():
     with pytest.raises(ValueError, match=r"^model_hash \(00+\) is not the network's model "
                                          r"\([0-9a-f]{64}\)$"):
         PacketEngine(network, clk_hz=1, divisor=1, model_hash=bytes(32))
-    with pytest.raises(TypeError, match=r"^network \(3\) must be a xnorflow\.hw\.network\."
+    with pytest.raises(TypeError, match=r"^network \(3\) must be a xnorflow\.hw\.tops\.network\."
                                         r"Network$"):
         PacketEngine(3, clk_hz=1, divisor=1)
     wide = Network(random_model((300, 5), 1), folding((5, 100)))  # scores up to 255 * 300

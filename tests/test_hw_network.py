@@ -31,51 +31,9 @@ from xnorflow.hw.compiler import (
     size_fifos,
 )
 from xnorflow.hw.tops.network import Network, build
-from xnorflow.model import DenseLayer, Model, pack_bits
+from xnorflow.model import Model
 from xnorflow.models import MODELS_DIR
-
-# --- Random models ------------------------------------------------------------------------------
-
-
-def random_frames(rng, count, n):
-    """Pixels: 0, 255 and anything between."""
-    choice = rng.integers(0, 3, (count, n))
-    return np.where(choice == 0, 0, np.where(choice == 1, 255, rng.integers(0, 256, (count, n))))
-
-
-def random_model(topology, seed, frames):
-    """Random weights; thresholds of both directions near the accumulators that ``frames``
-    reach (so that outputs are mixed), every fourth channel at an end of its range (constant)."""
-    rng = np.random.default_rng(seed)
-    x = np.asarray(frames, dtype=np.int64)
-    layers = []
-    for i, (n, m) in enumerate(pairwise(topology)):
-        bits = rng.integers(0, 2, (m, n))
-        input_bits = 8 if i == 0 else 1
-        name = f"fc{i}"
-        if i == len(topology) - 2:
-            layers.append(DenseLayer(name, n, m, input_bits, pack_bits(bits)))
-            break
-        # Accumulators by docs/semantics.md 3.1, only to pick thresholds.
-        acc = x @ (2 * bits - 1).T if input_bits == 8 else x @ bits.T + (1 - x) @ (1 - bits).T
-        lo, hi = (-255 * n, 255 * n) if input_bits == 8 else (0, n)
-        d = rng.choice([1, -1], m)
-        t = acc[rng.integers(0, len(x), m), np.arange(m)] + rng.integers(-1, 2, m)
-        t = np.clip(t, np.where(d > 0, lo, lo - 1), np.where(d > 0, hi + 1, hi))
-        edge = np.arange(m) % 4 == 3
-        t[edge] = np.where(rng.integers(0, 2, m) == 1, np.where(d > 0, lo, lo - 1),
-                           np.where(d > 0, hi + 1, hi))[edge]
-        layers.append(DenseLayer(name, n, m, input_bits, pack_bits(bits),
-                                 t.astype(np.int64), d.astype(np.int8)))
-        x = np.where(d > 0, acc >= t, acc <= t).astype(np.int64)
-    model = Model(layers, input_shape=(topology[0],))
-    model.validate()
-    return model
-
-
-def folding(*layers):
-    return Folding(tuple(LayerFolding(*layer) for layer in layers))
-
+from xnorflow.sim.fixtures import folding, random_frames, random_model
 
 # (topology, folding, frames)
 CASES = {
@@ -498,6 +456,6 @@ def test_resource_estimate_is_reported_per_layer():
     small = compile_plan(model, folding((1, 1), (1, 1), (1, 1))).resources()
     assert big.luts("ecp5") > small.luts("ecp5")
     # Weights with "bram" storage are block RAM however small (the MVTU marks them so).
-    for layer, op in zip(manifest["layers"], dut.plan.dense, strict=True):
+    for layer, op in zip(manifest["layers"], dut.plan.layers, strict=True):
         weight_bits = op.nf * op.sf * op.simd * op.pe
         assert (layer["resources"]["bram_bits"] >= weight_bits) == (op.storage == "bram"), layer

@@ -7,7 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from xnorflow.model import DenseLayer, Model, ModelFormatError, pack_bits, unpack_bits
+from xnorflow.model import Model, ModelFormatError, pack_bits, unpack_bits
+from xnorflow.sim import fixtures
 
 
 def test_pack_bits_hand_computed():
@@ -26,21 +27,13 @@ def test_pack_bits_rejects_non_bits():
         pack_bits(np.array([0, 2]))
 
 
-def random_model(rng, sizes=(784, 20, 13, 10), provenance=None) -> Model:
-    layers = []
-    for i, (n, m) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        w = pack_bits(rng.integers(0, 2, (m, n)))
-        last = i == len(sizes) - 2
-        lo, hi = (-255 * n, 255 * n) if i == 0 else (0, n)
-        t = None if last else rng.integers(lo, hi + 1, m).astype(np.int64)
-        d = None if last else rng.choice([-1, 1], m).astype(np.int8)
-        layers.append(DenseLayer(f"l{i}", n, m, 8 if i == 0 else 1, w, t, d))
-    shape = (28, 28) if sizes[0] == 784 else (sizes[0],)
-    return Model(layers, shape, provenance or {"dataset": "random", "seed": 1})
+def random_model(seed, sizes=(784, 20, 13, 10)) -> Model:
+    return fixtures.random_model(sizes, seed, input_shape=(28, 28) if sizes[0] == 784 else None,
+                                 provenance={"dataset": "random", "seed": 1})
 
 
 def test_round_trip(tmp_path):
-    m = random_model(np.random.default_rng(0))
+    m = random_model(0)
     path = m.save(tmp_path / "m.npz")
     m2 = Model.load(path)
     assert m2.content_hash == m.content_hash
@@ -55,7 +48,7 @@ def test_round_trip(tmp_path):
 
 
 def test_hash_depends_on_every_weight_bit():
-    m = random_model(np.random.default_rng(0))
+    m = random_model(0)
     h = m.content_hash
     m.layers[1].weights[3, 1] ^= 0x04
     assert m.content_hash != h
@@ -80,7 +73,7 @@ def rewrite(path, edit_manifest=None, edit_arrays=None):
 
 @pytest.fixture
 def saved(tmp_path):
-    return random_model(np.random.default_rng(1)).save(tmp_path / "m.npz")
+    return random_model(1).save(tmp_path / "m.npz")
 
 
 def test_truncated_file(saved):
@@ -110,14 +103,14 @@ def test_wrong_weight_shape(saved):
         a["layer1.weights"] = a["layer1.weights"][:, :-1].copy()
     rewrite(saved, edit_arrays=edit)
     with pytest.raises(ModelFormatError,
-                       match=r"layer 1 \(l1\) field 'weights': shape \(13, 2\) does not match "
+                       match=r"layer 1 \(fc1\) field 'weights': shape \(13, 2\) does not match "
                              r"out_features x ceil\(in_features/8\) = \(13, 3\)"):
         Model.load(saved)
 
 
 def test_layers_do_not_connect(saved):
     rewrite(saved, lambda m: m["layers"][2].update(in_features=12))
-    with pytest.raises(ModelFormatError, match=r"layer 2 \(l2\) field 'weights'"):
+    with pytest.raises(ModelFormatError, match=r"layer 2 \(fc2\) field 'weights'"):
         Model.load(saved)
 
 
@@ -127,7 +120,7 @@ def test_threshold_out_of_range(saved):
         a["layer1.directions"][4] = 1
     rewrite(saved, edit_arrays=edit)
     with pytest.raises(ModelFormatError,
-                       match=r"layer 1 \(l1\) field 'thresholds': channel 4: threshold 23 out of "
+                       match=r"layer 1 \(fc1\) field 'thresholds': channel 4: threshold 23 out of "
                              r"range \[0, 21\] for direction \+1"):
         Model.load(saved)
 
@@ -137,7 +130,7 @@ def test_first_layer_threshold_range(saved):
         a["layer0.thresholds"][0] = -255 * 784 - 2
         a["layer0.directions"][0] = -1
     rewrite(saved, edit_arrays=edit)
-    with pytest.raises(ModelFormatError, match=r"layer 0 \(l0\) field 'thresholds': channel 0: "
+    with pytest.raises(ModelFormatError, match=r"layer 0 \(fc0\) field 'thresholds': channel 0: "
                                                r"threshold -199922 out of range"):
         Model.load(saved)
 
@@ -146,7 +139,7 @@ def test_weight_threshold_count_mismatch(saved):
     def edit(a):
         a["layer1.thresholds"] = a["layer1.thresholds"][:-1].copy()
     rewrite(saved, edit_arrays=edit)
-    with pytest.raises(ModelFormatError, match=r"layer 1 \(l1\) field 'thresholds': 12 thresholds "
+    with pytest.raises(ModelFormatError, match=r"layer 1 \(fc1\) field 'thresholds': 12 thresholds "
                                                r"for 13 output channels"):
         Model.load(saved)
 
@@ -155,7 +148,7 @@ def test_bad_direction(saved):
     def edit(a):
         a["layer1.directions"][5] = 0
     rewrite(saved, edit_arrays=edit)
-    with pytest.raises(ModelFormatError, match=r"layer 1 \(l1\) field 'directions': channel 5: "
+    with pytest.raises(ModelFormatError, match=r"layer 1 \(fc1\) field 'directions': channel 5: "
                                                r"direction 0 is not \+1 or -1"):
         Model.load(saved)
 
@@ -164,7 +157,7 @@ def test_nonzero_padding_bits(saved):
     def edit(a):
         a["layer2.weights"][0, -1] |= 0x80  # N = 13: bits 5..7 of the last byte are padding
     rewrite(saved, edit_arrays=edit)
-    with pytest.raises(ModelFormatError, match=r"layer 2 \(l2\) field 'weights': padding bits"):
+    with pytest.raises(ModelFormatError, match=r"layer 2 \(fc2\) field 'weights': padding bits"):
         Model.load(saved)
 
 
@@ -178,7 +171,7 @@ def test_hash_mismatch(saved):
 
 def test_unsupported_layer_kind(saved):
     rewrite(saved, lambda m: m["layers"][1].update(kind="conv3d"))
-    with pytest.raises(ModelFormatError, match=r"layer 1 \(l1\) field 'kind': unsupported layer "
+    with pytest.raises(ModelFormatError, match=r"layer 1 \(fc1\) field 'kind': unsupported layer "
                                                r"kind 'conv3d'"):
         Model.load(saved)
 
@@ -187,7 +180,7 @@ def test_missing_thresholds_on_hidden_layer(saved):
     def edit(a):
         del a["layer1.thresholds"], a["layer1.directions"]
     rewrite(saved, edit_arrays=edit)
-    with pytest.raises(ModelFormatError, match=r"layer 1 \(l1\) field 'thresholds': missing"):
+    with pytest.raises(ModelFormatError, match=r"layer 1 \(fc1\) field 'thresholds': missing"):
         Model.load(saved)
 
 

@@ -45,6 +45,10 @@ def test_wheel_contents(tmp_path):
     for want in ("xnorflow/__init__.py", "xnorflow/golden.py", "xnorflow/hw/__init__.py",
                  "xnorflow/sim/__init__.py", "xnorflow/cli.py", "xnorflow/data.py"):
         assert want in names
+    # every module of the source folders, at its package's place
+    for folder, package in (("sw", "xnorflow"), ("hw", "xnorflow/hw"), ("sim", "xnorflow/sim")):
+        for source in (ROOT / folder).rglob("*.py"):
+            assert f"{package}/{source.relative_to(ROOT / folder).as_posix()}" in names, source
     models = [n for n in names if n.startswith("xnorflow/models/") and n.endswith(".npz")]
     assert {Path(m).name for m in models} >= {"tfc.npz", "sfc.npz"}
     entry = next(n for n in names if n.endswith("entry_points.txt"))

@@ -3,14 +3,14 @@ testbench :mod:`xnorflow.sim.tb_block`.
 
 Four builds, one per block (module-scoped fixtures; every pause variant reruns on its build):
 
-* an :class:`~xnorflow.hw.blocks.mvtu.MVTU` threshold layer on binary input (N=24, M=6, PE=2, SIMD=8,
-  weights in block RAM), thresholds of both directions, the four constant-channel edges of the
-  allowed range and frames that land exactly on a threshold;
+* an :class:`~xnorflow.hw.blocks.mvtu.MVTU` threshold layer on binary input (N=24, M=6, PE=2,
+  SIMD=8, weights in block RAM), thresholds of both directions, the four constant-channel edges of
+  the allowed range and frames that land exactly on a threshold;
 * an MVTU score layer on 8-bit input (N=12, M=4, PE=2, SIMD=4, weights in LUTs), signed scores
   up to the ends of ``[-255*N, 255*N]``;
 * a :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` 6 -> 4 bits, frames of 24 bits;
-* an :class:`~xnorflow.hw.blocks.argmax.ArgMax` of 6 signed 5-bit scores, PE=2, scores in the payload,
-  with ties.
+* an :class:`~xnorflow.hw.blocks.argmax.ArgMax` of 6 signed 5-bit scores, PE=2, scores in the
+  payload, with ties.
 
 Each is crossed with no / fixed / seeded random pauses on the source and on the sink, several
 frames back to back. The expected beats come from the references below, written from

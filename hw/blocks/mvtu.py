@@ -412,7 +412,8 @@ class MVTU(wiring.Component):
     def _hardware_thresholds(self):
         """``(T, direction)`` per channel on the accumulator the hardware computes: for an 8-bit
         threshold layer ``u = acc + 255*Z + P`` (``Z``: the channel's -1 weights, ``P``: its lane
-        pairs whose first weight is -1, see :class:`~xnorflow.hw.blocks.popcount.ComplementSumTrees`),
+        pairs whose first weight is -1, see
+        :class:`~xnorflow.hw.blocks.popcount.ComplementSumTrees`),
         so ``acc >= T`` is ``u >= T + 255*Z + P`` (``<=`` alike), clamped to the ends of ``u``'s
         range where the comparison is constant anyway; else the thresholds as they are."""
         t = self._thresholds.astype(np.int64)

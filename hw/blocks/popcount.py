@@ -17,8 +17,8 @@ XNORs in front, Yosys counts 2.41 LUT4s per lane at 64 lanes on ECP5 against 2.6
 tree from the leaves.
 
 All pipeline registers update only while ``en`` is 1, which lets a user stall the whole tree
-with one clock enable (the :class:`~xnorflow.hw.blocks.mvtu.MVTU` ties it to 1: its pipeline runs free
-and takes backpressure by credits), and have no reset: they hold data, whose validity the user
+with one clock enable (the :class:`~xnorflow.hw.blocks.mvtu.MVTU` ties it to 1: its pipeline runs
+free and takes backpressure by credits), and have no reset: they hold data, whose validity the user
 tracks (a reset net to every register of the datapath would be one more net of tens of
 thousands of loads).
 """

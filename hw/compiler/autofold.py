@@ -6,10 +6,10 @@ an interval ``T`` each layer gets its candidate foldings: for every PE dividing 
 SIMD dividing N with ``(M/PE)*(N/SIMD) <= T`` (more lanes than that only cost), with the weights
 in block RAM or in logic; candidates that cost more LUTs *and* more block RAM than another are
 dropped. Every combination of the layers' candidates is then priced with the calibrated resource
-model (:meth:`~xnorflow.hw.compiler.ops.dense.DenseOp.resources`, width converters between the layers, the
-ArgMax and the output FIFO, and on a board the serial bridge), and the cheapest that fits is
-kept: its layers' intervals are all at most ``T``, so the network is balanced to ``T`` up to the
-divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
+model (:meth:`~xnorflow.hw.compiler.ops.dense.DenseOp.resources`, width converters between the
+layers, the ArgMax and the output FIFO, and on a board the serial bridge), and the cheapest that
+fits is kept: its layers' intervals are all at most ``T``, so the network is balanced to ``T`` up
+to the divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
 
 "Fits" means: LUT4s at most :data:`LUT_BUDGET` of the device (place and route needs headroom,
 and the model is within about 15 % of Yosys), flip-flops at most the device's (on iCE40 also the

@@ -8,8 +8,9 @@ A small JSON object with one entry per model layer, in order::
                 {"pe": 16, "simd": 32, "storage": "lut", "fifo_depth": 4}, ...]}
 
 ``pe`` must divide the layer's outputs M, ``simd`` its inputs N. ``storage`` (``"bram"`` or
-``"lut"``, default ``"bram"``) is where the weights live (see :class:`~xnorflow.hw.blocks.mvtu.MVTU`).
-``fifo_depth`` (optional) overrides the depth rule for the FIFO in front of the layer: 0 for none,
+``"lut"``, default ``"bram"``) is where the weights live (see
+:class:`~xnorflow.hw.blocks.mvtu.MVTU`). ``fifo_depth`` (optional) overrides the depth rule
+for the FIFO in front of the layer: 0 for none,
 else at least 3. ``buffer`` (optional: ``"block"``, ``"logic"`` or ``"distributed"``, the last on
 ECP5 only) places the layer's input buffer (default: :func:`xnorflow.hw.blocks.mvtu.buffer_style`).
 Anything else is an error naming the layer, e.g.

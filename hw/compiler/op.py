@@ -8,7 +8,8 @@ passes call (so no pass tests an op's type). The gateware that implements an op 
 
 An op that a model layer lowers to names the layer kind in ``layer_kind`` (the ``kind`` of the
 model's layer class, e.g. ``"dense"``) and is registered for it by subclassing :class:`Op`;
-:func:`xnorflow.hw.compiler.ops.op_for_layer` finds it. Ops the passes insert (width converters, FIFOs) have none.
+:func:`xnorflow.hw.compiler.ops.op_for_layer` finds it. Ops the passes insert (width converters,
+FIFOs) have none.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ class NetworkPlan:
         return predict_latency(self)
 
     def resources(self) -> Resources:
-        total = Resources.same_luts(10, ff=counter_bits(self.input_beats) + 1)  # the input beat counter
+        # the input beat counter, then every op
+        total = Resources.same_luts(10, ff=counter_bits(self.input_beats) + 1)
         for op in self.ops:
             total += op.resources()
         return total

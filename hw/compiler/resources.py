@@ -71,7 +71,8 @@ class Resources:
     """A resource estimate: LUT4s (iCE40 and ECP5 count differently: an ECP5 carry cell is two
     LUT4s, an iCE40 carry is free), flip-flops, block RAM bits and blocks (iCE40 4-kbit EBRs,
     ECP5 18-kbit DP16KDs). Block RAMs are exact (every memory's mapping is stated, see
-    :func:`xnorflow.hw.blocks.mvtu.threshold_style`); LUT4s come from the model of :data:`LUT_MODEL`,
+    :func:`xnorflow.hw.compiler.rules.threshold_style`); LUT4s come from the model of
+    :data:`LUT_MODEL`,
     calibrated against Yosys; flip-flops from the registers' widths."""
 
     lut_ice40: int = 0

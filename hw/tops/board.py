@@ -12,8 +12,8 @@ board           platform             device       oscillator      PLL
 
 :class:`BoardTop` is the design: a PLL makes the accelerator's clock (domain ``sync``) from the
 oscillator, reset is held until the PLL has locked (and while button 0 is pressed), and a
-:class:`~xnorflow.hw.tops.bridge.SerialBridge` with the :class:`~xnorflow.hw.tops.network.Network` inside
-sits on the board's USB serial pins (``uart`` 0). LED 1 blinks (about 1 Hz, a counter of the
+:class:`~xnorflow.hw.tops.bridge.SerialBridge` with the :class:`~xnorflow.hw.tops.network.Network`
+inside sits on the board's USB serial pins (``uart`` 0). LED 1 blinks (about 1 Hz, a counter of the
 PLL clock: the clock runs and reset is released), LED 0 flashes on serial traffic and is lit
 steadily while reset is held or when the bridge's ``frame_error`` is set (never, unless the
 bridge is faulty). On the iCEBreaker LED 0 is the red LED and LED 1 the green one.
@@ -69,7 +69,8 @@ BOARD_TOP_NAME = "top"
 @dataclass(frozen=True)
 class Board:
     """A board of :data:`BOARDS`: its ``amaranth-boards`` platform class, its FPGA (a
-    :class:`~xnorflow.hw.compiler.devices.Device` name), its oscillator (platform resource ``clock``,
+    :class:`~xnorflow.hw.compiler.devices.Device` name), its oscillator (platform resource
+    ``clock``,
     ``clock_mhz``) and the PLL target of an automatic build (``default_mhz``)."""
 
     name: str

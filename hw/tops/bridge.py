@@ -2,8 +2,9 @@
 :mod:`xnorflow.hw.tops.protocol`.
 
 :class:`SerialBridge` is what a board top instantiates (``rx``/``tx`` pins of the board's USB
-serial chip). It is a :class:`~xnorflow.hw.blocks.uart.UARTRx` and a :class:`~xnorflow.hw.blocks.uart.UARTTx`
-around a :class:`PacketEngine`, which speaks the protocol on byte streams and holds the
+serial chip). It is a :class:`~xnorflow.hw.blocks.uart.UARTRx` and a
+:class:`~xnorflow.hw.blocks.uart.UARTTx` around a :class:`PacketEngine`, which speaks the protocol
+on byte streams and holds the
 :class:`~xnorflow.hw.tops.network.Network`. Tests drive the engine's byte streams directly (fast) or
 the bridge's pins bit-serially.
 """
@@ -105,9 +106,9 @@ class PacketEngine(wiring.Component):
         The clock frequency and the UART's clock cycles per bit; reported in INFO, and the unit of
         the timeout (``divisor`` = 1 for a byte-stream-only engine, then the timeout is in cycles).
     gap_bits : int
-        The inter-byte timeout in bit-times, :data:`~xnorflow.hw.tops.protocol.MIN_GAP_BITS` to 65535
-        (:data:`~xnorflow.hw.tops.protocol.DEFAULT_GAP_BITS`): a packet is abandoned when no byte has
-        arrived for ``gap_bits * divisor`` cycles.
+        The inter-byte timeout in bit-times, :data:`~xnorflow.hw.tops.protocol.MIN_GAP_BITS` to
+        65535 (:data:`~xnorflow.hw.tops.protocol.DEFAULT_GAP_BITS`): a packet is abandoned when no
+        byte has arrived for ``gap_bits * divisor`` cycles.
     slots : int
         Frame buffers, 1 to 255: the capacity K of the protocol (default 2, enough to keep the
         link busy). The buffer is one ``lib.memory`` of ``slots * N0/SIMD0`` words of
@@ -135,7 +136,8 @@ class PacketEngine(wiring.Component):
     a feeder streams full slots in order into ``s_axis`` (one ``SIMD0``-pixel beat per cycle,
     ``tlast`` on the last); each ``m_axis`` result is sent as a RESULT with the oldest queued id
     (the network keeps frame order, so ids and results pair up). INFO and ERROR replies go through
-    a queue of :data:`~xnorflow.hw.tops.protocol.REPLY_QUEUE_DEPTH` and are sent before pending results.
+    a queue of :data:`~xnorflow.hw.tops.protocol.REPLY_QUEUE_DEPTH` and are sent before pending
+    results.
 
     Timing
     ------
@@ -152,7 +154,8 @@ class PacketEngine(wiring.Component):
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz, divisor=divisor,
                                   gap_bits=gap_bits, slots=slots)
         if buffer not in BRIDGE_BUFFER_STYLES:
-            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BRIDGE_BUFFER_STYLES)}")
+            raise ValueError(f"buffer ({buffer!r}) must be one of "
+                             f"{', '.join(BRIDGE_BUFFER_STYLES)}")
         self._buffer = buffer
         self._network = network
         super().__init__({
@@ -496,9 +499,10 @@ class SerialBridge(wiring.Component):
     tx : Out(1), idle 1
         The line to the host, from a register.
 
-    Inside: a :class:`~xnorflow.hw.blocks.uart.UARTRx` -> :attr:`engine` (its ``i_stream``/``o_stream``
-    are the packet-level byte streams) -> a :class:`~xnorflow.hw.blocks.uart.UARTTx`; framing errors of
-    the receiver go to the engine's ``line_error``.
+    Inside: a :class:`~xnorflow.hw.blocks.uart.UARTRx` -> :attr:`engine` (its
+    ``i_stream``/``o_stream`` are the packet-level byte streams) -> a
+    :class:`~xnorflow.hw.blocks.uart.UARTTx`; framing errors of the receiver go to the engine's
+    ``line_error``.
 
     Throughput
     ----------
@@ -519,11 +523,11 @@ class SerialBridge(wiring.Component):
 
     Errors
     ------
-    See the device rules in :mod:`xnorflow.hw.tops.protocol`: frames run only from whole packets with
-    a good crc; bad packets are answered with ERROR (BAD_CRC, BAD_LENGTH, UNKNOWN_CMD, OVERFLOW,
-    TIMEOUT) when their header was read; the parser resynchronises on SYNC, after the gap timeout
-    of ``gap_bits`` bit-times and after a bad crc. A byte with a bad stop bit is dropped by the
-    receiver (its packet then fails by crc or timeout) and flagged in the next RESULT's status.
+    See the device rules in :mod:`xnorflow.hw.tops.protocol`: frames run only from whole packets
+    with a good crc; bad packets are answered with ERROR (BAD_CRC, BAD_LENGTH, UNKNOWN_CMD,
+    OVERFLOW, TIMEOUT) when their header was read; the parser resynchronises on SYNC, after the gap
+    timeout of ``gap_bits`` bit-times and after a bad crc. A byte with a bad stop bit is dropped by
+    the receiver (its packet then fails by crc or timeout) and flagged in the next RESULT's status.
     """
 
     def __init__(self, network, *, clk_hz, baud, model_hash=None, gap_bits=DEFAULT_GAP_BITS,
@@ -542,7 +546,8 @@ class SerialBridge(wiring.Component):
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz,
                                   divisor=divisor, gap_bits=gap_bits, slots=slots)
         if buffer not in BRIDGE_BUFFER_STYLES:
-            raise ValueError(f"buffer ({buffer!r}) must be one of {', '.join(BRIDGE_BUFFER_STYLES)}")
+            raise ValueError(f"buffer ({buffer!r}) must be one of "
+                             f"{', '.join(BRIDGE_BUFFER_STYLES)}")
         self._buffer = buffer
         self._network = network
         self._baud = baud

@@ -2,8 +2,8 @@
 
 :class:`Network` is one :class:`amaranth.lib.wiring.Component` built from an exported
 :class:`~xnorflow.model.Model` and a :class:`~xnorflow.hw.compiler.folding.Folding` by the passes of
-:mod:`xnorflow.hw.compiler.folding` (the last one, :func:`build`, lives here). :func:`generate` writes its
-Verilog and a JSON manifest; ``xnorflow generate`` is a thin layer over it.
+:mod:`xnorflow.hw.compiler.folding` (the last one, :func:`build`, lives here). :func:`generate`
+writes its Verilog and a JSON manifest; ``xnorflow generate`` is a thin layer over it.
 """
 
 from __future__ import annotations
@@ -53,11 +53,13 @@ def _connect(m, src, dst):
 class Network(wiring.Component):
     """The accelerator of a model: frames of 8-bit pixels in, one result per frame out.
 
-    The stages, in stream order: per layer an :class:`~xnorflow.hw.blocks.mvtu.MVTU` (layer 0 on 8-bit
-    pixel lanes), a :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` where a layer's PE differs from
-    the next layer's SIMD, FIFOs by the rule of :func:`~xnorflow.hw.compiler.plan.size_fifos`, then an
-    :class:`~xnorflow.hw.blocks.argmax.ArgMax` and an output FIFO (:data:`~xnorflow.hw.compiler.folding.
-    OUTPUT_FIFO_DEPTH` results). :attr:`plan` holds them as ops.
+    The stages, in stream order: per layer an :class:`~xnorflow.hw.blocks.mvtu.MVTU` (layer 0 on
+    8-bit pixel lanes), a :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` where a layer's PE
+    differs from the next layer's SIMD, FIFOs by the rule of
+    :func:`~xnorflow.hw.compiler.plan.size_fifos`, then an
+    :class:`~xnorflow.hw.blocks.argmax.ArgMax` and an output FIFO
+    (:data:`~xnorflow.hw.compiler.ops.argmax.OUTPUT_FIFO_DEPTH` results). :attr:`plan` holds them as
+    ops.
 
     Parameters
     ----------
@@ -94,8 +96,8 @@ class Network(wiring.Component):
     ------
     :attr:`ii` (:func:`~xnorflow.hw.compiler.plan.predict_ii`): cycles between frames in the steady
     state, the largest II of any stage, ``max over layers of (M/PE)*(N/SIMD)``. :attr:`latency`
-    (:func:`~xnorflow.hw.compiler.plan.predict_latency`): cycles from the handshake of a frame's first
-    ``s_axis`` beat to its result being valid on ``m_axis``, for a frame entering an idle
+    (:func:`~xnorflow.hw.compiler.plan.predict_latency`): cycles from the handshake of a frame's
+    first ``s_axis`` beat to its result being valid on ``m_axis``, for a frame entering an idle
     network with its beats back to back and ``m_axis_tready`` high. Both equal the simulated
     cycles exactly.
 
@@ -250,7 +252,8 @@ class Network(wiring.Component):
             },
             "resources": {
                 "calibrated": True,
-                "note": "model from PE, SIMD and memory shapes (xnorflow.hw.compiler.resources.LUT_MODEL), "
+                "note": "model from PE, SIMD and memory shapes "
+                        "(xnorflow.hw.compiler.resources.LUT_MODEL), "
                         "LUT4s calibrated against Yosys per family, block RAMs exact",
                 "total": plan.resources().to_dict(),
                 "per_stage": {op.label: op.resources().to_dict() for op in plan.ops},

@@ -21,7 +21,8 @@ OUTPUT_FIFO_DEPTH = 4
 
 @dataclass(frozen=True)
 class ArgMaxOp(Op):
-    """The predicted class (and the scores) of a frame, :class:`~xnorflow.hw.blocks.argmax.ArgMax`."""
+    """The predicted class (and the scores) of a frame,
+    :class:`~xnorflow.hw.blocks.argmax.ArgMax`."""
 
     classes: int
     score_shape: Shape

@@ -181,7 +181,8 @@ class DenseOp(Op):
         """Pipeline depth of the unit's tree, by the gateware's rules: a popcount of binary input
         (:func:`~xnorflow.hw.blocks.popcount.popcount_latency`); with lane pairs, the two pair
         registers and a tree over ``ceil(SIMD / 2)`` leaves
-        (:func:`~xnorflow.hw.blocks.popcount.complement_latency`); else an adder tree over SIMD lanes,
+        (:func:`~xnorflow.hw.compiler.rules.complement_latency`); else an adder tree over SIMD
+        lanes,
         ``ceil(ceil(log2(SIMD)) / levels_per_stage)``."""
         if self.paired:
             return complement_latency(self.simd, self.pe, self.levels_per_stage)
@@ -213,7 +214,8 @@ class DenseOp(Op):
 
         LUT4s: per lane ``PE*SIMD``, ``k.bin`` (binary input), ``k.pix`` (8-bit input, a
         threshold layer of several PEs) plus ``k.pair`` per lane pair (``SIMD // 2``: the sums
-        and differences the PEs share, see :class:`~xnorflow.hw.blocks.popcount.ComplementSumTrees`),
+        and differences the PEs share, see
+        :class:`~xnorflow.hw.blocks.popcount.ComplementSumTrees`),
         or ``k.pix1`` (8-bit input, one PE or a score layer: lanes not paired),
         ``k.acc`` per accumulator bit (``PE * acc_width``: accumulator, threshold subtraction),
         ``k.pe`` per PE and ``k.unit`` for the unit's control; plus the logic tables: thresholds
@@ -225,8 +227,8 @@ class DenseOp(Op):
         Block RAM, exact, as :mod:`xnorflow.hw.blocks.mvtu` maps its memories: per PE the ``NF*SF x
         SIMD`` weight memory (``"bram"``), the threshold table when
         :func:`~xnorflow.hw.blocks.mvtu.threshold_style` puts it in block RAM, and the ``2*SF x
-        SIMD*bits`` input buffer when :func:`~xnorflow.hw.blocks.mvtu.buffer_style` does (with ``SF =
-        1`` and ``NF >= 3`` it is two registers). Flip-flops: tree pipeline registers,
+        SIMD*bits`` input buffer when :func:`~xnorflow.hw.compiler.rules.buffer_style` does (with
+        ``SF = 1`` and ``NF >= 3`` it is two registers). Flip-flops: tree pipeline registers,
         accumulators, the read registers, the output register and control.
         """
         pe, simd, bits = self.pe, self.simd, self.input_bits

@@ -15,8 +15,8 @@ __all__ = ["ConverterOp", "FifoOp"]
 
 @dataclass(frozen=True)
 class ConverterOp(Op):
-    """A :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` from layer ``after``'s PE bits per beat to
-    the next layer's SIMD bits per beat."""
+    """A :class:`~xnorflow.hw.blocks.plumbing.WidthConverter` from layer ``after``'s PE bits per
+    beat to the next layer's SIMD bits per beat."""
 
     after: int
     frame_bits: int

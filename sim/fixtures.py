@@ -1,0 +1,106 @@
+"""Random models, foldings and frames: the one home of what the tests and the sweep
+(:mod:`xnorflow.sim.sweep`) check the generated hardware on.
+
+Every model is a valid :class:`~xnorflow.model.Model` (it passes ``validate``), seeded, so a
+failing case can be made again from its topology and seed.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+
+from xnorflow.hw.compiler import Folding, LayerFolding
+from xnorflow.model import DenseLayer, Model, accumulator_range, pack_bits
+
+__all__ = ["folding", "random_folding", "random_frames", "random_model"]
+
+
+def random_frames(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
+    """``uint8 (count, n)`` pixels: a third 0, a third 255, a third anything between."""
+    choice = rng.integers(0, 3, (count, n))
+    return np.where(choice == 0, 0, np.where(choice == 1, 255, rng.integers(0, 256, (count, n)))
+                    ).astype(np.uint8)
+
+
+def _reached_thresholds(rng, acc, n, input_bits, m):
+    """Thresholds at accumulators that the frames reach (+-1), random directions, and every
+    fourth channel at an end of its range (a constant channel)."""
+    lo, hi = accumulator_range(input_bits, n)
+    d = rng.choice([1, -1], m)
+    t = acc[rng.integers(0, len(acc), m), np.arange(m)] + rng.integers(-1, 2, m)
+    t_lo, t_hi = np.where(d > 0, lo, lo - 1), np.where(d > 0, hi + 1, hi)
+    t = np.clip(t, t_lo, t_hi)
+    edge = np.arange(m) % 4 == 3
+    t[edge] = np.where(rng.integers(0, 2, m) == 1, t_lo, t_hi)[edge]
+    return t, d
+
+
+def _middle_thresholds(rng, n, input_bits, m):
+    """Thresholds near the middle of the accumulator's range, random directions."""
+    spread = 255 * n // 6 if input_bits == 8 else 2
+    centre = 0 if input_bits == 8 else n // 2
+    t = centre + rng.integers(-spread, spread + 1, m)
+    return t, rng.choice([1, -1], m)
+
+
+def random_model(topology, seed: int, frames: np.ndarray | None = None, *,
+                 input_shape: tuple[int, ...] | None = None,
+                 provenance: dict | None = None) -> Model:
+    """A valid model of ``topology`` (``N0, N1, ..., classes``) with random weights.
+
+    With ``frames``, each hidden channel gets a random direction and a threshold at an
+    accumulator that one of the frames reaches (+-1), so its outputs on them are mixed, and every
+    fourth channel a threshold at an end of its range (a constant channel); the accumulators are
+    computed here from docs/semantics.md section 3.1, only to place the thresholds. Without,
+    thresholds lie near the middle of each accumulator's range, both directions.
+    ``input_shape`` (default ``(N0,)``) and ``provenance`` go into the model as they are."""
+    rng = np.random.default_rng(seed)
+    x = None if frames is None else np.asarray(frames, dtype=np.int64)
+    layers = []
+    for i, (n, m) in enumerate(pairwise(topology)):
+        bits = rng.integers(0, 2, (m, n))
+        input_bits = 8 if i == 0 else 1
+        if i == len(topology) - 2:
+            layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits)))
+            break
+        if x is None:
+            t, d = _middle_thresholds(rng, n, input_bits, m)
+        else:
+            acc = (x @ (2 * bits - 1).T if input_bits == 8
+                   else x @ bits.T + (1 - x) @ (1 - bits).T)
+            t, d = _reached_thresholds(rng, acc, n, input_bits, m)
+            x = np.where(d > 0, acc >= t, acc <= t).astype(np.int64)
+        layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits),
+                                 t.astype(np.int64), d.astype(np.int8)))
+    model = Model(layers, input_shape or (topology[0],), dict(provenance or {}))
+    model.validate()
+    return model
+
+
+def folding(*layers) -> Folding:
+    """A :class:`~xnorflow.hw.compiler.folding.Folding` from ``(pe, simd[, storage[,
+    fifo_depth]])`` tuples, one per layer."""
+    return Folding(tuple(LayerFolding(*layer) for layer in layers))
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def random_folding(topology, rng: np.random.Generator, kind: str = "random") -> Folding:
+    """A :class:`~xnorflow.hw.compiler.folding.Folding` of ``topology``: ``"pe1"`` (PE = SIMD =
+    1), ``"parallel"`` (PE = M, SIMD = N) or ``"random"`` (random divisors, storage and FIFOs)."""
+    layers = []
+    for n, m in pairwise(topology):
+        if kind == "pe1":
+            layers.append(LayerFolding(1, 1))
+        elif kind == "parallel":
+            layers.append(LayerFolding(m, n, "lut"))
+        else:
+            fifo = int(rng.choice([0, 3, 4])) if rng.random() < 0.3 else None
+            layers.append(LayerFolding(int(rng.choice(_divisors(m))),
+                                       int(rng.choice(_divisors(n))),
+                                       str(rng.choice(["bram", "lut"])), fifo))
+    return Folding(tuple(layers))
