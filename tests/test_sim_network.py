@@ -11,6 +11,7 @@ The wider random sweep is a command, not part of the default run:
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from xnorflow.hw.compiler import Folding, LayerFolding
 from xnorflow.hw.tops.network import TOP_NAME
 from xnorflow.model import DenseLayer, Model
 from xnorflow.models import shipped
+from xnorflow.sim.cache import RECORD
 from xnorflow.sim.network_results import ResultLayout, compare, frame_beats
 from xnorflow.sim.runner import SimulationFailed, build, run_tests
 from xnorflow.sim.simulate import simulate, stall_specs
@@ -161,11 +163,15 @@ def tfc_report(cache):
                     build_dir=cache)
 
 
-def test_tfc_on_mnist_with_stalls(tfc_report):
+def test_tfc_on_mnist_with_stalls(tfc_report, cache):
     r = tfc_report
     check_report(r, 40)
     assert (r["predicted_ii"], r["predicted_latency"]) == (196, 622)
     assert r["accuracy"] >= 0.9 and len(r["per_class_accuracy"]) == 10
+    # Built into the build cache (xnorflow.sim.cache) under the given root, and recorded.
+    build = Path(r["build_dir"])
+    assert build.parent == cache.resolve() and build.name.startswith(f"verilator-{TOP_NAME}-")
+    assert (build / RECORD).is_file() and not r["build_cached"]
 
 
 @pytest.mark.slow
