@@ -50,6 +50,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnorflow.hw.build.tools import log_tail
 from xnorflow.hw.tops.protocol import DeviceInfo
 from xnorflow.sim.cache import cached_build
 from xnorflow.sim.runner import SimBuild
@@ -142,12 +143,6 @@ def _terminate_group(proc: subprocess.Popen) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(5.0)
 
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
 
 
 class SimLink:
@@ -255,8 +250,8 @@ class SimLink:
                                      f"{self._logs()}")
 
     def _logs(self) -> str:
-        return (f"end of {self._child_log}:\n{_tail(self._child_log)}\nend of "
-                f"{self.run_dir / 'run.log'}:\n{_tail(self.run_dir / 'run.log')}")
+        return (f"end of {self._child_log}:\n{log_tail(self._child_log, 25)}\nend of "
+                f"{self.run_dir / 'run.log'}:\n{log_tail(self.run_dir / 'run.log', 25)}")
 
     def write(self, data: bytes) -> None:
         if self._closed:

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xnorflow.hw.build.tools import log_tail
 from xnorflow.hw.build.verilog import scoped_environ, write_verilog, yosys_env
 
 __all__ = [
@@ -243,13 +244,6 @@ def _check_simulator(simulator: str) -> None:
         )
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text[-lines:])
-
 
 # --- conversion and build ------------------------------------------------------------------------
 
@@ -303,11 +297,11 @@ def build(
         except (RuntimeError, SystemExit, ValueError) as exc:
             raise BuildFailed(
                 f"Building {toplevel!r} with {simulator} failed ({exc}); end of {log_file}:\n"
-                f"{_tail(log_file)}"
+                f"{log_tail(log_file, _LOG_TAIL_LINES)}"
             ) from exc
     seconds = time.monotonic() - start
     warnings = tuple(
-        line for line in _tail(log_file, 10_000).splitlines() if line.startswith("%Warning")
+        line for line in log_tail(log_file, 10_000).splitlines() if line.startswith("%Warning")
     )
     return SimBuild(simulator, toplevel, build_dir, paths, waves, seconds, log_file, warnings)
 
@@ -437,7 +431,7 @@ def run_tests(
         raise SimulationFailed(
             f"{sim_build.simulator} left no results running {test_module} on "
             f"{sim_build.toplevel!r} ({crash or 'no error reported'}); end of {log_file}:\n"
-            f"{_tail(log_file)}"
+            f"{log_tail(log_file, _LOG_TAIL_LINES)}"
         )
     tests, passed, failed, skipped, failures = _parse_results(results_xml)
     result = SimResult(
@@ -453,7 +447,7 @@ def run_tests(
             what = f"no test passed ({tests} found, {skipped} skipped)"
         raise SimulationFailed(
             f"{test_module} on {sim_build.toplevel!r} ({sim_build.simulator}): {what}\n"
-            f"results: {results_xml}\nend of {log_file}:\n{_tail(log_file)}",
+            f"results: {results_xml}\nend of {log_file}:\n{log_tail(log_file, _LOG_TAIL_LINES)}",
             result,
         )
     return result

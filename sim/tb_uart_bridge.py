@@ -1,5 +1,5 @@
 """cocotb testbench that puts the simulated serial bridge on a TCP socket: the simulation side of
-:class:`xnorflow.host.driver.SimTransport`.
+:class:`xnorflow.sim.board.SimLink`.
 
 The design is a :class:`~xnorflow.hw.tops.bridge.SerialBridge` (ports ``clk``, ``rst``, ``rx``,
 ``tx``) compiled for Verilator. One cocotb test, :func:`uart_bridge_session`, connects to
@@ -37,7 +37,7 @@ Parameters (:func:`~xnorflow.sim.runner.tb_params`)
 Run as a script (``python -m xnorflow.sim.tb_uart_bridge SPEC``, SPEC a JSON object with
 ``build`` (the :class:`~xnorflow.sim.runner.SimBuild` fields), ``params`` and ``run_name``), it
 runs this testbench on that build through :func:`~xnorflow.sim.runner.run_tests`; that is how
-:class:`~xnorflow.host.driver.SimTransport` starts a session in a process of its own.
+:class:`~xnorflow.sim.board.SimLink` starts a session in a process of its own.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from xnorflow.hw.compiler import Folding
 from xnorflow.hw.tops.board import BOARDS, DEFAULT_BAUD, BoardTop, get_board, uart_baud
 from xnorflow.hw.tops.network import Network
 from xnorflow.model import Model
-from xnorflow.sim.sweep import random_frames, random_model
+from xnorflow.sim.fixtures import random_frames, random_model
 
 # --- PLL search -----------------------------------------------------------------------------------
 

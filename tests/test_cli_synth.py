@@ -7,7 +7,7 @@ import pytest
 
 from xnorflow.cli import main
 from xnorflow.model import Model
-from xnorflow.sim.sweep import random_frames, random_model
+from xnorflow.sim.fixtures import random_frames, random_model
 
 
 def small_model(path):

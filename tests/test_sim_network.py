@@ -25,10 +25,11 @@ from xnorflow.hw.tops.network import TOP_NAME
 from xnorflow.model import DenseLayer, Model
 from xnorflow.models import shipped
 from xnorflow.sim.cache import RECORD
+from xnorflow.sim.fixtures import random_frames, random_model
 from xnorflow.sim.network_results import ResultLayout, compare, frame_beats
 from xnorflow.sim.runner import SimulationFailed, build, run_tests
 from xnorflow.sim.simulate import simulate, stall_specs
-from xnorflow.sim.sweep import PAUSES, random_frames, random_model, run_case
+from xnorflow.sim.sweep import PAUSES, run_case
 
 FRAMES = 24
 

