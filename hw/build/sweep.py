@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from xnorflow.hw.compiler.devices import Device, get_device
 from xnorflow.hw.build.synth import DoesNotFit, SynthOptions, synthesize
+from xnorflow.hw.compiler.devices import Device, get_device
 
 __all__ = ["TARGET_MHZ", "SweepRow", "mvtu_for_sweep", "mvtu_sweep", "sweep_markdown",
            "write_sweep_json"]
