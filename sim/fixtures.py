@@ -11,10 +11,11 @@ from itertools import pairwise
 
 import numpy as np
 
+from xnorflow import spec as specs
 from xnorflow.hw.compiler import Folding, LayerFolding
-from xnorflow.model import DenseLayer, Model, accumulator_range, pack_bits
+from xnorflow.model import ConvLayer, DenseLayer, Model, PoolLayer, accumulator_range, pack_bits
 
-__all__ = ["folding", "random_folding", "random_frames", "random_model"]
+__all__ = ["folding", "random_folding", "random_frames", "random_model", "random_net"]
 
 
 def random_frames(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
@@ -75,6 +76,46 @@ def random_model(topology, seed: int, frames: np.ndarray | None = None, *,
         layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits),
                                  t.astype(np.int64), d.astype(np.int8)))
     model = Model(layers, input_shape or (topology[0],), dict(provenance or {}))
+    model.validate()
+    return model
+
+
+def random_net(spec: str, seed: int, *, pad_bit: int | None = None) -> Model:
+    """A valid model of any :mod:`xnorflow.spec` (convolutions, pooling, dense layers) with
+    random weights: thresholds near the middle of each accumulator's range, both directions, and
+    every fourth channel at an end of its range (a constant channel). ``pad_bit`` (None: random)
+    is the pad value of the convolutions on bits."""
+    parsed = specs.parse(spec)
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, layer in enumerate(parsed.layers):
+        input_bits = 8 if i == 0 else 1
+        last = i == len(parsed.layers) - 1
+        if isinstance(layer, specs.Pool):
+            layers.append(PoolLayer(f"pool{i}", layer.in_shape, layer.kernel))
+            continue
+        if isinstance(layer, specs.Conv):
+            n, m = layer.kernel * layer.kernel * layer.in_shape[2], layer.out_channels
+        else:
+            n, m = layer.in_features, layer.out_features
+        bits = rng.integers(0, 2, (m, n))
+        t = d = None
+        if not last:
+            t, d = _middle_thresholds(rng, n, input_bits, m)
+            lo, hi = accumulator_range(input_bits, n)
+            edge = np.arange(m) % 4 == 3
+            t_lo, t_hi = np.where(d > 0, lo, lo - 1), np.where(d > 0, hi + 1, hi)
+            t[edge] = np.where(rng.integers(0, 2, m) == 1, t_lo, t_hi)[edge]
+            t, d = t.astype(np.int64), d.astype(np.int8)
+        if isinstance(layer, specs.Conv):
+            pad = layer.pad_value
+            if input_bits == 1:
+                pad = int(rng.integers(0, 2)) if pad_bit is None else pad_bit
+            layers.append(ConvLayer(f"conv{i}", layer.in_shape, m, layer.kernel, layer.stride,
+                                    layer.padding, pad, input_bits, pack_bits(bits), t, d))
+        else:
+            layers.append(DenseLayer(f"fc{i}", n, m, input_bits, pack_bits(bits), t, d))
+    model = Model(layers, parsed.input_shape, {"spec": parsed.text, "seed": seed})
     model.validate()
     return model
 

@@ -68,8 +68,8 @@ class GoldenModel:
         model.validate()
         self.model = model
         self.batch = batch
-        self._layers = [(_KINDS[layer.kind](layer), _threshold(layer))
-                        for layer in model.layers]
+        self._layers = [(_KINDS[layer.kind](layer, model.layers[i - 1] if i else None),
+                         _threshold(layer)) for i, layer in enumerate(model.layers)]
 
     def check_frames(self, frames) -> np.ndarray:
         """Validate frames and return them as ``uint8 (B, N0)``; raise :class:`FrameError`."""
@@ -127,7 +127,7 @@ class _Dense:
     bits: ``p_i = N - popcount(w_i XOR a)`` on 64-bit words; the padding bits are 0 in both, so
     they never count as disagreements."""
 
-    def __init__(self, layer):
+    def __init__(self, layer, previous=None):
         self.n = layer.in_features
         if layer.input_bits == 8:
             signs = _signs_from_bytes(layer.weights, self.n)
@@ -145,15 +145,96 @@ class _Dense:
         return self.n - diff.sum(axis=2, dtype=np.int64)
 
 
+def _windows(x: np.ndarray, layer) -> np.ndarray:
+    """The convolution's windows (docs/semantics.md §5.2): ``(B, H*W*C)`` maps to ``(B, OH, OW,
+    K*K*C)``, each window in ``ky, kx, c`` order, positions outside the map holding
+    ``pad_value``."""
+    h, w, c = layer.in_shape
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    fmap = x.reshape(len(x), h, w, c)
+    if p:
+        fmap = np.pad(fmap, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=layer.pad_value)
+    view = np.lib.stride_tricks.sliding_window_view(fmap, (k, k), axis=(1, 2))
+    view = view[:, ::s, ::s]  # (B, OH, OW, C, K, K)
+    return view.transpose(0, 1, 2, 4, 5, 3).reshape(*view.shape[:3], k * k * c)
+
+
+#: Largest XOR broadcast (64-bit words) evaluated at once by a binary convolution.
+_CHUNK_WORDS = 1 << 22
+
+
+class _Conv:
+    """A convolution's accumulators (docs/semantics.md §5.2), ``int64 (B, OH*OW*M)`` in map
+    order. On pixels: every window times the ±1 kernels as one matrix product (exact in float32:
+    ``255 * K*K*C < 2**24``). On bits: the windows packed into 64-bit words (element ``j`` at
+    bit ``j % 64`` of word ``j // 64``, unused high bits 0 like the weights' padding, so they
+    never disagree), ``p = K*K*C - popcount(w XOR window)``."""
+
+    def __init__(self, layer, previous=None):
+        self.layer = layer
+        self.n = layer.window
+        if layer.input_bits == 8:
+            signs = _signs_from_bytes(layer.weights, self.n)
+            self.w = np.ascontiguousarray(signs.T.astype(np.float32))
+        else:
+            self.w = _bytes_to_words(layer.weights)  # (M, words)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        win = _windows(x, self.layer)  # (B, OH, OW, K*K*C)
+        b = len(x)
+        rows = win.reshape(-1, self.n)
+        if self.layer.input_bits == 8:
+            acc = (rows.astype(np.float32) @ self.w).astype(np.int64)
+        else:
+            words = _bytes_to_words(np.packbits(rows, axis=1, bitorder="little"))
+            m, nw = self.w.shape
+            step = max(1, _CHUNK_WORDS // (m * nw))
+            acc = np.empty((len(words), m), np.int64)
+            for s in range(0, len(words), step):
+                diff = np.bitwise_count(words[s:s + step, None, :] ^ self.w[None, :, :])
+                acc[s:s + step] = self.n - diff.sum(axis=2, dtype=np.int64)
+        return acc.reshape(b, -1)
+
+
+class _Pool:
+    """Max-pooling on bits (docs/semantics.md §5.3): per channel the OR of each ``k x k`` window
+    when the convolution before has direction +1, the AND when -1; ``uint8 (B, H/k*W/k*C)``."""
+
+    def __init__(self, layer, previous):
+        self.layer = layer
+        self.rising = previous.directions.astype(np.int64) > 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h, w, c = self.layer.in_shape
+        k = self.layer.kernel
+        blocks = x.reshape(len(x), h // k, k, w // k, k, c)
+        out = np.where(self.rising, blocks.max(axis=(2, 4)), blocks.min(axis=(2, 4)))
+        return out.astype(np.uint8).reshape(len(x), -1)
+
+
 def _threshold(layer):
-    """The threshold activation of a layer (docs/semantics.md §3): accumulators to ``uint8``
-    0/1 bits, ``acc >= T`` for direction +1 and ``acc <= T`` for -1; None for the score layer."""
-    if layer.thresholds is None:
-        return None
+    """The threshold activation of a layer (docs/semantics.md §3.2): accumulators to ``uint8``
+    0/1 bits, ``acc >= T`` for direction +1 and ``acc <= T`` for -1, per output channel (the
+    last axis of a convolution's map); None for the score layer and for pooling, whose output
+    is already bits."""
+    if getattr(layer, "thresholds", None) is None:
+        return None if layer.output == "scores" else _identity
     t = layer.thresholds.astype(np.int64)
     d = layer.directions.astype(np.int64)
-    return lambda acc: np.where(d > 0, acc >= t, acc <= t).astype(np.uint8)
+    m = len(t)
+
+    def threshold(acc):
+        per_channel = acc.reshape(len(acc), -1, m)
+        bits = np.where(d > 0, per_channel >= t, per_channel <= t)
+        return bits.astype(np.uint8).reshape(len(acc), -1)
+
+    return threshold
 
 
-#: The golden function of each layer kind: built from the layer, maps its input to accumulators.
-_KINDS = {"dense": _Dense}
+def _identity(x):
+    return x
+
+
+#: The golden function of each layer kind: built from the layer (and the one before it), maps
+#: its input (pixels or bits) to accumulators, or (pooling) to bits.
+_KINDS = {"dense": _Dense, "conv2d": _Conv, "maxpool2d": _Pool}

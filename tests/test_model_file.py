@@ -110,7 +110,8 @@ def test_wrong_weight_shape(saved):
 
 def test_layers_do_not_connect(saved):
     rewrite(saved, lambda m: m["layers"][2].update(in_features=12))
-    with pytest.raises(ModelFormatError, match=r"layer 2 \(fc2\) field 'weights'"):
+    with pytest.raises(ModelFormatError, match=r"layer 2 \(fc2\) field 'in_features': 12 does "
+                                               r"not match the 13 outputs of layer 1"):
         Model.load(saved)
 
 
