@@ -122,11 +122,11 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
     (the default folding), a :class:`~xnorflow.hw.compiler.folding.Folding`, its JSON object, or
     the path of a folding file. Frames: ``frames`` (``uint8 (B, N0)``, with optional
     ``labels``), else the test split of ``data`` (None: the embedded subset; a directory: MNIST
-    IDX files), the first ``count`` of them (default all). ``build_dir``: the root of the build
-    cache (None: :func:`xnorflow.sim.cache.default_root`). ``stall``: pause probability of both
-    streams (:func:`stall_specs`, seeded by ``seed``). ``timing_frames``: the burst that
-    measures the II (0: measure nothing). Returns the report (module docstring); see ``docs`` of
-    :mod:`xnorflow.sim.tb_network` for what is checked.
+    IDX files), ``count`` of them spread evenly over the split (default all). ``build_dir``: the
+    root of the build cache (None: :func:`xnorflow.sim.cache.default_root`). ``stall``: pause
+    probability of both streams (:func:`stall_specs`, seeded by ``seed``). ``timing_frames``: the
+    burst that measures the II (0: measure nothing). Returns the report (module docstring); see
+    ``docs`` of :mod:`xnorflow.sim.tb_network` for what is checked.
     """
     from xnorflow.data import load
     from xnorflow.hw.build.verilog import generate
@@ -160,7 +160,7 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
     else:
         ds = load(data, "test")
         if count is not None:
-            ds = ds.subset(count)
+            ds = ds.spread(count)
         frames, labels, dataset = ds.images, ds.labels, ds.name
     if frames.ndim != 2 or frames.shape[1] != model.in_features:
         raise ValueError(f"the model takes frames of {model.in_features} pixels, got frames of "

@@ -19,7 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .models import shipped
+from .spec import PRESETS
+
 __all__ = ["main"]
+
+#: What every verb's MODEL argument takes.
+MODEL_HELP = "model file (.npz) or a shipped model's name (" + ", ".join(shipped()) + ")"
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -38,22 +44,27 @@ def _emit(args, obj: dict, human) -> None:
 # -- train ---------------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
+    from . import spec as specs
     from .data import load
     from .export import compare_with_float, export
     from .golden import GoldenModel
-    from .train import TrainConfig, parse_topology, train
+    from .train import TrainConfig, train
 
-    topology = parse_topology(args.layers or args.preset)
+    spec = specs.parse(args.layers or args.preset)
+    topology = spec.sizes if spec.is_mlp else spec.text
     tr = load(args.data, "train")
     te = load(args.data, "test")
     if args.limit:
         tr = tr.subset(args.limit)
+    x_train, x_test = tr.frames_for(spec.input_shape), te.frames_for(spec.input_shape)
     cfg = TrainConfig(topology=topology, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, lr_final=args.lr_final, dropout=args.dropout,
                       in_dropout=args.in_dropout, scaling=args.scaling, shift=args.shift,
                       seed=args.seed, threads=args.threads)
-    err.print(f"training {'-'.join(map(str, topology))} on {tr.name} ({len(tr)} train / "
-              f"{len(te)} test frames), {cfg.epochs} epochs, seed {cfg.seed}")
+    checkpoint = Path(args.checkpoint or Path(args.out).with_suffix(".ckpt"))
+    err.print(f"training {spec.text} on {tr.name} ({len(tr)} train / "
+              f"{len(te)} test frames), {cfg.epochs} epochs, seed {cfg.seed}"
+              f"{', resuming from ' + str(checkpoint) if args.resume else ''}")
 
     def progress(row: dict) -> None:
         err.print(f"  epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['loss']:.4f}  "
@@ -61,14 +72,15 @@ def cmd_train(args) -> int:
                   f"test {100 * row.get('test_accuracy', float('nan')):.2f} %  "
                   f"({row['seconds']:.1f} s)")
 
-    result = train(cfg, tr.images, tr.labels, te.images, te.labels, progress=progress)
+    result = train(cfg, x_train, tr.labels, x_test, te.labels, progress=progress,
+                   checkpoint=checkpoint, resume=args.resume)
     prov = {"dataset": tr.name, "train_frames": len(tr), "test_frames": len(te),
             "seed": cfg.seed, "epochs": cfg.epochs, "train_seconds": round(result.train_seconds, 1),
             "float_test_accuracy": result.test_accuracy,
             "training": {k: v for k, v in result.summary()["config"].items()}}
     model = export(result.model, prov)
-    golden_acc = float((GoldenModel(model).predict(te.images) == te.labels).mean())
-    check = compare_with_float(result.model, model, te.images)
+    golden_acc = float((GoldenModel(model).predict(x_test) == te.labels).mean())
+    check = compare_with_float(result.model, model, x_test)
     if check["prediction_mismatches"] or check["activation_bit_mismatches"] or \
             check["score_mismatches"]:
         raise RuntimeError(f"the integer model disagrees with the float model: {check}")
@@ -103,8 +115,9 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         ds = ds.subset(args.limit)
     golden = GoldenModel(model)
+    frames = ds.frames_for(model.input_shape)
     t0 = time.perf_counter()
-    pred = golden.predict(ds.images)
+    pred = golden.predict(frames)
     dt = time.perf_counter() - t0
     acc = float((pred == ds.labels).mean()) if len(ds) else 0.0
     per_class = {int(c): float((pred[ds.labels == c] == c).mean())
@@ -723,12 +736,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "present); default: the embedded 5,000-image subset")
 
     t = sub.add_parser("train", help="train a BNN and export it to an integer model file",
-                       description="Train a binarized MLP (PyTorch, straight-through estimator, "
-                                   "batch norm), fold it into an integer model and save it.")
-    t.add_argument("--preset", default="sfc", choices=["tfc", "sfc", "lfc"],
-                   help="FINN topology: tfc 784-64-64-64-10, sfc 784-256-256-256-10, "
-                        "lfc 784-1024-1024-1024-10 (default sfc)")
-    t.add_argument("--layers", metavar="LIST", help="any layer list instead, e.g. 784-128-10")
+                       description="Train a binarized MLP or CNN (PyTorch, straight-through "
+                                   "estimator, batch norm), fold it into an integer model and "
+                                   "save it. Checkpoints after every epoch; --resume goes on "
+                                   "from the checkpoint.")
+    t.add_argument("--preset", default="sfc", choices=list(PRESETS),
+                   help="; ".join(f"{k} {v}" for k, v in PRESETS.items()) + " (default sfc)")
+    t.add_argument("--layers", metavar="SPEC",
+                   help="any network instead: the input then the layers, e.g. 784-128-10 or "
+                        "28x28x1-c32k3-p2-c64k3p-p2-10 (M dense, cMkK[sS][p][vV] convolution, "
+                        "pK max-pooling; see xnorflow.spec)")
     data_arg(t)
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=100)
@@ -745,13 +762,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     t.add_argument("--limit", type=int, default=0, help="train on the first N frames only")
     t.add_argument("--out", default="model.npz", help="model file to write (default model.npz)")
+    t.add_argument("--checkpoint", metavar="FILE",
+                   help="checkpoint written after every epoch (default: OUT with .ckpt)")
+    t.add_argument("--resume", action="store_true",
+                   help="go on from the checkpoint (same options, the epochs done are skipped)")
     t.add_argument("--history", metavar="FILE", help="also write the training log as JSON")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="golden-model accuracy of a model file on a dataset",
                        description="Run the bit-exact NumPy golden model over a dataset split.")
-    e.add_argument("model", help="model file (.npz)")
+    e.add_argument("model", help=MODEL_HELP)
     data_arg(e)
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--limit", type=int, default=0, help="only the first N frames")
@@ -779,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "self-contained Verilog file (top module xnorflow_top) and "
                                    "manifest.json (ports, tdata layout, per-layer folding, "
                                    "predicted II and latency, resource estimate).")
-    g.add_argument("model", help="model file (.npz)")
+    g.add_argument("model", help=MODEL_HELP)
     g.add_argument("--folding", metavar="FILE",
                    help='folding JSON: {"layers": [{"pe": P, "simd": S, "storage": "bram"|"lut"}'
                         ', ...]}, one entry per layer; default: balanced around II = '
@@ -798,11 +819,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bit-exact against the golden model, every frame out once and "
                                    "in order, and the measured II and latency against the "
                                    "prediction.")
-    sm.add_argument("model", help="model file (.npz)")
+    sm.add_argument("model", help=MODEL_HELP)
     sm.add_argument("--folding", metavar="FILE", help="folding JSON (default: the default folding)")
     data_arg(sm)
     sm.add_argument("--frames", type=int, default=None, metavar="N",
-                   help="the first N frames of the test split (default: all)")
+                    help="N frames spread evenly over the test split (default: all)")
     sm.add_argument("--stall", type=float, default=0.0, metavar="P",
                    help="pause probability per cycle of the input and the output stream "
                         "(random, seeded; default 0)")
@@ -822,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "bitstream. With --device: an out-of-context build of the "
                                     "accelerator core (behind a three-pin harness). YoWASP Yosys "
                                     "and nextpnr; figures from the tools' JSON reports.")
-    sy.add_argument("model", help="model file (.npz)")
+    sy.add_argument("model", help=MODEL_HELP)
     target = sy.add_mutually_exclusive_group(required=True)
     target.add_argument("--board", help="icebreaker, ulx3s-25f or ulx3s-85f (a board build)")
     target.add_argument("--device",
@@ -858,7 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stream test frames to the accelerator over a serial port "
                                    "(a board) or to the simulated board (--sim), check the "
                                    "predictions against the golden model.")
-    r.add_argument("model", help="model file (.npz) the device must hold (its hash is checked)")
+    r.add_argument("model", help=MODEL_HELP + "; the device must hold it (its hash is checked)")
     where = r.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="DEV", help="serial port or pyserial URL of a board")
     where.add_argument("--sim", action="store_true",
@@ -912,6 +933,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if isinstance(getattr(args, "model", None), str):  # a file or a shipped model's name
+            from .models import resolve
+
+            args.model = str(resolve(args.model))
         return args.func(args)
     except (UsageError, DatasetError, ModelFormatError, FoldingError, SimError, SynthError,
             VerilogError,

@@ -78,6 +78,7 @@ __all__ = [
     "DatasetError",
     "load",
     "load_embedded",
+    "fit_frames",
     "load_mnist_dir",
     "read_idx",
     "verify_md5",
@@ -159,6 +160,42 @@ class Dataset:
                 f"{self.name} ({self.split}): cannot take {n} images, it holds {len(self)}"
             )
         return Dataset(self.images[:n], self.labels[:n], self.name, self.split)
+
+    def spread(self, n: int) -> Dataset:
+        """``n`` images spread evenly over the split, first and last included (all of them when
+        ``n`` is at least its size): the first ``n`` of a split ordered by class, like the
+        embedded subset's, would all be one digit."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise DatasetError(f"{self.name} ({self.split}): cannot take {n!r} images")
+        if n >= len(self):
+            return self
+        index = np.linspace(0, len(self) - 1, n).round().astype(np.int64)
+        return Dataset(self.images[index], self.labels[index], self.name, self.split)
+
+    def frames_for(self, input_shape) -> np.ndarray:
+        """The images as frames of a model's ``input_shape`` (:func:`fit_frames`)."""
+        return fit_frames(self.images, input_shape)
+
+
+def fit_frames(images: np.ndarray, input_shape) -> np.ndarray:
+    """28x28 images ``(n, 784)`` as frames of a model's ``input_shape``: unchanged when the model
+    takes 784 pixels (``(784,)``, ``(28, 28)``, ``(28, 28, 1)``), padded with pixel value 0 to a
+    larger one-channel image (``(32, 32)`` or ``(32, 32, 1)``: two rows above and below, two
+    columns left and right; docs/semantics.md §1). ``DatasetError`` when they cannot fit."""
+    shape = tuple(int(v) for v in input_shape)
+    h0, w0 = IMAGE_SHAPE
+    if int(np.prod(shape)) == _PIXELS and shape in ((_PIXELS,), IMAGE_SHAPE, (*IMAGE_SHAPE, 1)):
+        return images
+    if len(shape) in (2, 3) and (len(shape) == 2 or shape[2] == 1):
+        h, w = shape[:2]
+        if h >= h0 and w >= w0 and (h - h0) % 2 == 0 and (w - w0) % 2 == 0:
+            top, left = (h - h0) // 2, (w - w0) // 2
+            out = np.zeros((len(images), h, w), np.uint8)
+            out[:, top:top + h0, left:left + w0] = images.reshape(-1, h0, w0)
+            return out.reshape(len(images), h * w)
+    raise DatasetError(f"the model takes frames of shape {'x'.join(map(str, shape))}; "
+                       f"{h0}x{w0} images fit only a {h0}x{w0} input or a larger one-channel "
+                       "image they can be centred in")
 
 
 # --- IDX files -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Export a trained :class:`~xnorflow.train.BNN` to an integer-only :class:`~xnorflow.model.Model`.
+"""Export a trained :class:`~xnorflow.train.BNN` to an integer-only
+:class:`~xnorflow.model.Model`.
 
 Batch norm and sign (and the optional XNOR-Net scale) fold into one integer threshold and a
 direction per channel. The threshold is not derived from a closed-form formula that could round
@@ -16,8 +17,17 @@ import numpy as np
 import torch
 
 from . import __version__
-from .model import INPUT_SCALE, DenseLayer, Model, accumulator_range, pack_bits
-from .train import BNN, BinaryLinear, SignBN
+from . import spec as specs
+from .model import (
+    INPUT_SCALE,
+    ConvLayer,
+    DenseLayer,
+    Model,
+    PoolLayer,
+    accumulator_range,
+    pack_bits,
+)
+from .train import BNN, SignBN
 
 __all__ = ["ExportError", "export", "fold_thresholds"]
 
@@ -26,7 +36,7 @@ class ExportError(RuntimeError):
     """The float model cannot be folded exactly (this indicates a bug, not bad input)."""
 
 
-def _predicate(lin: BinaryLinear, norm: SignBN, first: bool, n: int):
+def _predicate(lin, norm: SignBN, first: bool, n: int):
     """f(acc) -> bool tensor: the training model's output bit for integer accumulators.
 
     ``acc`` is an int64 tensor of shape ``(K, M)``: one candidate accumulator per channel.
@@ -45,8 +55,10 @@ def _predicate(lin: BinaryLinear, norm: SignBN, first: bool, n: int):
 
 
 @torch.no_grad()
-def fold_thresholds(lin: BinaryLinear, norm: SignBN, first: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Integer thresholds (int64) and directions (int8) of one hidden layer."""
+def fold_thresholds(lin, norm: SignBN, first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Integer thresholds (int64) and directions (int8) of one hidden layer (a
+    :class:`~xnorflow.train.BinaryLinear` or :class:`~xnorflow.train.BinaryConv2d`: its
+    ``in_features`` is the window of a convolution, ``K*K*C``)."""
     n, m = lin.in_features, lin.out_features
     lo, hi = accumulator_range(8 if first else 1, n)
     f = _predicate(lin, norm, first, n)
@@ -100,23 +112,44 @@ def export(net: BNN, provenance: dict | None = None) -> Model:
     """Fold a trained network into an integer model (the network is put in eval mode)."""
     net.eval()
     layers = []
+    spec = net.spec
     count = len(net.linears)
-    for i, lin in enumerate(net.linears):
-        bits = (lin.weight.detach() >= 0).numpy().astype(np.uint8)
-        weights = pack_bits(bits)
-        name = "input" if i == 0 else ("output" if i == count - 1 else f"hidden{i}")
-        if i < count - 1:
-            t, d = fold_thresholds(lin, net.norms[i], first=(i == 0))
+    weighted = iter(range(count))
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, specs.Pool):
+            layers.append(PoolLayer(name=f"pool{i}", in_shape=layer.in_shape,
+                                    kernel=layer.kernel))
+            continue
+        k = next(weighted)
+        lin = net.linears[k]
+        t = d = None
+        if k < count - 1:
+            t, d = fold_thresholds(lin, net.norms[k], first=(i == 0))
+        w = lin.weight.detach()
+        if isinstance(layer, specs.Conv):
+            # (M, C, K, K) -> rows in window order: ky, kx, channel fastest
+            bits = (w.permute(0, 2, 3, 1).reshape(len(w), -1) >= 0).numpy().astype(np.uint8)
+            layers.append(ConvLayer(name=f"conv{i}", in_shape=layer.in_shape,
+                                    out_channels=layer.out_channels, kernel=layer.kernel,
+                                    stride=layer.stride, padding=layer.padding,
+                                    pad_value=layer.pad_value, input_bits=8 if i == 0 else 1,
+                                    weights=pack_bits(bits), thresholds=t, directions=d))
+            continue
+        bits = (w >= 0).numpy().astype(np.uint8)
+        if spec.is_mlp:
+            name = "input" if i == 0 else ("output" if k == count - 1 else f"hidden{i}")
         else:
-            t = d = None
+            name = f"fc{i}"
         layers.append(DenseLayer(name=name, in_features=lin.in_features,
                                  out_features=lin.out_features, input_bits=8 if i == 0 else 1,
-                                 weights=weights, thresholds=t, directions=d))
+                                 weights=pack_bits(bits), thresholds=t, directions=d))
     prov = {"xnorflow": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "topology": list(net.sizes),
+            "python": platform.python_version(),
+            "topology": list(net.sizes) if spec.is_mlp else spec.text,
             "xnor_scaling": bool(net.scaling)}
     prov.update(provenance or {})
-    model = Model(layers=layers, input_shape=(28, 28) if net.sizes[0] == 784 else (net.sizes[0],),
+    shape = spec.input_shape
+    model = Model(layers=layers, input_shape=(28, 28) if shape == (784,) else tuple(shape),
                   provenance=prov)
     model.validate()
     return model

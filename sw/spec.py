@@ -50,6 +50,16 @@ class Conv:
     pad_value: int = 0
 
     @property
+    def in_features(self) -> int:
+        h, w, c = self.in_shape
+        return h * w * c
+
+    @property
+    def out_features(self) -> int:
+        h, w, c = self.out_shape
+        return h * w * c
+
+    @property
     def out_shape(self) -> tuple[int, int, int]:
         h, w, _ = self.in_shape
         k, s, p = self.kernel, self.stride, self.padding
@@ -60,6 +70,16 @@ class Conv:
 class Pool:
     in_shape: tuple[int, int, int]
     kernel: int
+
+    @property
+    def in_features(self) -> int:
+        h, w, c = self.in_shape
+        return h * w * c
+
+    @property
+    def out_features(self) -> int:
+        h, w, c = self.out_shape
+        return h * w * c
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -101,6 +121,9 @@ def parse(text: str | list[int]) -> Spec:
         text = "-".join(str(v) for v in text)
     source = PRESETS.get(text.strip().lower(), text.strip())
     tokens = [t for t in source.replace(",", "-").split("-") if t]
+    if len(tokens) == 1 and not re.fullmatch(r"\d+(x\d+){0,2}", tokens[0].lower()):
+        raise ValueError(f"spec {text!r} is neither a preset ({', '.join(PRESETS)}) nor a layer "
+                         "list like 784-256-256-10")
     if len(tokens) < 2:
         raise ValueError(f"spec {text!r} needs an input and at least one layer, like 784-128-10 "
                          f"(presets: {', '.join(PRESETS)})")

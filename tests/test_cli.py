@@ -63,7 +63,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "Traceback" not in e
     assert main(["evaluate", str(bad), "--data", str(tmp_path / "nowhere")]) == 2
     assert main(["train", "--layers", "784-x", "--epochs", "1"]) == 2
-    assert "neither a preset" in capsys.readouterr().err
+    assert "layer 'x': not a layer" in capsys.readouterr().err
 
 
 def test_missing_dataset_dir(trained, tmp_path, capsys):
@@ -110,3 +110,12 @@ def test_demo_through_hardware(tmp_path, capsys):
     fmax = min(syn["fmax_mhz"].values())
     assert obj["accelerator_frames_per_s"] == round(fmax * 1e6 / 784, 1)
     assert obj["best_cpu"]["frames_per_s"] == max(r["frames_per_s"] for r in obj["cpu"])
+
+
+def test_every_verb_takes_a_shipped_models_name(capsys):
+    assert main(["evaluate", "tfc", "--limit", "50", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 50 and out["model"].endswith("tfc.npz")
+    assert main(["evaluate", "no-such-model"]) == 2
+    assert "no such model file, and no shipped model of that name (shipped: " in \
+        capsys.readouterr().err

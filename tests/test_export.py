@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from xnorflow import spec as specs
 from xnorflow.data import load
 from xnorflow.export import compare_with_float, export, fold_thresholds
 from xnorflow.golden import GoldenModel
-from xnorflow.train import PRESETS, TrainConfig, parse_topology, train
+from xnorflow.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +90,14 @@ def test_training_is_reproducible(data):
 
 
 def test_topologies():
-    assert parse_topology("lfc") == PRESETS["lfc"] == [784, 1024, 1024, 1024, 10]
-    assert parse_topology("TFC") == [784, 64, 64, 64, 10]
-    assert parse_topology("784-100-10") == [784, 100, 10]
+    assert specs.parse("lfc").sizes == [784, 1024, 1024, 1024, 10]
+    assert specs.parse("TFC").sizes == [784, 64, 64, 64, 10]
+    assert specs.parse("784-100-10").sizes == [784, 100, 10]
+    assert specs.parse([784, 100, 10]).sizes == [784, 100, 10]
     with pytest.raises(ValueError, match="neither a preset"):
-        parse_topology("big")
+        specs.parse("big")
     with pytest.raises(ValueError, match="at least one layer"):
-        parse_topology("784")
+        specs.parse("784")
 
 
 def test_train_rejects_mismatched_data(data):
@@ -116,3 +118,63 @@ def test_shift_augmentation_moves_pixels():
     assert ((pos - 14).abs() <= 2).all()
     assert len({tuple(p.tolist()) for p in pos}) > 5
     assert np.array_equal(y.sum(dim=1).numpy(), np.full(64, 255))
+
+
+# --- Convolutional networks --------------------------------------------------------------------
+
+CONV_SPEC = "28x28x1-c6k3-p2-c8k3pv1-c6k3s2-p2-12-10"  # pools after convs; padded with +1 bits
+
+
+def quick_conv(data, **kw):
+    tr, _ = data
+    cfg = TrainConfig(**{"topology": CONV_SPEC, "epochs": 1, "seed": 5, "batch_size": 50, **kw})
+    return train(cfg, tr.images[::8], tr.labels[::8])
+
+
+def assert_conv_exact(net, model, images):
+    check = compare_with_float(net, model, images)
+    bits = sum(layer.out_features for layer in model.layers[:-1])
+    assert check["activation_bits_compared"] == len(images) * bits
+    assert check["prediction_mismatches"] == 0
+    assert check["activation_bit_mismatches"] == 0
+    assert check["score_mismatches"] == 0
+
+
+def test_conv_export_is_bit_exact_with_pooling_in_both_directions(data):
+    net = quick_conv(data).model
+    with torch.no_grad():  # both directions and constant channels before every pooling
+        for norm in net.norms[:-1]:
+            w = norm.bn.weight
+            w[::2] = -w[::2].abs()
+            w[1::5] = 0.0
+    model = export(net, {"dataset": "embedded"})
+    assert [layer.kind for layer in model.layers] == [
+        "conv2d", "maxpool2d", "conv2d", "conv2d", "maxpool2d", "dense", "dense"]
+    assert model.layers[2].pad_value == 1 and model.layers[2].padding == 1
+    assert (model.layers[0].directions == -1).any() and (model.layers[0].directions == 1).any()
+    assert_conv_exact(net, model, data[1].images[:300])
+
+
+def test_conv_export_with_xnor_scaling_is_bit_exact(data):
+    net = quick_conv(data, scaling=True).model
+    assert_conv_exact(net, export(net), data[1].images[:200])
+
+
+def test_a_resumed_run_ends_as_an_uninterrupted_one(data, tmp_path):
+    tr, _ = data
+    kw = {"topology": "28x28x1-c4k3-p2-10", "seed": 9, "batch_size": 50, "dropout": 0.1,
+          "shift": 1, "epochs": 2}
+    whole = train(TrainConfig(**kw), tr.images[::10], tr.labels[::10])
+    ckpt = tmp_path / "run.ckpt"
+    first = TrainConfig(**kw)
+    with pytest.raises(KeyboardInterrupt):
+        def stop(row):
+            raise KeyboardInterrupt  # stop after the first epoch, once its checkpoint is written
+        train(first, tr.images[::10], tr.labels[::10], progress=stop, checkpoint=ckpt)
+    resumed = train(TrainConfig(**kw), tr.images[::10], tr.labels[::10], checkpoint=ckpt,
+                    resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert export(resumed.model).content_hash == export(whole.model).content_hash
+    with pytest.raises(ValueError, match="differs in seed"):
+        train(TrainConfig(**{**kw, "seed": 1}), tr.images[::10], tr.labels[::10],
+              checkpoint=ckpt, resume=True)

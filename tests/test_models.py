@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xnorflow import spec as specs
 from xnorflow.data import load
 from xnorflow.export import compare_with_float, export
 from xnorflow.golden import GoldenModel
 from xnorflow.model import Model
 from xnorflow.models import MODELS_DIR, shipped
-from xnorflow.train import PRESETS, TrainConfig, train
+from xnorflow.train import TrainConfig, train
 
 MNIST = Path(os.environ.get("XNORFLOW_MNIST",
                             Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))
@@ -34,7 +35,7 @@ def test_shipped_models_are_there():
     for name, path in shipped().items():
         assert path.parent == MODELS_DIR
         m = Model.load(path)
-        assert m.topology == PRESETS[name]
+        assert m.topology == specs.parse(name).sizes
         prov = m.provenance
         assert prov["dataset"].startswith("mnist-idx:")
         assert prov["train_frames"] == 60000 and prov["test_frames"] == 10000

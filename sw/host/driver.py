@@ -785,14 +785,6 @@ class _Transfer:
 # --- xnorflow run ---------------------------------------------------------------------------------
 
 
-def _spread(count: int, total: int) -> np.ndarray:
-    """``count`` indexes spread evenly over ``range(total)`` (the first ``count`` of a split
-    ordered by class would all be one digit)."""
-    if count >= total:
-        return np.arange(total)
-    return np.linspace(0, total - 1, count).round().astype(np.int64)
-
-
 def _info_dict(info: DeviceInfo) -> dict:
     return {
         "version": info.version, "capacity": info.capacity, "n0": info.n0,
@@ -829,9 +821,8 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int = 115200,
     if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
         raise ValueError(f"frames ({frames!r}) must be a positive integer")
     model = _load_model(model_path)
-    dataset = load(data, "test")
-    index = _spread(frames, len(dataset))
-    x, y = dataset.images[index], dataset.labels[index]
+    dataset = load(data, "test").spread(frames)
+    x, y = dataset.images, dataset.labels
     golden = GoldenModel(model).run(x)
     device = None
     if sim:
