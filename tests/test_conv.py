@@ -277,3 +277,17 @@ def test_shipped_mlps_stay_version_1():
     for name in ("tfc", "sfc", "lfc"):
         model = Model.load(MODELS_DIR / f"{name}.npz")
         assert model.format_version == 1
+
+
+# --- CPU implementations -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_torch_cpu_model_is_exact_on_conv_models(spec):
+    from xnorflow.cpu import TorchCPUModel
+
+    model = random_net(spec, seed=7)
+    frames = random_frames(np.random.default_rng(7), 50, model.in_features)
+    scores, classes = TorchCPUModel(model).run(frames)
+    ref = GoldenModel(model).run(frames)
+    assert np.array_equal(scores, ref.scores) and np.array_equal(classes, ref.classes)

@@ -468,6 +468,7 @@ def run_bench(models: list[str] | None = None, bitstreams: str | Path | None = N
 
     :class:`BenchError` when a name is not a shipped model, when no selected model has a reference
     build, or when a build does not match its model file."""
+    from xnorflow.data import fit_frames
     from xnorflow.models import shipped
 
     say = progress or (lambda text: None)
@@ -508,7 +509,8 @@ def run_bench(models: list[str] | None = None, bitstreams: str | Path | None = N
                       "topology": model.topology}
         say(f"{name} ({'-'.join(map(str, model.topology))}): checking the CPU implementations "
             f"against the golden model on {len(frames)} frames")
-        cpu[name] = cpu_benchmark(model, frames, min_seconds=seconds, repeats=repeats, name=name,
+        cpu[name] = cpu_benchmark(model, fit_frames(frames, model.input_shape),
+                                  min_seconds=seconds, repeats=repeats, name=name,
                                   announce=lambda text: say(f"  timing {text}"))
     for a in accel:
         if a.ii_source == "predicted":
