@@ -209,8 +209,20 @@ def _check_shape(fail, fld: str, shape) -> None:
         fail(fld, f"must be three positive integers (height, width, channels), got {shape!r}")
 
 
+class _MapLayer:
+    """A layer over a feature map (``in_shape``, ``out_shape``): its sizes as vectors."""
+
+    @property
+    def in_features(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_features(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
 @dataclass(frozen=True, eq=False)
-class ConvLayer:
+class ConvLayer(_MapLayer):
     """A 2-D convolution with threshold output (docs/semantics.md §5): a ``K x K`` kernel with
     ``stride`` 1 or 2 and ``padding`` 0 or ``K // 2`` over an ``in_shape = (H, W, C)`` feature
     map (channels fastest), ``out_channels`` (M) outputs per position.
@@ -248,14 +260,6 @@ class ConvLayer:
         h, w, _ = self.in_shape
         k, s, p = self.kernel, self.stride, self.padding
         return ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, self.out_channels)
-
-    @property
-    def in_features(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def out_features(self) -> int:
-        return int(np.prod(self.out_shape))
 
     @property
     def acc_range(self) -> tuple[int, int]:
@@ -321,7 +325,7 @@ class ConvLayer:
 
 
 @dataclass(frozen=True, eq=False)
-class PoolLayer:
+class PoolLayer(_MapLayer):
     """Max-pooling of ``kernel x kernel`` windows with stride ``kernel`` over the bits of the
     convolution before it (docs/semantics.md §5.3): per channel the OR of the window's bits
     when that layer's direction is +1, the AND when it is -1. ``kernel`` divides the height and
@@ -339,14 +343,6 @@ class PoolLayer:
     def out_shape(self) -> tuple[int, int, int]:
         h, w, c = self.in_shape
         return (h // self.kernel, w // self.kernel, c)
-
-    @property
-    def in_features(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def out_features(self) -> int:
-        return int(np.prod(self.out_shape))
 
     def manifest_entry(self) -> dict:
         return {"name": self.name, "kind": self.kind, "in_shape": list(self.in_shape),

@@ -40,14 +40,8 @@ class Dense:
     out_features: int
 
 
-@dataclass(frozen=True)
-class Conv:
-    in_shape: tuple[int, int, int]
-    out_channels: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
-    pad_value: int = 0
+class _Map:
+    """A layer over a feature map: its sizes as vectors (``in_shape``, ``out_shape`` given)."""
 
     @property
     def in_features(self) -> int:
@@ -58,6 +52,16 @@ class Conv:
     def out_features(self) -> int:
         h, w, c = self.out_shape
         return h * w * c
+
+
+@dataclass(frozen=True)
+class Conv(_Map):
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    pad_value: int = 0
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -67,19 +71,9 @@ class Conv:
 
 
 @dataclass(frozen=True)
-class Pool:
+class Pool(_Map):
     in_shape: tuple[int, int, int]
     kernel: int
-
-    @property
-    def in_features(self) -> int:
-        h, w, c = self.in_shape
-        return h * w * c
-
-    @property
-    def out_features(self) -> int:
-        h, w, c = self.out_shape
-        return h * w * c
 
     @property
     def out_shape(self) -> tuple[int, int, int]:

@@ -1,14 +1,6 @@
 """Board builds: the accelerator behind its serial bridge on a real board, with a bitstream.
 
-The boards are the ``amaranth-boards`` platforms of :data:`BOARDS`:
-
-==============  ===================  ===========  ==============  =========================
-board           platform             device       oscillator      PLL
-==============  ===================  ===========  ==============  =========================
-``icebreaker``  ICEBreakerPlatform   iCE40UP5K    12 MHz, pin 35  ``SB_PLL40_PAD``
-``ulx3s-25f``   ULX3S_25F_Platform   LFE5U-25F    25 MHz, G2      ``EHXPLLL``
-``ulx3s-85f``   ULX3S_85F_Platform   LFE5U-85F    25 MHz, G2      ``EHXPLLL``
-==============  ===================  ===========  ==============  =========================
+The boards are those of :data:`xnorflow.hw.tops.board.BOARDS` (the table there).
 
 :class:`~xnorflow.hw.tops.board.BoardTop` is the design: a PLL makes the accelerator's clock
 (domain ``sync``) from the oscillator, reset is held until the PLL has locked (and while button
