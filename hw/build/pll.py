@@ -40,6 +40,13 @@ def _limit(requested: float) -> Fraction:
     return Fraction(requested) * (1 + _TOLERANCE)
 
 
+def _no_setting(primitive: str, f_in_mhz: float, f_out_mhz: float, out_range,
+                accept: Accept | None) -> ValueError:
+    return ValueError(f"No {primitive} setting makes {f_out_mhz:g} MHz or less from "
+                      f"{f_in_mhz:g} MHz (output {out_range[0]}-{out_range[1]} MHz)"
+                      + (" that suits the baud rate" if accept is not None else ""))
+
+
 def _ice40_filter_range(f_pfd: Fraction) -> int:
     """icepll's FILTER_RANGE for a phase-detector frequency (MHz)."""
     for bound, value in ((17, 1), (26, 2), (44, 3), (66, 4), (101, 5)):
@@ -74,9 +81,7 @@ def ice40_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None
                     continue
                 best = (f_out, f_vco, f_pfd, divr, divf, divq)
     if best is None:
-        raise ValueError(f"No SB_PLL40 setting makes {f_out_mhz:g} MHz or less from "
-                         f"{f_in_mhz:g} MHz (output {_ICE40_OUT[0]}-{_ICE40_OUT[1]} MHz)"
-                         + (" that suits the baud rate" if accept is not None else ""))
+        raise _no_setting("SB_PLL40", f_in_mhz, f_out_mhz, _ICE40_OUT, accept)
     f_out, f_vco, f_pfd, divr, divf, divq = best
     return PllConfig("ice40", float(f_in), float(f_out), float(f_vco), float(f_pfd),
                      {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
@@ -121,9 +126,7 @@ def ecp5_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None)
                     continue
                 best = (f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div)
     if best is None:
-        raise ValueError(f"No EHXPLLL setting makes {f_out_mhz:g} MHz or less from "
-                         f"{f_in_mhz:g} MHz (output {_ECP5_OUT[0]}-{_ECP5_OUT[1]} MHz)"
-                         + (" that suits the baud rate" if accept is not None else ""))
+        raise _no_setting("EHXPLLL", f_in_mhz, f_out_mhz, _ECP5_OUT, accept)
     f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div = best
     return PllConfig("ecp5", float(f_in), float(f_out), float(f_vco), float(f_pfd),
                      {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
