@@ -139,3 +139,116 @@ def bridge_buffer_style(family: str, depth: int) -> str:
     """The frame buffer's place for a board of ``family``: ECP5 LUT RAM up to 64 words deep
     (far cheaper than block RAMs when ``8*SIMD0`` is wide), else block RAM."""
     return "distributed" if family == "ecp5" and depth <= 64 else "block"
+
+
+# --- The sliding-window generator and the bit max-pool (xnorflow.hw.blocks.window, .pool) ------
+
+__all__ += ["WINDOW_BUFFER_STYLES", "pool_cycles_per_frame", "pool_latency",
+            "window_buffer_style", "window_cycles_per_frame", "window_latency",
+            "window_output_size", "window_rows", "window_timeline"]
+
+#: The ``buffer`` choices of :class:`SlidingWindow` (None: :func:`window_buffer_style`).
+WINDOW_BUFFER_STYLES = (None, "block", "logic", "distributed")
+
+
+def window_output_size(size, kernel, stride, padding):
+    """Output rows (or columns) of a convolution over ``size`` rows (columns):
+    ``(size + 2P - K) div S + 1`` (docs/semantics.md section 5.2)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def window_rows(kernel, stride):
+    """Rows of ``W*C`` elements in the line buffer of a :class:`SlidingWindow`: ``K + S``, the
+    ``K`` rows that one output row reads and the ``S`` rows that the input writes meanwhile."""
+    return kernel + stride
+
+
+def window_buffer_style(rows, row_beats, width):
+    """Where the line buffer of ``rows x row_beats`` words of ``width`` bits lives: ``"logic"``
+    up to :data:`BUFFER_LOGIC_MAX_BITS` bits (as the input buffer of an MVTU), else ``"block"``
+    RAM."""
+    return "logic" if rows * row_beats * width <= BUFFER_LOGIC_MAX_BITS else "block"
+
+
+def _window_need(oy, h, kernel, stride, padding):
+    """Input rows of its frame that output row ``oy`` waits for: up to its lowest row,
+    ``min(H, oy*S - P + K)``."""
+    return min(h, oy * stride - padding + kernel)
+
+
+def window_timeline(in_shape, kernel, stride, padding, simd, frames):
+    """The cycle of the first output beat of each of ``frames`` frames of a
+    :class:`SlidingWindow` whose source is always valid and whose sink is always ready, counted
+    from the first input beat's handshake (cycle 0).
+
+    The block works row by row. Input row ``x`` (counted over all frames) goes into row slot
+    ``x mod (K + S)`` and starts once row ``x - 1`` is complete and its slot is free; its
+    ``W*C/SIMD`` beats take one cycle each. Output row ``j`` (``OW*K*K*C/SIMD`` beats, one per
+    cycle) starts in the cycle after its last needed input row (:func:`_window_need`) is complete
+    and after output row ``j - 1`` has issued its last beat; its first beat is valid one cycle
+    later. When it has issued its last beat, the rows above the next output row's first row (all
+    rows of the frame, after the frame's last output row) are free from the next cycle.
+    """
+    h, w, c = in_shape
+    oh = window_output_size(h, kernel, stride, padding)
+    ow = window_output_size(w, kernel, stride, padding)
+    row_in = w * c // simd
+    row_out = ow * kernel * kernel * c // simd
+    rows = window_rows(kernel, stride)
+    in_end = []          # cycle of the last beat of each input row
+    releases = []        # (rows freed, counted over all frames; cycle from which they are free)
+    out_last = -1
+    firsts = []
+    x = 0
+    for f in range(frames):
+        for oy in range(oh):
+            need = f * h + _window_need(oy, h, kernel, stride, padding)
+            while x < need:  # write input rows up to the ones this output row needs
+                # its slot is free from the first release of the row that was there before
+                free_from = 0 if x < rows else next(
+                    cycle for freed, cycle in releases if freed > x - rows)
+                start = max(in_end[-1] + 1 if in_end else 0, free_from)
+                in_end.append(start + row_in - 1)
+                x += 1
+            start = max(out_last + 1, in_end[need - 1] + 1)
+            if oy == 0:
+                firsts.append(start + 1)
+            out_last = start + row_out - 1
+            freed = (f + 1) * h if oy == oh - 1 else f * h + max(0, (oy + 1) * stride - padding)
+            releases.append((freed, out_last + 1))
+    return firsts
+
+
+def window_cycles_per_frame(in_shape, kernel, stride, padding, simd):
+    """Initiation interval of a :class:`SlidingWindow` in cycles per frame: frames back to back,
+    source always valid, sink always ready, the steady-state distance between the first output
+    beats of consecutive frames (:func:`window_timeline`). It is at least ``max(H*W*C/SIMD,
+    OH*OW*K*K*C/SIMD)``, equal to it when ``P = K // 2 > 0`` or ``K <= S``, and otherwise more
+    by at most ``(K - S + (H - K) mod S) * W*C/SIMD`` (the next frame's first rows wait for the
+    previous frame's last output row to free its rows)."""
+    firsts = window_timeline(in_shape, kernel, stride, padding, simd, 4)
+    return firsts[-1] - firsts[-2]
+
+
+def window_latency(in_shape, kernel, padding, simd):
+    """Cycles from the handshake of a frame's first input beat to its first output beat being
+    valid (block idle, input back to back): the first output row waits for the input's first
+    ``min(H, K - P)`` rows, then its first beat takes one cycle to issue and one to be read,
+    ``min(H, K - P) * W*C/SIMD + 1``."""
+    h, w, c = in_shape
+    return min(h, kernel - padding) * w * c // simd + 1
+
+
+def pool_cycles_per_frame(in_shape, simd):
+    """Initiation interval of a :class:`BitMaxPool` in cycles per frame: one input beat per
+    cycle, ``H*W*C/SIMD``."""
+    h, w, c = in_shape
+    return h * w * c // simd
+
+
+def pool_latency(in_shape, kernel, simd):
+    """Cycles from the handshake of a frame's first input beat to its first output beat being
+    valid (input back to back): that beat is complete with input beat
+    ``((k-1)*W + k-1) * C/SIMD`` and valid one cycle after it, ``((k-1)*(W+1)) * C/SIMD + 1``."""
+    h, w, c = in_shape
+    return (kernel - 1) * (w + 1) * c // simd + 1
