@@ -73,6 +73,7 @@ CONFIGS = [
     pytest.param((5, 3, 8), 2, 1, 1, 1, 1, 2, id="5x3x8-k2s1p1-bits"),
     pytest.param((3, 5, 3), 1, 1, 0, 0, 8, 3, id="3x5x3-k1s1-px"),
     pytest.param((5, 3, 8), 1, 2, 0, 0, 1, 4, id="5x3x8-k1s2-bits"),
+    pytest.param((3, 3, 1), 3, 1, 0, 0, 8, 1, id="3x3x1-k3s1p0-one-window"),
 ]
 
 
@@ -131,6 +132,30 @@ def test_window_rate_and_latency(in_shape, kernel, stride, padding, pad_value, l
         assert bound < ii <= bound + (kernel - stride + (h - kernel) % stride) * w * c // simd
     # Output beats of a frame leave back to back, one per cycle.
     assert sink.cycles[per_frame - 1] - sink.cycles[0] == per_frame - 1 or kernel <= stride
+
+
+def test_window_rule_bounds():
+    """The II rule against its documented bounds over many small maps: exactly the larger of the
+    input's and the output's beats per frame with padding or K <= S, else more by at most
+    (K - S + (H - K) mod S) rows of input; and the timeline is periodic from the second frame."""
+    for h in range(1, 8):
+        for w in range(1, 8, 2):
+            for kernel in (1, 2, 3, 4, 5):
+                for stride in (1, 2):
+                    for padding in sorted({0, kernel // 2}):
+                        if kernel > h + 2 * padding or kernel > w + 2 * padding:
+                            continue
+                        oh = (h + 2 * padding - kernel) // stride + 1
+                        ow = (w + 2 * padding - kernel) // stride + 1
+                        bound = max(h * w, oh * ow * kernel * kernel)
+                        ii = window_cycles_per_frame((h, w, 1), kernel, stride, padding, 1)
+                        firsts = window_timeline((h, w, 1), kernel, stride, padding, 1, 6)
+                        assert {b - a for a, b in pairwise(firsts[1:])} == {ii}
+                        if padding or kernel <= stride:
+                            assert ii == bound
+                        else:
+                            extra = (kernel - stride + (h - kernel) % stride) * w
+                            assert bound < ii <= bound + extra
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -74,7 +74,11 @@ class SlidingWindow(wiring.Component):
     slot is free, that is once the output has issued the last beat of the last output row that
     reads the row that was there before; an output row starts once the input rows it reads are
     complete. Frames share the buffer: the next frame's first rows go in while the previous
-    frame's last windows are still going out, and never overwrite a row still to be read.
+    frame's last windows are still going out, and never overwrite a row still to be read. (With
+    only ``K`` rows, freed a whole row at a time, the input would wait for every output row to
+    finish before writing the next one's rows, and the II would be the sum of the input's and the
+    output's beats, not their maximum; the ``S`` extra rows, ``S/K`` more memory, buy the
+    overlap.)
 
     Timing
     ------
