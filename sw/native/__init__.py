@@ -123,8 +123,7 @@ def _load():
             lib = ctypes.CDLL(str(path))
             lib.xf_isa_supported.argtypes = [ctypes.c_int]
             lib.xf_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_int, ctypes.c_int]
+                                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     if isinstance(lib, str):
         _log.warning("xnorflow.native: %s; running the golden model (NumPy) instead", lib)
     _libs[key] = lib
@@ -210,6 +209,7 @@ class NativeModel:
         if isa is not None and isa not in isas:
             raise ValueError(f"isa {isa!r} cannot run here; this machine runs {', '.join(isas)}")
         self.isa = isa or isas[0]
+        self._isa_code = ISAS[self.isa]
         self._lib = lib
         self._keep = []  # the packed arrays the C structs point into
         self._layers = (_Layer * len(model.layers))()
@@ -232,16 +232,14 @@ class NativeModel:
             r = self._golden.run(frames)
             return r.scores, r.classes
         x = self.check_frames(frames)
-        b = x.shape[0]
-        scores = np.empty((b, self.model.classes), np.int64)
-        classes = np.empty(b, np.int64)
+        b, m = x.shape[0], self.model.classes
+        out = np.empty(b * (m + 1), np.int64)  # the scores, then the classes: one pointer
         if b:
             rc = self._lib.xf_run(self._layers, len(self._layers), x.ctypes.data, b,
-                                  scores.ctypes.data, classes.ctypes.data, ISAS[self.isa],
-                                  self.threads)
+                                  out.ctypes.data, self._isa_code, self.threads)
             if rc:
                 raise MemoryError(f"native inference failed (code {rc}): out of memory")
-        return scores, classes
+        return out[:b * m].reshape(b, m), out[b * m:]
 
     def predict(self, frames) -> np.ndarray:
         """Predicted classes, ``int64 (B,)``."""

@@ -91,35 +91,36 @@ static void bits_portable(const xf_layer *L, const void *xv, int xs, const int32
 /* ---- AVX-512 (F, BW, VNNI, VPOPCNTDQ) ----------------------------------------------------- */
 #ifdef XF_X86
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vpopcntdq")))
-#define F512 6 /* frames per register tile: GROUP x F512 = 24 accumulators */
+#define F512 4 /* frames per register tile: GROUP x F512 = 16 accumulators (more spill) */
 #define INL static inline __attribute__((always_inline))
 
-T512 INL void u8_tile512(const xf_layer *L, int g, const uint8_t *x, int xs, const int32_t *sx,
-                         const int nf, uint8_t *y, int ys, int32_t *s, int ss)
+/* nr blocks of 16 rows from block b0 on nf frames: nr x nf <= 24 accumulators in registers */
+T512 INL void u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *x, int xs,
+                         const int32_t *sx, const int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    __m512i acc[GROUP][F512];
-    const uint64_t *w = L->w + (size_t)g * GROUP * L->k;
+    __m512i acc[GROUP * F512]; /* [r * nf + f] */
+    const uint64_t *w = L->w + (size_t)b0 * L->k;
 #pragma GCC unroll 8
-    for (int r = 0; r < GROUP; r++)
+    for (int r = 0; r < nr; r++)
 #pragma GCC unroll 8
-        for (int f = 0; f < nf; f++) acc[r][f] = _mm512_setzero_si512();
+        for (int f = 0; f < nf; f++) acc[r * nf + f] = _mm512_setzero_si512();
     for (int k = 0; k < L->k; k++) {
-        __m512i wv[GROUP]; /* bytes -1 where the weight bit is 1: dpbusd sums -P */
+        __m512i wv[2 * GROUP]; /* bytes -1 where the weight bit is 1: dpbusd sums -P */
 #pragma GCC unroll 8
-        for (int r = 0; r < GROUP; r++) wv[r] = _mm512_movm_epi8(_cvtu64_mask64(w[(size_t)r * L->k + k]));
+        for (int r = 0; r < nr; r++) wv[r] = _mm512_movm_epi8(_cvtu64_mask64(w[(size_t)r * L->k + k]));
 #pragma GCC unroll 8
         for (int f = 0; f < nf; f++) {
             __m512i xb = _mm512_set1_epi32((int32_t)load32(x + (size_t)f * xs + 4 * k));
 #pragma GCC unroll 8
-            for (int r = 0; r < GROUP; r++) acc[r][f] = _mm512_dpbusd_epi32(acc[r][f], xb, wv[r]);
+            for (int r = 0; r < nr; r++) acc[r * nf + f] = _mm512_dpbusd_epi32(acc[r * nf + f], xb, wv[r]);
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < GROUP; r++) {
-        int row = (g * GROUP + r) * 16;
+    for (int r = 0; r < nr; r++) {
+        int row = (b0 + r) * 16;
 #pragma GCC unroll 8
         for (int f = 0; f < nf; f++) {
-            __m512i a = _mm512_sub_epi32(_mm512_set1_epi32(-sx[f]), _mm512_add_epi32(acc[r][f], acc[r][f]));
+            __m512i a = _mm512_sub_epi32(_mm512_set1_epi32(-sx[f]), _mm512_add_epi32(acc[r * nf + f], acc[r * nf + f]));
             if (L->bound) {
                 __mmask16 m = _mm512_cmpge_epi32_mask(a, _mm512_loadu_si512(L->bound + row));
                 memcpy(y + (size_t)f * ys + row / 8, &m, 2);
@@ -130,37 +131,38 @@ T512 INL void u8_tile512(const xf_layer *L, int g, const uint8_t *x, int xs, con
     }
 }
 
-T512 INL void bits_tile512(const xf_layer *L, int g, const uint64_t *a, int xs, const int nf,
-                           uint8_t *y, int ys, int32_t *s, int ss)
+/* nr blocks of 8 rows from block b0 on nf frames */
+T512 INL void bits_tile512(const xf_layer *L, int b0, const int nr, const uint64_t *a, int xs,
+                           const int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    __m512i acc[GROUP][F512];
-    const uint64_t *w = L->w + (size_t)g * GROUP * L->k * 8;
+    __m512i acc[GROUP * F512]; /* [r * nf + f] */
+    const uint64_t *w = L->w + (size_t)b0 * L->k * 8;
 #pragma GCC unroll 8
-    for (int r = 0; r < GROUP; r++)
+    for (int r = 0; r < nr; r++)
 #pragma GCC unroll 8
-        for (int f = 0; f < nf; f++) acc[r][f] = _mm512_setzero_si512();
+        for (int f = 0; f < nf; f++) acc[r * nf + f] = _mm512_setzero_si512();
     for (int k = 0; k < L->k; k++) {
-        __m512i wv[GROUP];
+        __m512i wv[2 * GROUP];
 #pragma GCC unroll 8
-        for (int r = 0; r < GROUP; r++) wv[r] = _mm512_loadu_si512(w + ((size_t)r * L->k + k) * 8);
+        for (int r = 0; r < nr; r++) wv[r] = _mm512_loadu_si512(w + ((size_t)r * L->k + k) * 8);
 #pragma GCC unroll 8
         for (int f = 0; f < nf; f++) {
             __m512i av = _mm512_set1_epi64((long long)a[(size_t)f * xs + k]);
 #pragma GCC unroll 8
-            for (int r = 0; r < GROUP; r++)
-                acc[r][f] = _mm512_add_epi64(acc[r][f], _mm512_popcnt_epi64(_mm512_xor_si512(wv[r], av)));
+            for (int r = 0; r < nr; r++)
+                acc[r * nf + f] = _mm512_add_epi64(acc[r * nf + f], _mm512_popcnt_epi64(_mm512_xor_si512(wv[r], av)));
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < GROUP; r++) {
-        int row = (g * GROUP + r) * 8;
+    for (int r = 0; r < nr; r++) {
+        int row = (b0 + r) * 8;
 #pragma GCC unroll 8
         for (int f = 0; f < nf; f++) {
             if (L->bound) {
                 __m512i b = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(L->bound + row)));
-                y[(size_t)f * ys + row / 8] = (uint8_t)_mm512_cmple_epi64_mask(acc[r][f], b);
+                y[(size_t)f * ys + row / 8] = (uint8_t)_mm512_cmple_epi64_mask(acc[r * nf + f], b);
             } else {
-                __m512i p = _mm512_sub_epi64(_mm512_set1_epi64(L->n), acc[r][f]);
+                __m512i p = _mm512_sub_epi64(_mm512_set1_epi64(L->n), acc[r * nf + f]);
                 _mm256_storeu_si256((__m256i *)(s + (size_t)f * ss + row), _mm512_cvtepi64_epi32(p));
             }
         }
@@ -171,33 +173,41 @@ T512 INL void bits_tile512(const xf_layer *L, int g, const uint64_t *a, int xs, 
     for (int f0 = 0; f0 < nf; f0 += F) {                                              \
         int n_ = nf - f0 < F ? nf - f0 : F;                                           \
         switch (n_) { case 1: CALL(1); break; case 2: CALL(2); break;                 \
-                      case 3: CALL(3); break; case 4: CALL(4); break;                 \
-                      case 5: CALL(5); break; default: CALL(6); break; }              \
+                      case 3: CALL(3); break; default: CALL(4); break; }              \
+    }
+
+/* Few frames (batch 1): 8 blocks at once, so 8 independent accumulator chains */
+#define BLOCK_LOOP(TILE)                                                              \
+    for (int b0 = 0, nr; b0 < nb; b0 += nr) {                                         \
+        nr = nf <= 2 && nb - b0 >= 2 * GROUP ? 2 * GROUP : GROUP;                     \
+        if (nr > GROUP) { int f0 = 0;                                                 \
+            if (nf == 1) TILE(2 * GROUP, 1); else TILE(2 * GROUP, 2); }               \
+        else { FRAME_SWITCH(F512, TILE_G) }                                           \
     }
 
 T512 static void u8_avx512(const xf_layer *L, const void *xv, int xs, const int32_t *sx, int nf,
                            uint8_t *y, int ys, int32_t *s, int ss)
 {
     const uint8_t *x = xv;
-    for (int g = 0; g < L->mp / (16 * GROUP); g++) {
-#define CALL(N) u8_tile512(L, g, x + (size_t)f0 * xs, xs, sx + f0, N, y + (size_t)f0 * ys, ys, \
-                           s + (size_t)f0 * ss, ss)
-        FRAME_SWITCH(F512, CALL)
-#undef CALL
-    }
+    int nb = L->mp / 16;
+#define TILE(R, N) u8_tile512(L, b0, R, x + (size_t)f0 * xs, xs, sx + f0, N, \
+                              y + (size_t)f0 * ys, ys, s + (size_t)f0 * ss, ss)
+#define TILE_G(N) TILE(GROUP, N)
+    BLOCK_LOOP(TILE)
+#undef TILE
 }
 
 T512 static void bits_avx512(const xf_layer *L, const void *xv, int xs, const int32_t *sx, int nf,
                              uint8_t *y, int ys, int32_t *s, int ss)
 {
     const uint64_t *a = xv;
+    int nb = L->mp / 8;
     (void)sx;
-    for (int g = 0; g < L->mp / (8 * GROUP); g++) {
-#define CALL(N) bits_tile512(L, g, a + (size_t)f0 * xs, xs, N, y + (size_t)f0 * ys, ys, \
-                             s + (size_t)f0 * ss, ss)
-        FRAME_SWITCH(F512, CALL)
-#undef CALL
-    }
+#define TILE(R, N) bits_tile512(L, b0, R, a + (size_t)f0 * xs, xs, N, y + (size_t)f0 * ys, ys, \
+                                s + (size_t)f0 * ss, ss)
+    BLOCK_LOOP(TILE)
+#undef TILE
+#undef TILE_G
 }
 
 /* ---- AVX2 ------------------------------------------------------------------------------ */
@@ -297,13 +307,6 @@ T256 INL void bits_tile256(const xf_layer *L, int b, const uint64_t *a, int xs, 
     }
 }
 
-#define FRAME_SWITCH4(CALL)                                                           \
-    for (int f0 = 0; f0 < nf; f0 += F256) {                                           \
-        int n_ = nf - f0 < F256 ? nf - f0 : F256;                                     \
-        switch (n_) { case 1: CALL(1); break; case 2: CALL(2); break;                 \
-                      case 3: CALL(3); break; default: CALL(4); break; }              \
-    }
-
 T256 static void u8_avx2(const xf_layer *L, const void *xv, int xs, const int32_t *sx, int nf,
                          uint8_t *y, int ys, int32_t *s, int ss)
 {
@@ -311,7 +314,7 @@ T256 static void u8_avx2(const xf_layer *L, const void *xv, int xs, const int32_
     for (int b = 0; b < L->mp / 16; b++) {
 #define CALL(N) u8_tile256(L, b, x + (size_t)f0 * xs, xs, sx + f0, N, y + (size_t)f0 * ys, ys, \
                            s + (size_t)f0 * ss, ss)
-        FRAME_SWITCH4(CALL)
+        FRAME_SWITCH(F256, CALL)
 #undef CALL
     }
 }
@@ -324,7 +327,7 @@ T256 static void bits_avx2(const xf_layer *L, const void *xv, int xs, const int3
     for (int b = 0; b < L->mp / 8; b++) {
 #define CALL(N) bits_tile256(L, b, a + (size_t)f0 * xs, xs, N, y + (size_t)f0 * ys, ys, \
                              s + (size_t)f0 * ss, ss)
-        FRAME_SWITCH4(CALL)
+        FRAME_SWITCH(F256, CALL)
 #undef CALL
     }
 }
@@ -409,10 +412,11 @@ static void *run_job(void *arg)
     const xf_layer *L = J->layers;
     int n0 = L[0].n, xs = 4 * L[0].k, aw = 1, sw = L[J->nl - 1].mp, classes = L[J->nl - 1].m;
     for (int l = 0; l < J->nl; l++) if (L[l].mp / 64 + 1 > aw) aw = L[l].mp / 64 + 1;
-    uint8_t *xbuf = calloc((size_t)FBLOCK * xs, 1);
-    uint64_t *act[2] = {malloc((size_t)FBLOCK * aw * 8), malloc((size_t)FBLOCK * aw * 8)};
-    int32_t *sbuf = malloc((size_t)FBLOCK * sw * 4), sx[FBLOCK];
-    if (!xbuf || !act[0] || !act[1] || !sbuf) { J->status = -1; goto done; }
+    size_t fb = J->end - J->begin < FBLOCK ? (size_t)(J->end - J->begin) : FBLOCK;
+    uint8_t *xbuf = xs != n0 ? calloc(fb * xs, 1) : NULL;
+    uint64_t *act[2] = {malloc(fb * aw * 8), malloc(fb * aw * 8)};
+    int32_t *sbuf = malloc(fb * sw * 4), sx[FBLOCK];
+    if ((xs != n0 && !xbuf) || !act[0] || !act[1] || !sbuf) { J->status = -1; goto done; }
     for (int64_t f0 = J->begin; f0 < J->end; f0 += FBLOCK) {
         int nf = J->end - f0 < FBLOCK ? (int)(J->end - f0) : FBLOCK;
         const uint8_t *fr = J->frames + (size_t)f0 * n0;
@@ -450,11 +454,11 @@ done:
     return NULL;
 }
 
-/* Run nl layers on batch frames (uint8, batch x layers[0].n, contiguous). Writes int64 scores
- * (batch x classes) and classes (batch). Returns 0, -1 (out of memory), -2 (isa not supported
+/* Run nl layers on batch frames (uint8, batch x layers[0].n, contiguous). Writes into out the
+ * int64 scores (batch x classes), then the classes (batch). Returns 0, -1 (out of memory), -2 (isa not supported
  * here) or -3 (a thread could not be started). */
-int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch,
-           int64_t *scores, int64_t *classes, int isa, int threads)
+int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch, int64_t *out,
+           int isa, int threads)
 {
     job jobs[256];
     pthread_t tid[256];
@@ -465,7 +469,7 @@ int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch,
     if (threads < 1) threads = 1;
     for (int t = 0; t < threads; t++) {
         jobs[t] = (job){layers, nl, frames, batch * t / threads, batch * (t + 1) / threads,
-                        scores, classes, {0}, 0};
+                        out, out + batch * layers[nl - 1].m, {0}, 0};
         if (!kernels(isa, jobs[t].fn)) return -2;
     }
     int status = 0;
