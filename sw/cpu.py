@@ -1,10 +1,12 @@
 """CPU implementations of an exported model, for the accelerator-versus-CPU benchmark.
 
-Both compute exactly the integer semantics of ``docs/semantics.md`` (tests check them against the
+All compute exactly the integer semantics of ``docs/semantics.md`` (tests check them against the
 golden model bit for bit), so the benchmark compares equal work:
 
 - :class:`GoldenModel` (``xnorflow.golden``): bit-packed NumPy, XOR + ``np.bitwise_count`` on
   64-bit words;
+- :class:`~xnorflow.native.NativeModel` (``native-bitpacked``, when a C compiler is present): C
+  kernels on bit-packed words, XNOR + popcount on the widest vectors the CPU has;
 - :class:`TorchCPUModel`: PyTorch float32 with ±1 weights, so every layer is one BLAS matrix
   product (exact: every partial sum is an integer below 2**24), thresholds compared on the
   result; this is what a strong CPU deployment of a BNN looks like on a machine without
@@ -18,6 +20,7 @@ import torch
 
 from .golden import GoldenModel
 from .model import Model
+from .native import NativeModel
 
 __all__ = ["TorchCPUModel", "implementations"]
 
@@ -73,5 +76,11 @@ class TorchCPUModel:
 
 
 def implementations(model: Model) -> dict[str, object]:
-    """The CPU implementations by name, each with ``predict(frames) -> classes``."""
-    return {"golden-numpy-bitpacked": GoldenModel(model), "torch-float32": TorchCPUModel(model)}
+    """The CPU implementations by name, each with ``predict(frames) -> classes``. The native
+    backend is listed only where its library builds (a C compiler is present)."""
+    impls = {"golden-numpy-bitpacked": GoldenModel(model)}
+    native = NativeModel(model)
+    if native.available:
+        impls["native-bitpacked"] = native
+    impls["torch-float32"] = TorchCPUModel(model)
+    return impls
