@@ -8,6 +8,8 @@
  *   XF_DENSE_U8   (8-bit input): blocks of 16 rows; per block and 4-input step one uint64, bit
  *                 4r+j = weight of row r, input 4k+j (1 = +1). The ±1 dot product is
  *                 acc = 2P - S, P = sum of the pixels under 1-bits, S = sum of all pixels.
+ *                 The AVX-512 path stores each word 8x8-transposed (bit 8j+q holds bit 8q+j), so
+ *                 one GF(2) affine instruction turns it into the 64 bytes of the 16 rows.
  *   XF_DENSE_BITS (binary input): blocks of 8 rows; per block and input word k, 8 uint64 (one per
  *                 row). c = popcount(w XOR a); the Python side complements the rows of
  *                 direction -1 channels, so every threshold test reads "c <= bound".
@@ -88,18 +90,23 @@ static void bits_portable(const xf_layer *L, const void *xv, int xs, const int32
         }
 }
 
-/* ---- AVX-512 (F, BW, VNNI, VPOPCNTDQ) ----------------------------------------------------- */
+/* ---- AVX-512 (F, BW, VNNI, VPOPCNTDQ) and GFNI ----------------------------------------------------- */
 #ifdef XF_X86
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vpopcntdq")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vpopcntdq,gfni")))
 #define F512 4 /* frames per register tile: GROUP x F512 = 16 accumulators (more spill) */
 #define INL static inline __attribute__((always_inline))
 
-/* nr blocks of 16 rows from block b0 on nf frames: nr x nf <= 24 accumulators in registers */
+/* nr blocks of 16 rows from block b0 on nf frames: nr x nf <= 16 accumulators in registers */
 T512 INL void u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *x, int xs,
                          const int32_t *sx, const int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
     __m512i acc[GROUP * F512]; /* [r * nf + f] */
     const uint64_t *w = L->w + (size_t)b0 * L->k;
+    /* byte j of qword q <- 0xFF if bit q of byte j of the word is set (GF(2) affine, row = bit q) */
+    const __m512i sel = _mm512_set_epi64(0x8080808080808080LL, 0x4040404040404040LL,
+                                         0x2020202020202020LL, 0x1010101010101010LL,
+                                         0x0808080808080808LL, 0x0404040404040404LL,
+                                         0x0202020202020202LL, 0x0101010101010101LL);
 #pragma GCC unroll 8
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 8
@@ -107,7 +114,9 @@ T512 INL void u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t 
     for (int k = 0; k < L->k; k++) {
         __m512i wv[2 * GROUP]; /* bytes -1 where the weight bit is 1: dpbusd sums -P */
 #pragma GCC unroll 8
-        for (int r = 0; r < nr; r++) wv[r] = _mm512_movm_epi8(_cvtu64_mask64(w[(size_t)r * L->k + k]));
+        for (int r = 0; r < nr; r++) /* the word is stored 8x8-transposed, see the top */
+            wv[r] = _mm512_gf2p8affine_epi64_epi8(_mm512_set1_epi64((long long)w[(size_t)r * L->k + k]),
+                                                  sel, 0);
 #pragma GCC unroll 8
         for (int f = 0; f < nf; f++) {
             __m512i xb = _mm512_set1_epi32((int32_t)load32(x + (size_t)f * xs + 4 * k));
@@ -372,7 +381,8 @@ int xf_isa_supported(int isa)
     case XF_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vpopcntdq");
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vpopcntdq") &&
+               __builtin_cpu_supports("gfni");
 #endif
 #ifdef XF_ARM
     case XF_NEON: return 1; /* Advanced SIMD is part of every AArch64 CPU */
