@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,41 @@ def test_listed_with_the_cpu_implementations():
                                   impls["golden-numpy-bitpacked"].predict(x))
 
 
+def test_concurrent_callers():
+    """Python threads sharing one model (the C call runs without the GIL) get their own
+    results, single frames and batches alike."""
+    model = random_model((200, 65, 129, 10), seed=6)
+    x = np.random.default_rng(3).integers(0, 256, (64, 200), dtype=np.uint8)
+    gold = GoldenModel(model).run(x)
+    nm = native.NativeModel(model, threads=2)
+    errors = []
+
+    def work(seed):
+        order = np.random.default_rng(seed).permutation(len(x))
+        for i in order:
+            s, c = nm.run(x[i])
+            if not (np.array_equal(s[0], gold.scores[i]) and c[0] == gold.classes[i]):
+                errors.append((seed, i))
+        s, c = nm.run(x[order])
+        if not np.array_equal(s, gold.scores[order]):
+            errors.append((seed, "batch"))
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+
+
+def test_benchmark_reports_the_run():
+    model = random_model((13, 77, 5), seed=2)
+    r = native.benchmark(model, batch=32, threads=1, seconds=0.02, repeats=2)
+    assert r["isa"] == ISAS[0] and r["threads"] == 1 and r["batch"] == 32
+    assert len(r["frames_per_s"]) == 2 and r["best"] == max(r["frames_per_s"]) > 0
+    assert r["us_per_frame"] == pytest.approx(1e6 / r["median"])
+
+
 def _shipped_frames():
     """The full MNIST test set when present, else the embedded 1,000-image test split."""
     if MNIST.is_dir() and ((MNIST / "t10k-images-idx3-ubyte.gz").exists()
@@ -213,6 +249,18 @@ def test_build_is_cached(fresh_cache, monkeypatch):
                          check=True, env=dict(os.environ)).stdout
     assert out.split() == ["0", "None"]
     assert lib.stat().st_mtime_ns == mtime
+
+
+def test_concurrent_builds(fresh_cache):
+    """Two processes building into one empty cache both load a whole library; one file stays."""
+    code = ("from xnorflow import native; print(native.available_isas(), "
+            "native.compiler_error())")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ)) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] == f"{ISAS} None\n"
+    assert [p.name for p in fresh_cache.glob("*/*")] == ["libxnorflow_native.so"]
 
 
 @pytest.mark.parametrize("cc,named", [("/nonexistent", "/nonexistent"), ("false", "false")])

@@ -182,11 +182,21 @@ def _pack(layer, isa: str) -> tuple[int, int, int, np.ndarray, np.ndarray | None
     return kind, k, mp, np.ascontiguousarray(words), bound
 
 
+def _check(rc: int) -> None:
+    """Raise for a non-zero return code of ``xf_run``."""
+    if rc == -1:
+        raise MemoryError("native inference: out of memory for the frame buffers")
+    if rc:
+        raise RuntimeError(f"native inference failed with code {rc} (the isa is not supported "
+                           "by this CPU)" if rc == -2 else f"native inference failed (code {rc})")
+
+
 class NativeModel:
     """Bit-exact integer inference of ``model`` with the native kernels.
 
     ``threads``: how many threads a batch is split over (default: the cores this process may run
-    on); batches below 16 frames per thread use fewer. ``isa``: force one of
+    on), an attribute that may be changed between calls; batches below 16 frames per thread use
+    fewer, a single frame one. ``isa``: force one of
     :func:`available_isas` (``ValueError`` otherwise); default the best. Attributes: ``available``
     (``False`` when the library could not be built: then ``reason`` says why, ``isa`` is ``None``
     and the golden model computes the results), ``isa``, ``threads``.
@@ -251,18 +261,15 @@ class NativeModel:
         if len(x) == 1 and self._one_lock.acquire(blocking=False):
             try:
                 self._one_in[...] = x
-                if self._lib.xf_run(*self._one_args):
-                    raise MemoryError("native inference failed: out of memory")
+                _check(self._lib.xf_run(*self._one_args))
                 return self._one_views[0].copy(), self._one_views[1].copy()
             finally:
                 self._one_lock.release()
         b, m = x.shape[0], self.model.classes
         out = np.empty(b * (m + 1), np.int64)  # the scores, then the classes: one pointer
         if b:
-            rc = self._lib.xf_run(self._layers, len(self._layers), x.ctypes.data, b,
-                                  out.ctypes.data, self._isa_code, self.threads)
-            if rc:
-                raise MemoryError(f"native inference failed (code {rc}): out of memory")
+            _check(self._lib.xf_run(self._layers, len(self._layers), x.ctypes.data, b,
+                                    out.ctypes.data, self._isa_code, self.threads))
         return out[:b * m].reshape(b, m), out[b * m:]
 
     def predict(self, frames) -> np.ndarray:

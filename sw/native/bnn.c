@@ -465,32 +465,31 @@ done:
 }
 
 /* Run nl layers on batch frames (uint8, batch x layers[0].n, contiguous). Writes into out the
- * int64 scores (batch x classes), then the classes (batch). Returns 0, -1 (out of memory), -2 (isa not supported
- * here) or -3 (a thread could not be started). */
+ * int64 scores (batch x classes), then the classes (batch). threads: how many threads share the
+ * batch (at most one per 16 frames). Returns 0, -1 (out of memory) or -2 (isa not supported). */
 int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch, int64_t *out,
            int isa, int threads)
 {
-    job jobs[256];
-    pthread_t tid[256];
-    int started[256] = {0};
+    enum { MAXT = 256 };
+    job jobs[MAXT];
+    pthread_t tid[MAXT];
+    int started[MAXT] = {0}, status = 0;
+    layer_fn fn[2];
+    if (!kernels(isa, fn)) return -2;
+    if (threads > (batch + 15) / 16) threads = (int)((batch + 15) / 16);
+    if (threads > MAXT) threads = MAXT;
     if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
-    if (threads > (batch + 15) / 16) threads = (int)((batch + 15) / 16); /* >= 16 frames each */
-    if (threads < 1) threads = 1;
-    for (int t = 0; t < threads; t++) {
+    for (int t = 0; t < threads; t++)
         jobs[t] = (job){layers, nl, frames, batch * t / threads, batch * (t + 1) / threads,
-                        out, out + batch * layers[nl - 1].m, {0}, 0};
-        if (!kernels(isa, jobs[t].fn)) return -2;
-    }
-    int status = 0;
+                        out, out + batch * layers[nl - 1].m, {fn[0], fn[1]}, 0};
     for (int t = 1; t < threads; t++)
         started[t] = pthread_create(&tid[t], NULL, run_job, &jobs[t]) == 0;
     run_job(&jobs[0]);
     for (int t = 1; t < threads; t++) {
         if (started[t]) pthread_join(tid[t], NULL);
-        else { run_job(&jobs[t]); status = -3; } /* ran here instead; still correct */
-        if (jobs[t].status) status = jobs[t].status;
+        else run_job(&jobs[t]); /* no thread to be had: this one does the share */
     }
-    if (jobs[0].status) status = jobs[0].status;
-    return status == -3 ? 0 : status;
+    for (int t = 0; t < threads; t++)
+        if (jobs[t].status) status = jobs[t].status;
+    return status;
 }
