@@ -146,8 +146,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="isa 'sse9' cannot run here; this machine runs "
                                          + ", ".join(ISAS)):
         native.NativeModel(model, isa="sse9")
-    with pytest.raises(ValueError, match="threads must be at least 1, got -1"):
-        native.NativeModel(model, threads=-1)
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        native.NativeModel(model, threads=0)
+    n = (2**31 - 1) // 510 + 1
+    wide = Model([DenseLayer("l0", n, 1, 8, np.zeros((1, (n + 7) // 8), np.uint8))], (n,))
+    with pytest.raises(ValueError, match=f"first layer too wide .*: {n} inputs"):
+        native.NativeModel(wide)
 
 
 def test_listed_with_the_cpu_implementations():
@@ -263,9 +267,15 @@ def test_concurrent_builds(fresh_cache):
     assert [p.name for p in fresh_cache.glob("*/*")] == ["libxnorflow_native.so"]
 
 
-@pytest.mark.parametrize("cc,named", [("/nonexistent", "/nonexistent"), ("false", "false")])
+@pytest.mark.parametrize("cc,named", [("/nonexistent", "/nonexistent"), ("false", "false"),
+                                      (None, "failed: [Errno")])
 def test_fallback_without_a_compiler(fresh_cache, monkeypatch, caplog, cc, named):
-    monkeypatch.setenv("CC", cc)
+    """No compiler, a compiler that fails, a cache that cannot be written: the golden model."""
+    if cc is None:  # the cache directory cannot be created: a file stands in its way
+        fresh_cache.parent.parent.mkdir(parents=True, exist_ok=True)
+        fresh_cache.parent.write_text("not a directory")
+    else:
+        monkeypatch.setenv("CC", cc)
     model = random_model((200, 65, 129, 10), seed=5)
     x = np.random.default_rng(2).integers(0, 256, (50, 200), dtype=np.uint8)
     with caplog.at_level(logging.WARNING, logger="xnorflow.native"):
@@ -286,4 +296,4 @@ def test_fallback_without_a_compiler(fresh_cache, monkeypatch, caplog, cc, named
     with pytest.raises(ValueError, match="native library is unavailable"):
         native.NativeModel(model, isa="portable")
     assert "native-bitpacked" not in implementations(model)
-    assert not list(fresh_cache.glob("*/*.so"))
+    assert not fresh_cache.is_dir() or not list(fresh_cache.glob("*/*"))

@@ -61,6 +61,14 @@ class _Layer(ctypes.Structure):
                 ("w", ctypes.c_void_p), ("bound", ctypes.c_void_p)]
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity), else every core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def build_count() -> int:
     """How many times this process has compiled the library (0 when it came from the cache)."""
     return _builds
@@ -84,9 +92,32 @@ def _cache_root() -> Path:
     return Path(base) / "xnorflow" / "native"
 
 
+def _build(cc: list[str], path: Path) -> str | None:
+    """Compile bnn.c into ``path`` (via a temporary file renamed into place); ``None`` on
+    success, else why not."""
+    global _builds
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+        os.close(fd)
+        r = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode:
+            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+            return f"the C compiler {cc[0]} failed on {SOURCE.name}: {' / '.join(tail)}"
+        os.replace(tmp, path)  # atomic: another process sees the whole library or none
+        _builds += 1
+        return None
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"building with the C compiler {cc[0]} in {path.parent} failed: {e}"
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _load():
     """The loaded library, or a string saying why there is none (each failure logged once)."""
-    global _builds
     cc = _compiler()
     key = (tuple(cc or [os.environ.get("CC", "cc")]), str(_cache_root()))
     if key in _libs:
@@ -94,39 +125,25 @@ def _load():
     if cc is None:
         lib = f"no C compiler found (CC={os.environ.get('CC', '')!r}, cc, gcc, clang)"
     else:
-        source = SOURCE.read_bytes()
         try:
             version = subprocess.run([*cc, "--version"], capture_output=True, text=True,
                                      timeout=60).stdout
-        except OSError as e:
+        except (OSError, subprocess.TimeoutExpired) as e:
             version = f"error {e}"
-        digest = hashlib.sha256(b"\0".join([source, " ".join(cc).encode(), version.encode(),
-                                            " ".join(FLAGS).encode()])).hexdigest()[:20]
-        path = _cache_root() / digest / "libxnorflow_native.so"
-        lib = None
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-            os.close(fd)
-            try:
-                r = subprocess.run([*cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True,
-                                   text=True, timeout=300)
-                if r.returncode == 0:
-                    os.replace(tmp, path)  # atomic: other processes see all of it or nothing
-                    _builds += 1
-                else:
-                    tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-                    lib = f"the C compiler {cc[0]} failed on {SOURCE.name}: {' / '.join(tail)}"
-            except (OSError, subprocess.TimeoutExpired) as e:
-                lib = f"the C compiler {cc[0]} could not run: {e}"
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        digest = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(cc).encode(),
+                                            version.encode(), " ".join(FLAGS).encode()]))
+        path = _cache_root() / digest.hexdigest()[:20] / "libxnorflow_native.so"
+        lib = None if path.is_file() else _build(cc, path)
         if lib is None:
-            lib = ctypes.CDLL(str(path))
-            lib.xf_isa_supported.argtypes = [ctypes.c_int]
-            lib.xf_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError as e:
+                lib = f"the native library {path} could not be loaded: {e}"
+            else:
+                lib.xf_isa_supported.argtypes = [ctypes.c_int]
+                lib.xf_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.c_int64, ctypes.c_void_p, ctypes.c_int,
+                                       ctypes.c_int]
     if isinstance(lib, str):
         _log.warning("xnorflow.native: %s; running the golden model (NumPy) instead", lib)
     _libs[key] = lib
@@ -204,10 +221,11 @@ class NativeModel:
 
     def __init__(self, model: Model, threads: int | None = None, isa: str | None = None):
         model.validate()
-        if 255 * model.in_features >= 2**31:
-            raise ValueError(f"first layer too wide ({model.in_features} inputs) for int32")
+        if 510 * model.in_features >= 2**31:
+            raise ValueError(f"first layer too wide for 32-bit accumulators: "
+                             f"{model.in_features} inputs (at most {(2**31 - 1) // 510})")
         self.model = model
-        self.threads = int(threads) if threads else len(os.sched_getaffinity(0))
+        self.threads = int(threads) if threads is not None else _usable_cores()
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self._golden = None
