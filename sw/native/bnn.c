@@ -10,6 +10,8 @@
  *                 acc = 2P - S, P = sum of the pixels under 1-bits, S = sum of all pixels.
  *                 The AVX-512 path stores each word 8x8-transposed (bit 8j+q holds bit 8q+j), so
  *                 one GF(2) affine instruction turns it into the 64 bytes of the 16 rows.
+ *                 The Python side negates the rows of direction -1 channels, so every threshold
+ *                 test reads "acc >= bound".
  *   XF_DENSE_BITS (binary input): blocks of 8 rows; per block and input word k, 8 uint64 (one per
  *                 row). c = popcount(w XOR a); the Python side complements the rows of
  *                 direction -1 channels, so every threshold test reads "c <= bound".
