@@ -36,7 +36,7 @@ enum { XF_DENSE_U8 = 0, XF_DENSE_BITS = 1 };
 enum { XF_PORTABLE = 0, XF_AVX2 = 1, XF_AVX512 = 2, XF_NEON = 3 };
 
 #define GROUP 4   /* row blocks per weight group: 64 rows (u8), 32 rows (bits) */
-#define FBLOCK 48 /* frames a thread carries through all layers at once */
+#define FBLOCK 32 /* frames a thread carries through all layers at once */
 
 typedef struct {
     int32_t kind, n, m, mp; /* inputs, outputs, outputs padded to a whole group */
@@ -412,7 +412,7 @@ typedef struct {
     const xf_layer *layers;
     int nl;
     const uint8_t *frames;
-    int64_t begin, end;
+    int64_t batch, *next; /* frames are taken FBLOCK at a time from the shared *next */
     int64_t *scores, *classes;
     layer_fn fn[2];
     int status;
@@ -424,13 +424,13 @@ static void *run_job(void *arg)
     const xf_layer *L = J->layers;
     int n0 = L[0].n, xs = 4 * L[0].k, aw = 1, sw = L[J->nl - 1].mp, classes = L[J->nl - 1].m;
     for (int l = 0; l < J->nl; l++) if (L[l].mp / 64 + 1 > aw) aw = L[l].mp / 64 + 1;
-    size_t fb = J->end - J->begin < FBLOCK ? (size_t)(J->end - J->begin) : FBLOCK;
+    size_t fb = J->batch < FBLOCK ? (size_t)J->batch : FBLOCK;
     uint8_t *xbuf = xs != n0 ? calloc(fb * xs, 1) : NULL;
     uint64_t *act[2] = {malloc(fb * aw * 8), malloc(fb * aw * 8)};
     int32_t *sbuf = malloc(fb * sw * 4), sx[FBLOCK];
     if ((xs != n0 && !xbuf) || !act[0] || !act[1] || !sbuf) { J->status = -1; goto done; }
-    for (int64_t f0 = J->begin; f0 < J->end; f0 += FBLOCK) {
-        int nf = J->end - f0 < FBLOCK ? (int)(J->end - f0) : FBLOCK;
+    for (int64_t f0; (f0 = __atomic_fetch_add(J->next, FBLOCK, __ATOMIC_RELAXED)) < J->batch;) {
+        int nf = J->batch - f0 < FBLOCK ? (int)(J->batch - f0) : FBLOCK;
         const uint8_t *fr = J->frames + (size_t)f0 * n0;
         const void *x = fr;
         int stride = n0;
@@ -468,7 +468,7 @@ done:
 
 /* Run nl layers on batch frames (uint8, batch x layers[0].n, contiguous). Writes into out the
  * int64 scores (batch x classes), then the classes (batch). threads: how many threads share the
- * batch (at most one per 16 frames). Returns 0, -1 (out of memory) or -2 (isa not supported). */
+ * batch (at most one per 16 frames), each taking the next FBLOCK frames when it is free. Returns 0, -1 (out of memory) or -2 (isa not supported). */
 int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch, int64_t *out,
            int isa, int threads)
 {
@@ -476,14 +476,15 @@ int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch,
     job jobs[MAXT];
     pthread_t tid[MAXT];
     int started[MAXT] = {0}, status = 0;
+    int64_t next = 0; /* the first frame no thread has taken yet */
     layer_fn fn[2];
     if (!kernels(isa, fn)) return -2;
     if (threads > (batch + 15) / 16) threads = (int)((batch + 15) / 16);
     if (threads > MAXT) threads = MAXT;
     if (threads < 1) threads = 1;
     for (int t = 0; t < threads; t++)
-        jobs[t] = (job){layers, nl, frames, batch * t / threads, batch * (t + 1) / threads,
-                        out, out + batch * layers[nl - 1].m, {fn[0], fn[1]}, 0};
+        jobs[t] = (job){layers, nl, frames, batch, &next, out, out + batch * layers[nl - 1].m,
+                        {fn[0], fn[1]}, 0};
     for (int t = 1; t < threads; t++)
         started[t] = pthread_create(&tid[t], NULL, run_job, &jobs[t]) == 0;
     run_job(&jobs[0]);
