@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from xnorflow import native
 from xnorflow.cpu import implementations
@@ -155,12 +156,20 @@ def test_bad_arguments():
 
 
 def test_listed_with_the_cpu_implementations():
+    """Listed for the benchmark, with torch's thread count (what the benchmark sets)."""
     model = random_model((13, 77, 5), seed=2)
     impls = implementations(model)
-    assert isinstance(impls["native-bitpacked"], native.NativeModel)
+    nm = impls["native-bitpacked"]
+    assert isinstance(nm, native.NativeModel)
     x = np.random.default_rng(1).integers(0, 256, (40, 13), dtype=np.uint8)
-    np.testing.assert_array_equal(impls["native-bitpacked"].predict(x),
-                                  impls["golden-numpy-bitpacked"].predict(x))
+    saved = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            np.testing.assert_array_equal(nm.predict(x), impls["golden-numpy-bitpacked"].predict(x))
+            assert nm.threads == t
+    finally:
+        torch.set_num_threads(saved)
 
 
 def test_concurrent_callers():
