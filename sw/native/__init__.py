@@ -211,12 +211,13 @@ def _check(rc: int) -> None:
 class NativeModel:
     """Bit-exact integer inference of ``model`` with the native kernels.
 
-    ``threads``: how many threads a batch is split over (default: the cores this process may run
-    on), an attribute that may be changed between calls; batches below 16 frames per thread use
-    fewer, a single frame one. ``isa``: force one of
-    :func:`available_isas` (``ValueError`` otherwise); default the best. Attributes: ``available``
+    ``threads``: how many threads share a batch (default: the cores this process may run on);
+    an attribute, it may be changed between calls. A batch gives each thread at least 16 frames,
+    so a single frame runs on one. ``isa``: one of :func:`available_isas` to force that path
+    (``ValueError`` for any other); default the first, the best. Attributes: ``available``
     (``False`` when the library could not be built: then ``reason`` says why, ``isa`` is ``None``
-    and the golden model computes the results), ``isa``, ``threads``.
+    and the golden model computes the same results), ``isa``, ``threads``. One instance may be
+    used from several Python threads at once.
     """
 
     def __init__(self, model: Model, threads: int | None = None, isa: str | None = None):
@@ -265,8 +266,8 @@ class NativeModel:
         self._one_lock = threading.Lock()
 
     def check_frames(self, frames) -> np.ndarray:
-        """Validate frames as the golden model does; ``uint8 (B, N0)`` contiguous, or
-        :class:`FrameError`."""
+        """Validate frames with the golden model's own checks: ``uint8 (B, N0)``, C-contiguous,
+        or :class:`FrameError` naming the problem."""
         return np.ascontiguousarray(GoldenModel.check_frames(self, frames))
 
     def run(self, frames) -> tuple[np.ndarray, np.ndarray]:
@@ -297,9 +298,10 @@ class NativeModel:
 
 def benchmark(model: Model, batch: int = 256, threads: int | None = None, seconds: float = 1.0,
               isa: str | None = None, repeats: int = 3) -> dict:
-    """Frames/s of :class:`NativeModel` on random frames of ``batch``: ``repeats`` runs of at
-    least ``seconds`` each after a warm-up. Returns the isa, the threads, every repeat's
-    frames/s, the best and the median, and µs per frame at the median."""
+    """Frames/s of :class:`NativeModel` on ``batch`` random frames (the work does not depend on
+    the pixels): ``repeats`` runs of at least ``seconds`` each after a warm-up. Returns the isa,
+    the threads, every repeat's frames/s, the best and the median, and µs per frame at the
+    median."""
     nm = NativeModel(model, threads=threads, isa=isa)
     x = np.random.default_rng(0).integers(0, 256, (batch, model.in_features), dtype=np.uint8)
     for _ in range(3):
