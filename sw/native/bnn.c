@@ -102,7 +102,7 @@ static void bits_portable(const xf_layer *L, const void *xv, int xs, const int32
 T512 INL void u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *x, int xs,
                          const int32_t *sx, const int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    __m512i acc[GROUP * F512]; /* [r * nf + f] */
+    __m512i acc[2 * GROUP * F512]; /* [r * nf + f]; nr * nf <= 16 */
     const uint64_t *w = L->w + (size_t)b0 * L->k;
     /* byte j of qword q <- 0xFF if bit q of byte j of the word is set (GF(2) affine, row = bit q) */
     const __m512i sel = _mm512_set_epi64(0x8080808080808080LL, 0x4040404040404040LL,
@@ -204,6 +204,13 @@ T512 static void u8_avx512(const xf_layer *L, const void *xv, int xs, const int3
 #define TILE(R, N) u8_tile512(L, b0, R, x + (size_t)f0 * xs, xs, sx + f0, N, \
                               y + (size_t)f0 * ys, ys, s + (size_t)f0 * ss, ss)
 #define TILE_G(N) TILE(GROUP, N)
+    if (nf >= 8) { /* many frames: 2 blocks x 8 frames, half the weight expansions per dpbusd */
+        int full = nf & ~7;
+        for (int b0 = 0; b0 < nb; b0 += 2)
+            for (int f0 = 0; f0 < full; f0 += 8) TILE(2, 8);
+        x += (size_t)full * xs, sx += full, y += (size_t)full * ys, s += (size_t)full * ss;
+        if ((nf -= full) == 0) return;
+    }
     BLOCK_LOOP(TILE)
 #undef TILE
 }
