@@ -1,10 +1,12 @@
 """CPU implementations of an exported model, for the accelerator-versus-CPU benchmark.
 
-Both compute exactly the integer semantics of ``docs/semantics.md`` (tests check them against the
+All compute exactly the integer semantics of ``docs/semantics.md`` (tests check them against the
 golden model bit for bit), so the benchmark compares equal work:
 
 - :class:`GoldenModel` (``xnorflow.golden``): bit-packed NumPy, XOR + ``np.bitwise_count`` on
   64-bit words;
+- :class:`NativeCPUModel` (``native-bitpacked``, when a C compiler is present): the C kernels of
+  :mod:`xnorflow.native` on bit-packed words, XNOR + popcount on the widest vectors the CPU has;
 - :class:`TorchCPUModel`: PyTorch float32 with ±1 weights, so every layer is one BLAS matrix
   product (exact: every partial sum is an integer below 2**24), thresholds compared on the
   result; this is what a strong CPU deployment of a BNN looks like on a machine without
@@ -19,8 +21,9 @@ import torch.nn.functional as F
 
 from .golden import GoldenModel
 from .model import Model
+from .native import NativeModel
 
-__all__ = ["TorchCPUModel", "implementations"]
+__all__ = ["NativeCPUModel", "TorchCPUModel", "implementations"]
 
 
 class TorchCPUModel:
@@ -109,6 +112,22 @@ class TorchCPUModel:
         return self.scores(frames).argmax(dim=1).numpy()
 
 
+class NativeCPUModel(NativeModel):
+    """:class:`~xnorflow.native.NativeModel` with as many threads as torch is set to use
+    (``torch.set_num_threads``), so a benchmark row's thread count holds for every
+    implementation alike."""
+
+    def run(self, frames) -> tuple[np.ndarray, np.ndarray]:
+        self.threads = torch.get_num_threads()
+        return super().run(frames)
+
+
 def implementations(model: Model) -> dict[str, object]:
-    """The CPU implementations by name, each with ``predict(frames) -> classes``."""
-    return {"golden-numpy-bitpacked": GoldenModel(model), "torch-float32": TorchCPUModel(model)}
+    """The CPU implementations by name, each with ``predict(frames) -> classes``. The native
+    backend is listed only where its library builds (a C compiler is present)."""
+    impls = {"golden-numpy-bitpacked": GoldenModel(model)}
+    native = NativeCPUModel(model)
+    if native.available:
+        impls["native-bitpacked"] = native
+    impls["torch-float32"] = TorchCPUModel(model)
+    return impls
