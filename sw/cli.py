@@ -667,10 +667,60 @@ def cmd_synth(args) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 
+def _run_cpu(args) -> int:
+    """``run --cpu``: the test frames through the native CPU backend (the golden model where it
+    cannot build), checked against the golden model, timed in batches of ``--batch``."""
+    import numpy as np
+
+    from .data import load
+    from .golden import GoldenModel
+    from .model import Model
+    from .native import NativeModel
+
+    model = Model.load(args.model)
+    ds = load(args.data, "test").spread(args.frames)
+    frames = ds.frames_for(model.input_shape)
+    if args.batch < 1:
+        raise UsageError(f"--batch ({args.batch}) must be at least 1")
+    backend = NativeModel(model, threads=args.threads or None)
+    backend.predict(frames[:args.batch])  # warm: the library is built and loaded
+    t0 = time.perf_counter()
+    pred = np.concatenate([backend.predict(frames[s:s + args.batch])
+                           for s in range(0, len(frames), args.batch)])
+    seconds = time.perf_counter() - t0
+    golden = GoldenModel(model).predict(frames)
+    obj = {"model": str(args.model), "model_hash": model.content_hash, "transport": "cpu",
+           "backend": "native" if backend.available else "golden-numpy-bitpacked",
+           "isa": backend.isa, "reason": backend.reason, "threads": backend.threads,
+           "batch": args.batch, "data": ds.name, "frames": len(frames),
+           "accuracy": float((pred == ds.labels).mean()),
+           "golden_agreement": float((pred == golden).mean()),
+           "frames_per_s": round(len(frames) / seconds, 1) if seconds > 0 else None,
+           "us_per_frame": round(1e6 * seconds / len(frames), 3),
+           "predictions": pred.tolist()}
+
+    def human(o):
+        t = Table(title=f"{Path(o['model']).name} on the CPU ({o['backend']}, "
+                        f"{o['isa'] or o['reason']})")
+        for col in ("frames", "accuracy", "agrees with golden", "threads", "batch", "frames/s"):
+            t.add_column(col, justify="right")
+        t.add_row(str(o["frames"]), f"{100 * o['accuracy']:.2f} %",
+                  f"{100 * o['golden_agreement']:.2f} %", str(o["threads"]), str(o["batch"]),
+                  f"{o['frames_per_s']:,}")
+        Console().print(t)
+
+    _emit(args, obj, human)
+    return 0 if obj["golden_agreement"] == 1.0 else 1
+
+
 def cmd_run(args) -> int:
     """Frames through the accelerator with the host driver: a board's serial port or the
-    simulated board (the generated serial bridge, UART included, in Verilator)."""
+    simulated board (the generated serial bridge, UART included, in Verilator); or, with
+    ``--cpu``, through the native CPU backend."""
     from xnorflow.host.driver import run_accelerator
+
+    if args.cpu:
+        return _run_cpu(args)
 
     where = f"port {args.port} at {args.baud} baud" if args.port else "the simulated board"
     err.print(f"running {args.frames} frames of {args.data or 'the embedded subset'} through "
@@ -884,6 +934,11 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--port", metavar="DEV", help="serial port or pyserial URL of a board")
     where.add_argument("--sim", action="store_true",
                        help="the generated serial bridge + accelerator in Verilator")
+    where.add_argument("--cpu", action="store_true",
+                       help="no accelerator: the native bit-packed CPU backend (xnorflow.native)")
+    r.add_argument("--threads", type=int, default=0,
+                   help="--cpu: threads (default: every core this process may use)")
+    r.add_argument("--batch", type=int, default=256, help="--cpu: frames per call (default 256)")
     r.add_argument("--baud", type=int, default=115200)
     data_arg(r)
     r.add_argument("--frames", type=int, default=100,

@@ -119,3 +119,14 @@ def test_every_verb_takes_a_shipped_models_name(capsys):
     assert main(["evaluate", "no-such-model"]) == 2
     assert "no such model file, and no shipped model of that name (shipped: " in \
         capsys.readouterr().err
+
+
+def test_run_on_the_cpu(capsys):
+    assert main(["run", "sfc", "--cpu", "--frames", "300", "--batch", "64", "--threads", "1",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["transport"] == "cpu" and out["frames"] == 300 and out["threads"] == 1
+    assert out["golden_agreement"] == 1.0 and out["frames_per_s"] > 0
+    assert len(out["predictions"]) == 300 and out["backend"] in ("native",
+                                                                 "golden-numpy-bitpacked")
+    assert (out["isa"] is None) == (out["backend"] != "native")

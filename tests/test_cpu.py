@@ -29,9 +29,10 @@ def test_cpu_benchmark_rows(frames):
     m = Model.load(shipped()["tfc"])
     rows = bench.cpu_benchmark(m, frames[:300], batches=(1, 256), threads=[1],
                                min_seconds=0.05)
+    names = list(cpu.implementations(m))  # the native backend where a C compiler is present
+    assert names[0] == "golden-numpy-bitpacked" and names[-1] == "torch-float32"
     assert [(r.implementation, r.batch) for r in rows] == [
-        ("golden-numpy-bitpacked", 1), ("golden-numpy-bitpacked", 256),
-        ("torch-float32", 1), ("torch-float32", 256)]
+        (name, batch) for name in names for batch in (1, 256)]
     assert all(r.frames_per_s > 0 and r.latency_ms > 0 and r.threads == 1 for r in rows)
 
 

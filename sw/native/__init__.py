@@ -230,7 +230,9 @@ class NativeModel:
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self._golden = None
-        lib = _load()
+        kinds = sorted({layer.kind for layer in model.layers} - {"dense"})
+        lib = _load() if not kinds else (
+            f"no native kernels for {', '.join(kinds)} layers yet; the golden model runs them")
         self.available = not isinstance(lib, str)
         self.reason = None if self.available else lib
         if not self.available:
