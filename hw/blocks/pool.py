@@ -8,6 +8,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from xnorflow.hw.blocks.registry import implements
+from xnorflow.hw.compiler.ops.pool import PoolOp
 from xnorflow.hw.compiler.rules import pool_cycles_per_frame, pool_latency
 
 __all__ = ["BitMaxPool"]
@@ -17,6 +19,7 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+@implements(PoolOp)
 class BitMaxPool(wiring.Component):
     """Max-pools an ``H x W x C`` bit map over ``k x k`` squares into ``(H/k) x (W/k) x C``:
     ``z[py, px, ch]`` is the OR (``rising[ch]``) or the AND (not ``rising[ch]``) of
@@ -72,6 +75,11 @@ class BitMaxPool(wiring.Component):
     wait on ``o_stream.ready``, the payload holds while ``valid & ~ready``, and with the output
     ready the input never waits.
     """
+
+    @classmethod
+    def from_op(cls, op: PoolOp) -> BitMaxPool:
+        """The block of a :class:`~xnorflow.hw.compiler.ops.pool.PoolOp`."""
+        return cls(op.in_shape, kernel=op.kernel, simd=op.simd, rising=op.rising)
 
     def __init__(self, in_shape, *, kernel, simd=1, rising):
         if (not isinstance(in_shape, tuple) or len(in_shape) != 3

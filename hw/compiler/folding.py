@@ -7,7 +7,9 @@ A small JSON object with one entry per model layer, in order::
     {"layers": [{"pe": 16, "simd": 49, "storage": "bram"},
                 {"pe": 16, "simd": 32, "storage": "lut", "fifo_depth": 4}, ...]}
 
-``pe`` must divide the layer's outputs M, ``simd`` its inputs N. ``storage`` (``"bram"`` or
+``pe`` must divide the layer's outputs M, ``simd`` its inputs N; for a layer over a feature map
+(one with an ``in_shape``: a convolution, a pooling) the channels: ``pe`` divides its output
+channels, ``simd`` its input channels. ``storage`` (``"bram"`` or
 ``"lut"``, default ``"bram"``) is where the weights live (see
 :class:`~xnorflow.hw.blocks.mvtu.MVTU`). ``fifo_depth`` (optional) overrides the depth rule
 for the FIFO in front of the layer: 0 for none,
@@ -20,9 +22,11 @@ Default folding (:meth:`Folding.default`)
 -----------------------------------------
 A target initiation interval ``T`` (default ``ceil(max over layers of N*M / 256)``: the largest
 layer, the 8-bit first layer of an MNIST MLP, gets about 256 lanes) and, per layer, the divisor
-pair with the fewest lanes ``PE*SIMD`` such that ``(M/PE)*(N/SIMD) <= T``; among equally many
-lanes the larger SIMD (one wide popcount costs less than several accumulators and threshold
-comparators). Weights go to block RAM when a PE's weight memory has at least
+pair with the fewest lanes ``PE*SIMD`` such that its cycles per frame are at most ``T``
+(``(M/PE)*(N/SIMD)``; an op may state its own, ``cycles_for(pe, simd)``; where no pair reaches
+``T``, as for a convolution whose input beats alone take longer, the pair of fewest cycles);
+among equally many lanes the larger SIMD (one wide popcount costs less than several accumulators
+and threshold comparators). Weights go to block RAM when a PE's weight memory has at least
 :data:`BRAM_MIN_WORDS` words, else to LUTs.
 """
 
@@ -84,6 +88,23 @@ class LayerFolding:
         if self.buffer is not None:
             d["buffer"] = self.buffer
         return d
+
+
+def _extents(layer):
+    """What PE and SIMD must divide: the output and input channels of a layer over a feature map
+    (it has ``in_shape`` and ``out_shape``), else ``out_features`` and ``in_features``."""
+    if hasattr(layer, "in_shape"):
+        return layer.out_shape[2], layer.in_shape[2]
+    return layer.out_features, layer.in_features
+
+
+def _cycles(layer, pe, simd):
+    """Cycles per frame of ``layer`` under ``(pe, simd)``: the op's own ``cycles_for`` where it
+    has one, else ``(M/PE)*(N/SIMD)``."""
+    cycles_for = getattr(layer, "cycles_for", None)
+    if cycles_for is not None:
+        return cycles_for(pe, simd)
+    return (layer.out_features // pe) * (layer.in_features // simd)
 
 
 def _where(index, layers):
@@ -178,39 +199,39 @@ class Folding:
 
     def check(self, layers: Sequence) -> None:
         """Check against the model's layers (anything with ``name``, ``in_features`` and
-        ``out_features``): one entry per layer, PE | M, SIMD | N."""
+        ``out_features``, or ``in_shape`` and ``out_shape``): one entry per layer, PE | M,
+        SIMD | N (channels of a feature map)."""
         if len(self.layers) != len(layers):
             raise FoldingError(f"folding has {len(self.layers)} layer entries but the model has "
                                f"{len(layers)} layers")
         for index, (f, layer) in enumerate(zip(self.layers, layers, strict=True)):
             where = _where(index, layers)
-            if layer.out_features % f.pe:
-                raise FoldingError(f"{where}: PE ({f.pe}) must divide the output channels "
-                                   f"({layer.out_features})")
-            if layer.in_features % f.simd:
+            m, n = _extents(layer)
+            if m % f.pe:
+                raise FoldingError(f"{where}: PE ({f.pe}) must divide the output channels ({m})")
+            if n % f.simd:
                 raise FoldingError(f"{where}: SIMD ({f.simd}) must divide the input channels "
-                                   f"({layer.in_features})")
+                                   f"({n})")
 
     @classmethod
     def default(cls, layers: Sequence, target_ii: int | None = None) -> Folding:
         """The default folding of the module docstring for the model's ``layers``."""
         if target_ii is None:
-            target_ii = max(1, -(-max(la.in_features * la.out_features for la in layers)
-                                 // DEFAULT_LANES))
+            target_ii = max(1, -(-max(_cycles(la, 1, 1) for la in layers) // DEFAULT_LANES))
         if not _is_int(target_ii) or target_ii < 1:
             raise FoldingError(f"target II ({target_ii!r}) must be a positive integer")
         result = []
         for layer in layers:
-            n, m = layer.in_features, layer.out_features
+            m, n = _extents(layer)
             best = None
             for pe in divisors(m):
                 for simd in divisors(n):
-                    if (m // pe) * (n // simd) > target_ii:
-                        continue
-                    key = (pe * simd, -simd)
+                    # within the target (0) the fewest lanes, else the fewest cycles
+                    key = (max(0, _cycles(layer, pe, simd) - target_ii), pe * simd, -simd)
                     if best is None or key < best[0]:
                         best = (key, pe, simd)
-            _, pe, simd = best  # PE = M, SIMD = N (II 1) always qualifies
-            words = (m // pe) * (n // simd)
+            _, pe, simd = best
+            # words of a PE's weight memory (a convolution's rows have ``window`` = K*K*C bits)
+            words = (m // pe) * (getattr(layer, "window", n) // simd)
             result.append(LayerFolding(pe, simd, "bram" if words >= BRAM_MIN_WORDS else "lut"))
         return cls(tuple(result))

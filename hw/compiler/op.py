@@ -28,11 +28,14 @@ class Timeline:
     """One frame walking an idle network in stream order (:func:`~xnorflow.hw.compiler.plan.
     predict_latency`): ``last`` is the cycle in which the current stream's last beat of the frame
     is handed over; after a unit that emits its output beats spaced apart, ``first`` is the cycle
-    its first output beat is valid and ``spacing`` the cycles between beats (None before)."""
+    its first output beat is valid and ``spacing`` the cycles between beats (None before);
+    ``beats``, when a unit emits its beats unevenly (a convolution), the cycle in which each of
+    them is valid (None: evenly spaced, or back to back up to ``last``)."""
 
     last: int
     first: int | None = None
     spacing: int | None = None
+    beats: tuple[int, ...] | None = None
 
 
 class Op:
@@ -97,9 +100,12 @@ class Op:
 
     # -- performance model --------------------------------------------------------------------
     def advance(self, t: Timeline) -> Timeline:
-        """The frame's :class:`Timeline` behind this op; by default its last beat leaves
-        ``latency`` cycles after it arrived."""
-        return replace(t, last=t.last + self.latency)
+        """The frame's :class:`Timeline` behind this op; by default every beat leaves ``latency``
+        cycles after it arrived."""
+        shift = self.latency
+        return replace(t, last=t.last + shift,
+                       first=None if t.first is None else t.first + shift,
+                       beats=None if t.beats is None else tuple(b + shift for b in t.beats))
 
     def execute(self, x):
         """The integer reference; by default the stream passes unchanged."""

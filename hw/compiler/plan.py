@@ -110,10 +110,14 @@ class NetworkPlan:
 
 def lower(model, *, with_scores: bool = True) -> NetworkPlan:
     """Model -> plan: one unfolded (PE = SIMD = 1) op per layer, by the layer's kind
-    (:func:`~xnorflow.hw.compiler.ops.op_for_layer`), then the ArgMax."""
+    (:func:`~xnorflow.hw.compiler.ops.op_for_layer`), each fitted to the layer op before it
+    (``Op.follow``), then the ArgMax."""
     model.validate()
-    ops = [op_for_layer(layer).from_layer(index, layer)
-           for index, layer in enumerate(model.layers)]
+    ops = []
+    for index, layer in enumerate(model.layers):
+        op = op_for_layer(layer).from_layer(index, layer)
+        # a layer that depends on the one before (a pooling: its directions) takes it here
+        ops.append(op.follow(ops[-1]) if ops else op)
     ops.append(ArgMaxOp(ops[-1].out_features, ops[-1].score_shape, bool(with_scores)))
     return NetworkPlan(model.content_hash, tuple(model.input_shape), tuple(ops), ("lower",))
 

@@ -161,8 +161,8 @@ class Network(wiring.Component):
 
     @property
     def beats_per_frame(self) -> int:
-        """``N0/SIMD0`` input beats per frame."""
-        return self._plan.layers[0].sf
+        """``N0/SIMD0`` input beats per frame (the first layer's ``input_beats``)."""
+        return self._plan.input_beats
 
     @property
     def index_width(self) -> int:

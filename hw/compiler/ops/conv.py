@@ -1,0 +1,357 @@
+"""The op of a convolution: a sliding-window generator feeding a matrix-vector-threshold unit
+(the gateware: :class:`xnorflow.hw.blocks.conv.ConvUnit`), its integer reference, cycles,
+latency and resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from xnorflow.hw.compiler.folding import LayerFolding
+from xnorflow.hw.compiler.op import Op, Timeline
+from xnorflow.hw.compiler.ops.dense import LEVELS_PER_STAGE, DenseOp
+from xnorflow.hw.compiler.ops.plumbing import FifoOp
+from xnorflow.hw.compiler.resources import Resources, counter_bits
+from xnorflow.hw.compiler.rules import (
+    window_buffer_style,
+    window_output_size,
+    window_rows,
+)
+
+__all__ = ["ConvOp", "beat_times", "conv_schedule", "uneven"]
+
+#: Frames of the schedule from whose last two the II is read (the steady state is reached from
+#: the second frame on; the schedule is periodic from there).
+_II_FRAMES = 5
+
+
+def beat_times(t: Timeline, count: int) -> list[int]:
+    """The cycle each of the ``count`` beats of a frame is valid in, from the :class:`Timeline`
+    of the stream: its ``beats`` when they describe this stream (``count`` of them, the last at
+    ``last``), else evenly spaced from ``first`` by ``spacing`` when that ends at ``last``, else
+    back to back up to ``last``."""
+    if t.beats is not None and len(t.beats) == count and t.beats[-1] == t.last:
+        return list(t.beats)
+    if (t.first is not None and t.spacing is not None
+            and t.first + (count - 1) * t.spacing == t.last):
+        return [t.first + i * t.spacing for i in range(count)]
+    return [t.last - count + 1 + i for i in range(count)]
+
+
+def uneven(beats) -> Timeline:
+    """The :class:`Timeline` of a stream whose beats are valid in the cycles ``beats``; its
+    ``spacing`` (for an op that reads only ``first`` and ``spacing``) is the mean, rounded
+    down."""
+    spacing = (beats[-1] - beats[0]) // (len(beats) - 1) if len(beats) > 1 else 1
+    return Timeline(last=beats[-1], first=beats[0], spacing=spacing, beats=tuple(beats))
+
+
+def _need(oy, h, kernel, stride, padding):
+    """Input rows of its frame that output row ``oy`` reads, up to its lowest."""
+    return min(h, oy * stride - padding + kernel)
+
+
+@lru_cache(maxsize=256)
+def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register_buffer,
+                  arrivals):
+    """A beat-level model of a :class:`~xnorflow.hw.blocks.conv.ConvUnit` whose output is always
+    ready: ``(accepted, outputs)``, the cycle each input beat is taken and the cycle each output
+    beat is valid, for input beats offered from the cycles ``arrivals`` (a tuple, frames back to
+    back, ``H*W*C/SIMD`` beats each).
+
+    Window generator (:class:`~xnorflow.hw.blocks.window.SlidingWindow`, the rules of
+    :func:`~xnorflow.hw.compiler.rules.window_timeline`): input row ``x`` (over all frames) goes
+    to slot ``x mod (K+S)`` and its beats are taken from the cycle its slot is free, one per cycle
+    at most; an output row issues its first beat once the rows it reads are complete (the cycle
+    after their last beat); an output beat issued in cycle ``s`` is valid in ``s + 1`` and handed
+    over in ``h >= s + 1``; the next beat issues at ``h`` at the earliest; the rows above the
+    next output row are free from the cycle after the last beat of an output row issues.
+
+    Unit (:class:`~xnorflow.hw.blocks.mvtu.MVTU`, ``SF = K*K*C/SIMD`` chunks per window, ``NF``
+    folds): the chunks of window ``w`` are written into half ``w mod 2`` of its input buffer, free
+    from the cycle after the last read of window ``w - 2``; with the two-register buffer
+    (``SF = 1``, ``NF >= 3``) from two cycles after the first read of window ``w - 1``. The reader
+    issues one chunk per cycle, chunk ``k`` of the first fold at the earliest the cycle after it
+    was written, the later folds behind it; fold ``f``'s result is valid ``latency - 1`` cycles
+    after its last chunk issued.
+    """
+    h, w, c = in_shape
+    oh = window_output_size(h, kernel, stride, padding)
+    ow = window_output_size(w, kernel, stride, padding)
+    row_in = w * c // simd
+    sf = kernel * kernel * c // simd
+    rows = window_rows(kernel, stride)
+    frames = len(arrivals) // (h * row_in)
+    accepted, outputs = [], []
+    in_end, releases = [], []   # last beat of each input row; (rows freed, from which cycle)
+    x = 0
+    handed = None               # handshake of the window generator's last output beat
+    reader = -1                 # the unit's last read
+    first_reads, last_reads = [], []
+    for f in range(frames):
+        for oy in range(oh):
+            need = f * h + _need(oy, h, kernel, stride, padding)
+            while x < need:
+                free = 0 if x < rows else next(
+                    cycle for freed, cycle in releases if freed > x - rows)
+                for i in range(row_in):
+                    previous = accepted[-1] + 1 if accepted else 0
+                    accepted.append(max(arrivals[x * row_in + i], previous, free))
+                in_end.append(accepted[-1])
+                x += 1
+            gate = in_end[need - 1] + 1
+            issue = None
+            for _ in range(ow):
+                index = len(first_reads)
+                if register_buffer:
+                    room = 0 if index == 0 else first_reads[index - 1] + 2
+                else:
+                    room = 0 if index < 2 else last_reads[index - 2] + 1
+                first = None
+                for _ in range(sf):
+                    issue = gate if handed is None else max(handed, gate)
+                    handed = max(issue + 1, room)
+                    reader = max(reader + 1, handed + 1)
+                    if first is None:
+                        first = reader
+                first_reads.append(first)
+                end = reader
+                reader = end + (nf - 1) * sf
+                last_reads.append(reader)
+                outputs += [end + fold * sf + latency - 1 for fold in range(nf)]
+            freed = (f + 1) * h if oy == oh - 1 else f * h + max(0, (oy + 1) * stride - padding)
+            releases.append((freed, issue + 1))
+    return tuple(accepted), tuple(outputs)
+
+
+@dataclass(frozen=True, eq=False)
+class ConvOp(Op):
+    """One convolution (docs/semantics.md section 5.2) as a sliding-window generator feeding a
+    matrix-vector-threshold unit over its windows (``N = K*K*C`` inputs, ``M`` outputs), the two
+    sharing ``simd``: ``pe`` divides M, ``simd`` divides C."""
+
+    index: int
+    name: str
+    in_shape: tuple[int, int, int]
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int
+    pad_value: int
+    input_bits: int
+    weights: np.ndarray  #: bool (M, K*K*C), window order (ky, kx, ch), read-only
+    thresholds: np.ndarray  #: int64 (M,)
+    directions: np.ndarray  #: int64 (M,) of +1/-1
+    pe: int = 1
+    simd: int = 1
+    storage: str = "bram"
+    #: Depth of the FIFO in front, as the folding asked; None: the rule of size_fifos.
+    fifo_request: int | None = None
+    levels_per_stage: int = LEVELS_PER_STAGE
+    #: Where the unit's input buffer lives (None: its rule).
+    buffer: str | None = None
+
+    kind = "conv2d"
+    layer_kind = "conv2d"
+
+    @classmethod
+    def from_layer(cls, index: int, layer) -> ConvOp:
+        """The unfolded (PE = SIMD = 1) op of a :class:`~xnorflow.model.ConvLayer`."""
+        weights = layer.weight_bits().astype(bool)
+        t = layer.thresholds.astype(np.int64)
+        d = layer.directions.astype(np.int64)
+        for array in (weights, t, d):
+            array.flags.writeable = False
+        return cls(index, layer.name, tuple(layer.in_shape), layer.out_channels, layer.kernel,
+                   layer.stride, layer.padding, layer.pad_value, layer.input_bits, weights, t, d)
+
+    def folded(self, entry: LayerFolding) -> ConvOp:
+        return replace(self, pe=entry.pe, simd=entry.simd, storage=entry.storage,
+                       fifo_request=entry.fifo_depth, buffer=entry.buffer)
+
+    @property
+    def layer_folding(self) -> LayerFolding:
+        """The folding entry this op was folded by."""
+        return LayerFolding(self.pe, self.simd, self.storage, self.fifo_request, self.buffer)
+
+    @property
+    def label(self) -> str:
+        return f"layer{self.index}"
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        """Elements of a window, ``K*K*C``: the unit's N."""
+        return self.kernel * self.kernel * self.in_shape[2]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """``(OH, OW, M)``."""
+        h, w, _ = self.in_shape
+        k, s, p = self.kernel, self.stride, self.padding
+        return (window_output_size(h, k, s, p), window_output_size(w, k, s, p),
+                self.out_channels)
+
+    @property
+    def in_features(self) -> int:
+        """Elements of the input map, ``H*W*C``."""
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_features(self) -> int:
+        """Bits of the output map, ``OH*OW*M``."""
+        return int(np.prod(self.out_shape))
+
+    @property
+    def is_score(self) -> bool:
+        return False
+
+    @cached_property
+    def mvtu(self) -> DenseOp:
+        """The unit over the windows, as a dense op of ``K*K*C`` inputs: its folds, latency and
+        resources are the unit's."""
+        return DenseOp(self.index, self.name, self.window, self.out_channels, self.input_bits,
+                       self.weights, self.thresholds, self.directions, self.pe, self.simd,
+                       self.storage, None, self.levels_per_stage, self.buffer)
+
+    @property
+    def nf(self) -> int:
+        """Neuron fold M/PE: output beats per position."""
+        return self.out_channels // self.pe
+
+    @property
+    def sf(self) -> int:
+        """Synapse fold K*K*C/SIMD: beats per window."""
+        return self.window // self.simd
+
+    @property
+    def in_width(self) -> int:
+        return self.simd * self.input_bits
+
+    @property
+    def out_width(self) -> int:
+        return self.pe
+
+    @property
+    def input_beats(self) -> int:
+        """Beats of input per frame, ``H*W*C/SIMD``."""
+        return self.in_features // self.simd
+
+    @property
+    def output_beats(self) -> int:
+        """Beats of output per frame, ``OH*OW*M/PE``."""
+        return self.out_features // self.pe
+
+    @property
+    def frame_bits(self) -> int:
+        """Bits of one frame's input."""
+        return self.in_features * self.input_bits
+
+    @property
+    def line_buffer_style(self) -> str:
+        """Where the window generator's line buffer lives (its rule)."""
+        h, w, c = self.in_shape
+        return window_buffer_style(window_rows(self.kernel, self.stride), w * c // self.simd,
+                                   self.in_width)
+
+    # -- performance model ------------------------------------------------------------------
+    def cycles_for(self, pe: int, simd: int) -> int:
+        """A lower bound of the cycles per frame under ``(pe, simd)`` (what the default folding
+        ranks by): the input's ``H*W*C/SIMD`` beats and the unit's ``OH*OW*(M/PE)*(K*K*C/SIMD)``
+        cycles."""
+        oh, ow, m = self.out_shape
+        return max(self.in_features // simd, oh * ow * (m // pe) * (self.window // simd))
+
+    def _schedule(self, arrivals) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return conv_schedule(self.in_shape, self.kernel, self.stride, self.padding, self.simd,
+                             self.nf, self.mvtu.latency, self.sf == 1 and self.nf >= 3,
+                             tuple(arrivals))
+
+    @cached_property
+    def cycles_per_frame(self) -> int:
+        """Cycles between frames in the steady state (input always valid, output always ready),
+        from :func:`conv_schedule` over frames back to back: at least the window generator's
+        (:func:`~xnorflow.hw.compiler.rules.window_cycles_per_frame`) and the unit's
+        ``OH*OW*(M/PE)*(K*K*C/SIMD)``, more where the unit's two-window buffer cannot hide the
+        window generator's pause at a frame boundary."""
+        _, outputs = self._schedule((0,) * (self.input_beats * _II_FRAMES))
+        per = self.output_beats
+        return outputs[-1] - outputs[-1 - per]
+
+    @cached_property
+    def latency(self) -> int:
+        """Cycles from the handshake of a frame's first input beat to its first output beat being
+        valid, idle unit, input back to back (:func:`conv_schedule`)."""
+        _, outputs = self._schedule(range(self.input_beats))
+        return outputs[0]
+
+    def advance(self, t: Timeline) -> Timeline:
+        """The output beats of :func:`conv_schedule` for the input beats of ``t``
+        (:func:`beat_times`)."""
+        _, outputs = self._schedule(beat_times(t, self.input_beats))
+        return uneven(outputs)
+
+    # -- integer reference ------------------------------------------------------------------
+    def windows(self, x: np.ndarray) -> np.ndarray:
+        """``(B, H*W*C)`` elements to the windows ``(B, OH, OW, K*K*C)`` in the order ``ky``,
+        ``kx``, ``ch`` (docs/semantics.md section 5.2), the padding holding ``pad_value``."""
+        h, w, c = self.in_shape
+        k, s, p = self.kernel, self.stride, self.padding
+        oh, ow, _ = self.out_shape
+        maps = np.asarray(x, dtype=np.int64).reshape(-1, h, w, c)
+        padded = np.pad(maps, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=self.pad_value)
+        rows = (np.arange(oh) * s)[:, None] + np.arange(k)[None, :]     # (OH, K)
+        cols = (np.arange(ow) * s)[:, None] + np.arange(k)[None, :]     # (OW, K)
+        win = padded[:, rows[:, None, :, None], cols[None, :, None, :], :]  # (B,OH,OW,K,K,C)
+        return win.reshape(maps.shape[0], oh, ow, self.window)
+
+    def execute(self, x: np.ndarray) -> np.ndarray:
+        """Integer reference (docs/semantics.md section 5.2): ``(B, H*W*C)`` pixels or bits to the
+        ``(B, OH*OW*M)`` output bits, the map in its order (section 5.1)."""
+        win = self.windows(x)
+        batch = win.shape[0]
+        bits = self.mvtu.execute(win.reshape(-1, self.window))
+        return bits.reshape(batch, self.out_features)
+
+    # -- compiler hooks ---------------------------------------------------------------------
+    def fifo_before(self) -> FifoOp | None:
+        """The FIFO the folding asked for in front (``fifo_depth``), SIMD lanes wide."""
+        if not self.fifo_request:
+            return None
+        return FifoOp(self.label, self.in_width, self.fifo_request, self.input_beats)
+
+    def describe(self) -> dict:
+        """The layer's entry in the accelerator's manifest."""
+        return {"index": self.index, "name": self.name, "kind": self.kind,
+                "in_shape": list(self.in_shape), "out_shape": list(self.out_shape),
+                "kernel": self.kernel, "stride": self.stride, "padding": self.padding,
+                "pad_value": self.pad_value, "in_features": self.in_features,
+                "out_features": self.out_features, "input_bits": self.input_bits,
+                "output": "bits", "pe": self.pe, "simd": self.simd, "storage": self.storage,
+                "nf": self.nf, "sf": self.sf, "ii": self.cycles_per_frame,
+                "latency": self.latency, "in_width": self.in_width, "out_width": self.out_width,
+                "line_buffer": self.line_buffer_style}
+
+    def resources(self) -> Resources:
+        """The unit's estimate (:meth:`DenseOp.resources` of :attr:`mvtu`, block RAMs exact) plus
+        the window generator: its line buffer of ``(K+S) x W*C/SIMD`` words of ``SIMD*bits``
+        bits placed by :func:`~xnorflow.hw.compiler.rules.window_buffer_style` (block RAMs
+        exact), its position counters and row bookkeeping (flip-flops counted, about a LUT4 per
+        counter bit), and its output register."""
+        h, w, c = self.in_shape
+        rows = window_rows(self.kernel, self.stride)
+        words, width = rows * (w * c // self.simd), self.in_width
+        style = self.line_buffer_style
+        if style == "block":
+            buffer = Resources.block_memory(words, width)
+        else:
+            buffer = Resources.logic_ram(words, width)
+        oh, ow, _ = self.out_shape
+        counters = (counter_bits(words) + counter_bits(w * c // self.simd) + counter_bits(oh)
+                    + counter_bits(ow) + 2 * counter_bits(self.kernel)
+                    + counter_bits(c // self.simd) + 4 * counter_bits(h + rows + 1)
+                    + 2 * counter_bits(w + self.kernel) + 5 * counter_bits(rows))
+        control = Resources.same_luts(2 * counters + 20, ff=counters + width + 2)
+        return self.mvtu.resources() + buffer + control
