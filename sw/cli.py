@@ -363,9 +363,9 @@ def cmd_generate(args) -> int:
         "m_axis_tdata": manifest["m_axis_tdata"],
         "resources": manifest["resources"]["total"],
         "resources_calibrated": manifest["resources"]["calibrated"],
-        "layers": [{k: layer[k] for k in ("index", "name", "in_features", "out_features", "pe",
-                                          "simd", "storage", "ii", "latency", "fifo_depth",
-                                          "converter")}
+        "layers": [{k: layer[k] for k in ("index", "name", "kind", "in_features",
+                                          "out_features", "pe", "simd", "storage", "ii",
+                                          "latency", "fifo_depth", "converter") if k in layer}
                    for layer in manifest["layers"]],
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -375,10 +375,10 @@ def cmd_generate(args) -> int:
         for col in ("layer", "N x M", "PE", "SIMD", "weights", "II", "latency", "then"):
             t.add_column(col, justify="left" if col in ("layer", "weights", "then") else "right")
         for la in o["layers"]:
-            conv = la["converter"]
+            conv = la.get("converter")
             t.add_row(f"{la['index']} {la['name']}", f"{la['in_features']} x {la['out_features']}",
-                      str(la["pe"]), str(la["simd"]), la["storage"], str(la["ii"]),
-                      str(la["latency"]),
+                      str(la.get("pe", "")), str(la.get("simd", "")), la.get("storage", ""),
+                      str(la["ii"]), str(la["latency"]),
                       f"{conv['in_width']} -> {conv['out_width']} bits" if conv else "")
         Console().print(t)
         r = o["resources"]

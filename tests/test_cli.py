@@ -130,3 +130,15 @@ def test_run_on_the_cpu(capsys):
     assert len(out["predictions"]) == 300 and out["backend"] in ("native",
                                                                  "golden-numpy-bitpacked")
     assert (out["isa"] is None) == (out["backend"] != "native")
+
+
+def test_generate_a_convolutional_model(tmp_path, capsys):
+    from xnorflow.sim.fixtures import random_net
+
+    path = random_net("8x8x1-c4k3-p2-c4k3p-5", 3).save(tmp_path / "c.npz")
+    assert main(["generate", str(path), "--out", str(tmp_path / "v")]) == 0
+    assert "0 conv0" in capsys.readouterr().out
+    assert main(["generate", str(path), "--out", str(tmp_path / "v"), "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    assert [la.get("kind") for la in layers][:3] == ["conv2d", "maxpool2d", "conv2d"]
+    assert (tmp_path / "v" / "xnorflow_top.v").stat().st_size > 0

@@ -153,15 +153,7 @@ def test_conv_network_bit_exact(case, source_pause, sink_pause):
     assert not any(monitor.frame_error)
 
 
-#: A width converter's op walks the latency from ``first`` and ``spacing`` only, not from the
-#: uneven ``Timeline.beats`` of a convolution or a pooling before it: with a converter behind one
-#: of them the predicted latency is not exact yet (the II is).
-_CONVERTER_AFTER_A_MAP = pytest.mark.xfail(
-    strict=True, reason="ConverterOp.advance does not read Timeline.beats yet")
-
-
-@pytest.mark.parametrize("case", [pytest.param(case, marks=_CONVERTER_AFTER_A_MAP)
-                                  if case.endswith("mixed") else case for case in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_conv_network_ii_and_latency(case):
     """No stalls: the first frame's latency and the steady-state II equal the prediction."""
     model, fold_cfg, frames = make(case, frames=6)

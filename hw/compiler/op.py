@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-__all__ = ["LAYER_OPS", "Op", "Timeline"]
+__all__ = ["LAYER_OPS", "Op", "Timeline", "beat_times", "uneven"]
 
 #: The op class of each model layer kind, filled by subclassing :class:`Op` with ``layer_kind``.
 LAYER_OPS: dict[str, type[Op]] = {}
@@ -36,6 +36,27 @@ class Timeline:
     first: int | None = None
     spacing: int | None = None
     beats: tuple[int, ...] | None = None
+
+
+def beat_times(t: Timeline, count: int) -> list[int]:
+    """The cycle each of the ``count`` beats of a frame is valid in, from the :class:`Timeline`
+    of the stream: its ``beats`` when they describe this stream (``count`` of them, the last at
+    ``last``), else evenly spaced from ``first`` by ``spacing`` when that ends at ``last``, else
+    back to back up to ``last``."""
+    if t.beats is not None and len(t.beats) == count and t.beats[-1] == t.last:
+        return list(t.beats)
+    if (t.first is not None and t.spacing is not None
+            and t.first + (count - 1) * t.spacing == t.last):
+        return [t.first + i * t.spacing for i in range(count)]
+    return [t.last - count + 1 + i for i in range(count)]
+
+
+def uneven(beats) -> Timeline:
+    """The :class:`Timeline` of a stream whose beats are valid in the cycles ``beats``; its
+    ``spacing`` (for an op that reads only ``first`` and ``spacing``) is the mean, rounded
+    down."""
+    spacing = (beats[-1] - beats[0]) // (len(beats) - 1) if len(beats) > 1 else 1
+    return Timeline(last=beats[-1], first=beats[0], spacing=spacing, beats=tuple(beats))
 
 
 class Op:

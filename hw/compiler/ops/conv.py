@@ -10,7 +10,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from xnorflow.hw.compiler.folding import LayerFolding
-from xnorflow.hw.compiler.op import Op, Timeline
+from xnorflow.hw.compiler.op import Op, Timeline, beat_times, uneven
 from xnorflow.hw.compiler.ops.dense import LEVELS_PER_STAGE, DenseOp
 from xnorflow.hw.compiler.ops.plumbing import FifoOp
 from xnorflow.hw.compiler.resources import Resources, counter_bits
@@ -20,32 +20,11 @@ from xnorflow.hw.compiler.rules import (
     window_rows,
 )
 
-__all__ = ["ConvOp", "beat_times", "conv_schedule", "uneven"]
+__all__ = ["ConvOp", "conv_schedule"]
 
 #: Frames of the schedule from whose last two the II is read (the steady state is reached from
 #: the second frame on; the schedule is periodic from there).
 _II_FRAMES = 5
-
-
-def beat_times(t: Timeline, count: int) -> list[int]:
-    """The cycle each of the ``count`` beats of a frame is valid in, from the :class:`Timeline`
-    of the stream: its ``beats`` when they describe this stream (``count`` of them, the last at
-    ``last``), else evenly spaced from ``first`` by ``spacing`` when that ends at ``last``, else
-    back to back up to ``last``."""
-    if t.beats is not None and len(t.beats) == count and t.beats[-1] == t.last:
-        return list(t.beats)
-    if (t.first is not None and t.spacing is not None
-            and t.first + (count - 1) * t.spacing == t.last):
-        return [t.first + i * t.spacing for i in range(count)]
-    return [t.last - count + 1 + i for i in range(count)]
-
-
-def uneven(beats) -> Timeline:
-    """The :class:`Timeline` of a stream whose beats are valid in the cycles ``beats``; its
-    ``spacing`` (for an op that reads only ``first`` and ``spacing``) is the mean, rounded
-    down."""
-    spacing = (beats[-1] - beats[0]) // (len(beats) - 1) if len(beats) > 1 else 1
-    return Timeline(last=beats[-1], first=beats[0], spacing=spacing, beats=tuple(beats))
 
 
 def _need(oy, h, kernel, stride, padding):

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from xnorflow.hw.compiler.folding import FULL_RATE_DEPTH
-from xnorflow.hw.compiler.op import Op, Timeline
+from xnorflow.hw.compiler.op import Op, Timeline, beat_times, uneven
 from xnorflow.hw.compiler.resources import FIFO_LOGIC_MAX_WORDS, Resources, counter_bits
 
 __all__ = ["ConverterOp", "FifoOp"]
@@ -47,17 +47,18 @@ class ConverterOp(Op):
                               "capacity": self.capacity, "latency": self.latency}}
 
     def advance(self, t: Timeline) -> Timeline:
-        """Cycle in which the converter's last output beat of a frame is valid, when the producer's
-        beat ``f`` becomes valid at ``first + f*spacing`` (an MVTU: ``spacing = SF``) and the
-        consumer is ready: ``first + 1 + max_j(f(j)*spacing + J-1-j)``, ``J = M/out`` output beats
-        and ``f(j)`` the input beat holding the last bit of output beat ``j``. (One output beat
-        per cycle at most, each one cycle after its last input beat; when the producer is faster
-        than the output side the converter pushes back on it and emits a beat every cycle, which
-        is the ``j = 0`` term.)"""
-        beats = self.frame_bits // self.out_width
-        last = t.first + 1 + max(((j + 1) * self.out_width - 1) // self.in_width * t.spacing
-                                 + beats - 1 - j for j in range(beats))
-        return replace(t, last=last)
+        """The converter's output beats for the producer's beats of ``t``
+        (:func:`~xnorflow.hw.compiler.op.beat_times`), the consumer ready: output beat ``j`` is
+        valid one cycle after the input beat ``f(j)`` holding its last bit, and at most one beat
+        per cycle, ``o_j = max(b_f(j) + 1, o_(j-1) + 1)``. (When the producer is faster than the
+        output side the converter pushes back on it and emits a beat every cycle.) For an MVTU's
+        evenly spaced beats this is ``first + 1 + max_j(f(j)*SF + J-1-j)``, ``J = M/out``."""
+        arrivals = beat_times(t, self.frame_bits // self.in_width)
+        out: list[int] = []
+        for j in range(self.frame_bits // self.out_width):
+            ready = arrivals[((j + 1) * self.out_width - 1) // self.in_width] + 1
+            out.append(ready if not out else max(ready, out[-1] + 1))
+        return uneven(out)
 
     def resources(self) -> Resources:
         """``capacity`` FFs plus the level counter; LUT4s ``0.8`` per buffer bit (the shift) and

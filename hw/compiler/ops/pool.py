@@ -8,8 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from xnorflow.hw.compiler.folding import FoldingError, LayerFolding
-from xnorflow.hw.compiler.op import Op, Timeline
-from xnorflow.hw.compiler.ops.conv import beat_times, uneven
+from xnorflow.hw.compiler.op import Op, Timeline, beat_times, uneven
 from xnorflow.hw.compiler.ops.plumbing import FifoOp
 from xnorflow.hw.compiler.resources import Resources, counter_bits
 from xnorflow.hw.compiler.rules import pool_cycles_per_frame, pool_latency
