@@ -166,7 +166,7 @@ def test_presets_parse_with_their_shapes():
          "Dense"])
     assert cnv.layers[7].out_shape == (1, 1, 256) and cnv.layers[8].in_features == 256
     scnv = specs.parse("scnv")
-    assert scnv.layers[-1].in_features == 3 * 3 * 64
+    assert scnv.layers[-1].in_features == 3 * 3 * 96
     assert specs.parse("sfc").sizes == [784, 256, 256, 256, 10]
 
 

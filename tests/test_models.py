@@ -22,7 +22,7 @@ needs_mnist = pytest.mark.skipif(
     reason=f"full MNIST IDX files not found in {MNIST} (set XNORFLOW_MNIST)")
 
 #: Accuracy each shipped model must reach on the 10,000 MNIST test images.
-TARGETS = {"tfc": 0.930, "sfc": 0.970, "lfc": 0.984}
+TARGETS = {"tfc": 0.930, "sfc": 0.970, "lfc": 0.984, "scnv": 0.990}
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,12 @@ def test_shipped_models_are_there():
 
 @needs_mnist
 @pytest.mark.needs_mnist
-@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc"])
+@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc", "scnv"])
 def test_shipped_model_accuracy_on_full_mnist(name, mnist_test):
     if name not in shipped():
         pytest.skip(f"{name} is not shipped")
     m = Model.load(shipped()[name])
-    pred = GoldenModel(m).predict(mnist_test.images)
+    pred = GoldenModel(m).predict(mnist_test.frames_for(m.input_shape))
     acc = float((pred == mnist_test.labels).mean())
     assert acc == m.provenance["test_accuracy"]  # what the file claims is what it does
     assert acc >= TARGETS[name]
