@@ -317,3 +317,10 @@ def test_readme_reference_table_is_the_builds_table(capsys):
 def test_builds_table_without_builds(tmp_path, capsys):
     assert main(["bench", "--builds", "--bitstreams", str(tmp_path)]) == 2
     assert "no reference builds" in capsys.readouterr().err
+
+
+def test_the_checkout_is_found_from_the_installed_module():
+    """In a source checkout the bench finds bitstreams/ and the shared datasets beside it from
+    its own file, whatever the working directory."""
+    assert (bench.CHECKOUT / "pyproject.toml").is_file()
+    assert bench.default_bitstreams() == bench.CHECKOUT / "bitstreams"

@@ -68,7 +68,7 @@ __all__ = [
 
 #: The source checkout (``sw/..``); the default place of ``bitstreams/`` and of the MNIST files
 #: beside it (``../shared/datasets/mnist``).
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 #: Keys every reference build's ``manifest.json`` must have.
 MANIFEST_KEYS = ("board", "device", "model", "model_file", "model_hash", "ii_cycles",
