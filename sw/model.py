@@ -44,6 +44,7 @@ __all__ = [
     "ModelFormatError",
     "PoolLayer",
     "accumulator_range",
+    "conv_output_size",
     "pack_bits",
     "unpack_bits",
 ]
@@ -73,6 +74,12 @@ def unpack_bits(packed: np.ndarray, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: the first ``count`` bits of each row, as ``uint8`` 0/1."""
     return np.unpackbits(np.asarray(packed, dtype=np.uint8), axis=-1, count=count,
                          bitorder="little")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output rows (or columns) of a convolution over ``size`` rows (columns):
+    ``(size + 2P - K) div S + 1`` (docs/semantics.md §5.2)."""
+    return (size + 2 * padding - kernel) // stride + 1
 
 
 def accumulator_range(input_bits: int, in_features: int) -> tuple[int, int]:
@@ -256,10 +263,10 @@ class ConvLayer(_MapLayer):
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
-        """``(OH, OW, M)``, ``OH = (H + 2P - K) // S + 1`` (``OW`` alike)."""
+        """``(OH, OW, M)`` (:func:`conv_output_size`)."""
         h, w, _ = self.in_shape
         k, s, p = self.kernel, self.stride, self.padding
-        return ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, self.out_channels)
+        return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.out_channels)
 
     @property
     def acc_range(self) -> tuple[int, int]:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .model import conv_output_size
+
 __all__ = ["PRESETS", "Conv", "Dense", "Pool", "Spec", "parse"]
 
 #: Named specs: FINN's MLPs (TFC, SFC, LFC) and CNV, and a CNN that fits the iCE40UP5K.
@@ -67,7 +69,7 @@ class Conv(_Map):
     def out_shape(self) -> tuple[int, int, int]:
         h, w, _ = self.in_shape
         k, s, p = self.kernel, self.stride, self.padding
-        return ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, self.out_channels)
+        return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.out_channels)
 
 
 @dataclass(frozen=True)

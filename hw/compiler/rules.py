@@ -4,8 +4,10 @@ both read them from here, so a block's latency and its op's prediction cannot dr
 
 Each rule is a pure function of a block's parameters: the pipeline depth of the reduction trees,
 where the memories of a matrix-vector-threshold unit live, how its pipeline takes backpressure,
-and where the serial bridge keeps its frame buffer.
+and where the serial bridge keeps its frame buffer, the window generator its line buffer.
 """
+
+from xnorflow.model import conv_output_size
 
 __all__ = ["BRIDGE_BUFFER_STYLES", "BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES",
            "CREDIT_MIN_LANE_BITS", "MVTU_LATENCY_CONSTANT", "PIPELINE_STYLES", "POPCOUNT_GROUP",
@@ -151,10 +153,8 @@ __all__ += ["WINDOW_BUFFER_STYLES", "pool_cycles_per_frame", "pool_latency",
 WINDOW_BUFFER_STYLES = (None, "block", "logic", "distributed")
 
 
-def window_output_size(size, kernel, stride, padding):
-    """Output rows (or columns) of a convolution over ``size`` rows (columns):
-    ``(size + 2P - K) div S + 1`` (docs/semantics.md section 5.2)."""
-    return (size + 2 * padding - kernel) // stride + 1
+#: Output rows (or columns) of a convolution (:func:`xnorflow.model.conv_output_size`).
+window_output_size = conv_output_size
 
 
 def window_rows(kernel, stride):
