@@ -38,11 +38,14 @@ __all__ = [
     "FORMAT_VERSION",
     "FORMAT_VERSIONS",
     "LAYER_KINDS",
+    "MapShapes",
     "ConvLayer",
+    "ConvShapes",
     "DenseLayer",
     "Model",
     "ModelFormatError",
     "PoolLayer",
+    "PoolShapes",
     "accumulator_range",
     "conv_output_size",
     "pack_bits",
@@ -216,8 +219,9 @@ def _check_shape(fail, fld: str, shape) -> None:
         fail(fld, f"must be three positive integers (height, width, channels), got {shape!r}")
 
 
-class _MapLayer:
-    """A layer over a feature map (``in_shape``, ``out_shape``): its sizes as vectors."""
+class MapShapes:
+    """A layer over a feature map (``in_shape``, ``out_shape``): its sizes as vectors. Shared by
+    the model's layers and the compiler's ops of the same kinds."""
 
     @property
     def in_features(self) -> int:
@@ -228,8 +232,34 @@ class _MapLayer:
         return int(np.prod(self.out_shape))
 
 
+class ConvShapes(MapShapes):
+    """The geometry of a convolution (``in_shape``, ``out_channels``, ``kernel``, ``stride``,
+    ``padding``): its window and its output map (docs/semantics.md §5.2)."""
+
+    @property
+    def window(self) -> int:
+        """Elements of one window, ``K*K*C``: the length of a weight row."""
+        return self.kernel * self.kernel * self.in_shape[2]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """``(OH, OW, M)`` (:func:`conv_output_size`)."""
+        h, w, _ = self.in_shape
+        k, s, p = self.kernel, self.stride, self.padding
+        return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.out_channels)
+
+
+class PoolShapes(MapShapes):
+    """The geometry of a max-pooling (``in_shape``, ``kernel``): its output map."""
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.in_shape
+        return (h // self.kernel, w // self.kernel, c)
+
+
 @dataclass(frozen=True, eq=False)
-class ConvLayer(_MapLayer):
+class ConvLayer(ConvShapes):
     """A 2-D convolution with threshold output (docs/semantics.md §5): a ``K x K`` kernel with
     ``stride`` 1 or 2 and ``padding`` 0 or ``K // 2`` over an ``in_shape = (H, W, C)`` feature
     map (channels fastest), ``out_channels`` (M) outputs per position.
@@ -255,18 +285,6 @@ class ConvLayer(_MapLayer):
 
     kind: ClassVar[str] = "conv2d"
     output: ClassVar[str] = "bits"
-
-    @property
-    def window(self) -> int:
-        """Elements of one window, ``K*K*C``: the length of a weight row."""
-        return self.kernel * self.kernel * self.in_shape[2]
-
-    @property
-    def out_shape(self) -> tuple[int, int, int]:
-        """``(OH, OW, M)`` (:func:`conv_output_size`)."""
-        h, w, _ = self.in_shape
-        k, s, p = self.kernel, self.stride, self.padding
-        return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.out_channels)
 
     @property
     def acc_range(self) -> tuple[int, int]:
@@ -332,7 +350,7 @@ class ConvLayer(_MapLayer):
 
 
 @dataclass(frozen=True, eq=False)
-class PoolLayer(_MapLayer):
+class PoolLayer(PoolShapes):
     """Max-pooling of ``kernel x kernel`` windows with stride ``kernel`` over the bits of the
     convolution before it (docs/semantics.md §5.3): per channel the OR of the window's bits
     when that layer's direction is +1, the AND when it is -1. ``kernel`` divides the height and
@@ -345,11 +363,6 @@ class PoolLayer(_MapLayer):
     kind: ClassVar[str] = "maxpool2d"
     output: ClassVar[str] = "bits"
     input_bits: ClassVar[int] = 1
-
-    @property
-    def out_shape(self) -> tuple[int, int, int]:
-        h, w, c = self.in_shape
-        return (h // self.kernel, w // self.kernel, c)
 
     def manifest_entry(self) -> dict:
         return {"name": self.name, "kind": self.kind, "in_shape": list(self.in_shape),

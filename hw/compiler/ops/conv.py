@@ -19,6 +19,7 @@ from xnorflow.hw.compiler.rules import (
     window_output_size,
     window_rows,
 )
+from xnorflow.model import ConvShapes
 
 __all__ = ["ConvOp", "conv_schedule"]
 
@@ -106,7 +107,7 @@ def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register
 
 
 @dataclass(frozen=True, eq=False)
-class ConvOp(Op):
+class ConvOp(Op, ConvShapes):
     """One convolution (docs/semantics.md section 5.2) as a sliding-window generator feeding a
     matrix-vector-threshold unit over its windows (``N = K*K*C`` inputs, ``M`` outputs), the two
     sharing ``simd``: ``pe`` divides M, ``simd`` divides C."""
@@ -160,29 +161,6 @@ class ConvOp(Op):
         return f"layer{self.index}"
 
     # -- shapes -----------------------------------------------------------------------------
-    @property
-    def window(self) -> int:
-        """Elements of a window, ``K*K*C``: the unit's N."""
-        return self.kernel * self.kernel * self.in_shape[2]
-
-    @property
-    def out_shape(self) -> tuple[int, int, int]:
-        """``(OH, OW, M)``."""
-        h, w, _ = self.in_shape
-        k, s, p = self.kernel, self.stride, self.padding
-        return (window_output_size(h, k, s, p), window_output_size(w, k, s, p),
-                self.out_channels)
-
-    @property
-    def in_features(self) -> int:
-        """Elements of the input map, ``H*W*C``."""
-        return int(np.prod(self.in_shape))
-
-    @property
-    def out_features(self) -> int:
-        """Bits of the output map, ``OH*OW*M``."""
-        return int(np.prod(self.out_shape))
-
     @property
     def is_score(self) -> bool:
         return False

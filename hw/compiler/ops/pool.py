@@ -12,12 +12,13 @@ from xnorflow.hw.compiler.op import Op, Timeline, beat_times, uneven
 from xnorflow.hw.compiler.ops.plumbing import FifoOp
 from xnorflow.hw.compiler.resources import Resources, counter_bits
 from xnorflow.hw.compiler.rules import pool_cycles_per_frame, pool_latency
+from xnorflow.model import PoolShapes
 
 __all__ = ["PoolOp"]
 
 
 @dataclass(frozen=True, eq=False)
-class PoolOp(Op):
+class PoolOp(Op, PoolShapes):
     """``k x k`` max-pooling of an ``H x W x C`` bit map (docs/semantics.md section 5.3),
     ``simd`` channels per beat in and out.
 
@@ -76,19 +77,6 @@ class PoolOp(Op):
         return np.where(np.array(self.rising), 1, -1).astype(np.int64)
 
     # -- shapes -----------------------------------------------------------------------------
-    @property
-    def out_shape(self) -> tuple[int, int, int]:
-        h, w, c = self.in_shape
-        return (h // self.kernel, w // self.kernel, c)
-
-    @property
-    def in_features(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def out_features(self) -> int:
-        return int(np.prod(self.out_shape))
-
     @property
     def is_score(self) -> bool:
         return False
