@@ -175,21 +175,21 @@ class ConvOp(Op, ConvShapes):
 
     @property
     def nf(self) -> int:
-        """Neuron fold M/PE: output beats per position."""
-        return self.out_channels // self.pe
+        """Neuron fold M/PE: output beats per position (the unit's)."""
+        return self.mvtu.nf
 
     @property
     def sf(self) -> int:
-        """Synapse fold K*K*C/SIMD: beats per window."""
-        return self.window // self.simd
+        """Synapse fold K*K*C/SIMD: beats per window (the unit's)."""
+        return self.mvtu.sf
 
     @property
     def in_width(self) -> int:
-        return self.simd * self.input_bits
+        return self.mvtu.in_width
 
     @property
     def out_width(self) -> int:
-        return self.pe
+        return self.mvtu.out_width
 
     @property
     def input_beats(self) -> int:
