@@ -5,6 +5,11 @@ model (``docs/semantics.md``) and as fast as the CPU allows.
 XNOR + popcount on 64-bit words for binary layers, integer dot products for the 8-bit first layer
 (VNNI ``vpdpbusd`` on AVX-512, its ±1 bytes expanded from the weight bits by one GFNI instruction),
 thresholds as integer compares, several frames per weight pass and the batch split over threads.
+Convolutions run directly on the channel-last feature map (no window copied): a binary
+convolution XORs each window row's packed channel words, read in place, with the kernels of 8
+output channels per 512-bit vector; the 8-bit first convolution takes 4 pixels per ``vpdpbusd``
+step against 16 channels' ±1 bytes; max-pooling is the OR or AND of the window's bytes per
+channel (docs/semantics.md §5.3). The layouts are described at the top of ``bnn.c``.
 The instruction set is picked at run time (:func:`available_isas`, best first:
 ``avx512-vpopcntdq`` (with VNNI and GFNI), ``avx2``, ``neon``, ``portable``) and reported as
 ``isa``.
@@ -48,17 +53,22 @@ SOURCE = Path(__file__).with_name("bnn.c")
 FLAGS = ("-O3", "-std=gnu11", "-shared", "-fPIC", "-pthread")
 #: isa name -> the code of bnn.c's ``enum``, best first.
 ISAS = {"avx512-vpopcntdq": 2, "avx2": 1, "neon": 3, "portable": 0}
-_U8, _BITS = 0, 1  # layer kinds of bnn.c
+_U8, _BITS, _CONV_U8, _CONV_BITS, _POOL = 0, 1, 2, 3, 4  # layer kinds of bnn.c
 GROUP_ROWS = {_U8: 64, _BITS: 32}  # rows of a weight group (GROUP blocks of 16 or 8 rows)
+_I32 = np.iinfo(np.int32)
 _log = logging.getLogger(__name__)
 _libs: dict[tuple, object] = {}  # (compiler, cache dir) -> CDLL, or the reason it failed
 _builds = 0
 
 
 class _Layer(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int32), ("n", ctypes.c_int32), ("m", ctypes.c_int32),
-                ("mp", ctypes.c_int32), ("k", ctypes.c_int32), ("unused", ctypes.c_int32),
-                ("w", ctypes.c_void_p), ("bound", ctypes.c_void_p)]
+    """bnn.c's ``xf_layer``, field for field."""
+
+    _fields_ = [(name, ctypes.c_int32) for name in ("kind", "n", "m", "mp", "k", "nw")] + [
+        ("w", ctypes.c_void_p), ("bound", ctypes.c_void_p)] + [
+        (name, ctypes.c_int32) for name in ("ih", "iw", "ib", "kern", "stride", "pad",
+                                            "pad_value", "oh", "ow", "ob", "q", "unused")] + [
+        ("fill", ctypes.c_void_p), ("rise", ctypes.c_void_p)]
 
 
 def _usable_cores() -> int:
@@ -164,39 +174,128 @@ def available_isas() -> list[str]:
     return [name for name, code in ISAS.items() if lib.xf_isa_supported(code)]
 
 
-def _pack(layer, isa: str) -> tuple[int, int, int, np.ndarray, np.ndarray | None]:
-    """One layer in bnn.c's layout for ``isa``: (kind, k, padded rows, weights uint64, bounds
-    int32)."""
+def _pixel_bytes(layer) -> int:
+    """Bytes of one pixel of the map a layer reads (bnn.c: ``ib``): its channels' bits in whole
+    bytes, or one byte per channel for the frame's pixels."""
+    c = layer.in_shape[2]
+    return c if layer.input_bits == 8 else -(-c // 8)
+
+
+def _bounds(layer, n: int, kind: int, rows: int) -> np.ndarray:
+    """The thresholds folded for bnn.c, ``rows`` of them (padding rows never fire), ``int32``:
+    on 8-bit input ``d * T`` against ``d * acc`` (the rows of direction -1 negated); on bits
+    ``n - T`` (direction +1) or ``T`` (-1, the row complemented) against
+    ``c = popcount(w XOR a)``."""
+    t, d = layer.thresholds, layer.directions.astype(np.int64)
+    m = len(t)
+    if kind in (_U8, _CONV_U8):
+        b = np.full(rows, _I32.max, np.int64)
+        b[:m] = d * t
+    else:
+        b = np.full(rows, -1, np.int64)
+        b[:m] = np.where(d > 0, n - t, t)
+    return b.astype(np.int32)
+
+
+def _pack_dense(layer, isa: str, previous) -> dict:
+    """A dense layer in bnn.c's layout for ``isa``. After a feature map its input is that map as
+    bnn.c stores it: each pixel's channel bits in whole bytes, so the weight rows get zero bits
+    where a pixel's last byte has unused ones."""
     n, m = layer.in_features, layer.out_features
     kind = _U8 if layer.input_bits == 8 else _BITS
     mp = -(-m // GROUP_ROWS[kind]) * GROUP_ROWS[kind]
-    bits = np.zeros((mp, n), np.uint8)
-    bits[:m] = layer.weight_bits()
-    bound = None
-    if layer.thresholds is not None:
-        t, d = layer.thresholds, layer.directions.astype(np.int64)
-        bits[:m][d < 0] ^= 1  # direction -1: negate the weights (u8) / complement the row (bits)
-        if kind == _U8:  # acc' = d * acc >= d * T; padding rows: acc' = 0 never reaches the max
-            b = np.full(mp, np.iinfo(np.int32).max, np.int64)
-            b[:m] = d * t
-        else:  # c = popcount(w ^ a) <= n - T for d = +1, <= T on the complemented row for -1
-            b = np.full(mp, -1, np.int64)
-            b[:m] = np.where(d > 0, n - t, t)
-        bound = b.astype(np.int32)
+    real = layer.weight_bits()
+    if layer.thresholds is not None:  # direction -1: negate the weights (u8) / complement (bits)
+        real[layer.directions < 0] ^= 1
+    if previous is not None and hasattr(previous, "out_shape"):
+        h, w, c = previous.out_shape
+        spread = np.zeros((m, h * w, -(-c // 8) * 8), np.uint8)
+        spread[:, :, :c] = real.reshape(m, h * w, c)
+        real = spread.reshape(m, -1)
+    width = real.shape[1]
+    bits = np.zeros((mp, width), np.uint8)
+    bits[:m] = real
+    bound = None if layer.thresholds is None else _bounds(layer, n, kind, mp)
     if kind == _U8:  # per 16-row block and 4-input step one word: bit 4r + j
-        k = -(-n // 4)
+        k = -(-width // 4)
         padded = np.zeros((mp, 4 * k), np.uint8)
-        padded[:, :n] = bits
+        padded[:, :width] = bits
         tiles = padded.reshape(mp // 16, 16, k, 4).transpose(0, 2, 1, 3).reshape(-1, 64)
         if isa == "avx512-vpopcntdq":  # 8x8-transposed words for the GF(2) affine expansion
             tiles = tiles.reshape(-1, 8, 8).transpose(0, 2, 1).reshape(-1, 64)
     else:  # per 8-row block and input word k, the 8 rows' words
-        k = -(-n // 64)
+        k = -(-width // 64)
         padded = np.zeros((mp, 64 * k), np.uint8)
-        padded[:, :n] = bits
+        padded[:, :width] = bits
         tiles = padded.reshape(mp // 8, 8, k, 64).transpose(0, 2, 1, 3).reshape(-1, 64)
     words = np.packbits(tiles, axis=1, bitorder="little").view("<u8").reshape(-1)
-    return kind, k, mp, np.ascontiguousarray(words), bound
+    return {"kind": kind, "n": n, "m": m, "mp": mp, "k": k, "words": words, "bound": bound}
+
+
+def _pack_conv(layer) -> dict:
+    """A convolution in bnn.c's layout (the same for every isa): per window row ``ky`` the
+    ``K * ib`` bytes of the map from the window's first pixel, as 4-byte steps of ±1 weight bytes
+    (8-bit input, blocks of 16 channels) or as 64-bit words of weight bits (blocks of 8
+    channels); zero past the row and in a pixel's unused bits."""
+    k, m = layer.kernel, layer.out_channels
+    c, ib = layer.in_shape[2], _pixel_bytes(layer)
+    d = layer.directions.astype(np.int64)
+    row = k * ib  # bytes of a window row in the map
+    if layer.input_bits == 8:
+        nw, mp = -(-row // 4), -(-m // 16) * 16
+        signs = (2 * layer.weight_bits().astype(np.int64) - 1) * d[:, None]  # direction folded
+        w = np.zeros((mp, k, nw * 4), np.int8)
+        w[:m, :, :row] = signs.reshape(m, k, row)
+        # blocks of 16 channels: per block, ky and step, channel r's 4 bytes at 4r
+        w = w.reshape(mp // 16, 16, k, nw, 4).transpose(0, 2, 3, 1, 4)
+        words = np.ascontiguousarray(w).reshape(-1).view(np.uint8).view("<u8")
+        kind = _CONV_U8
+    else:
+        nw, mp = -(-row // 8), -(-m // 8) * 8
+        bits = layer.weight_bits()
+        bits[d < 0] ^= 1  # direction -1: the row complemented
+        pixels = np.zeros((m, k, k, ib * 8), np.uint8)  # a pixel's unused bits stay 0
+        pixels[..., :c] = bits.reshape(m, k, k, c)
+        spread = np.zeros((mp, k, nw * 64), np.uint8)
+        spread[:m, :, :row * 8] = pixels.reshape(m, k, row * 8)
+        tiles = spread.reshape(mp // 8, 8, k * nw, 64).transpose(0, 2, 1, 3).reshape(-1, 64)
+        words = np.packbits(tiles, axis=1, bitorder="little").view("<u8").reshape(-1)
+        kind = _CONV_BITS
+    return {"kind": kind, "n": layer.in_features, "m": m, "mp": mp, "k": k * nw, "nw": nw,
+            "words": np.ascontiguousarray(words), "bound": _bounds(layer, layer.window, kind, mp)}
+
+
+def _pack(model: Model, isa: str) -> list[dict]:
+    """Every layer of ``model`` as the fields of bnn.c's ``xf_layer`` and the arrays they point
+    to (``words``, ``bound``, ``fill``, ``rise``)."""
+    packed = []
+    layers = model.layers
+    for i, layer in enumerate(layers):
+        previous = layers[i - 1] if i else None
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if layer.kind == "dense":
+            packed.append(_pack_dense(layer, isa, previous))
+            continue
+        if layer.kind == "conv2d":
+            f = _pack_conv(layer)
+            pad = layer.padding
+        else:  # maxpool2d: OR where the convolution before rises, AND where it falls
+            rise = np.packbits(previous.directions > 0, bitorder="little")
+            f = {"kind": _POOL, "n": layer.in_features, "m": layer.out_features, "mp": 0, "k": 0,
+                 "rise": rise}
+            pad = 0
+        h, w, c = layer.in_shape
+        oh, ow, oc = layer.out_shape
+        q = nxt.padding if nxt is not None and nxt.kind == "conv2d" else 0
+        ob = -(-oc // 8)
+        fill = None
+        if q:  # the next convolution's pad bit in each of this map's channels
+            fill = np.packbits(np.full(oc, nxt.pad_value, np.uint8), bitorder="little")
+        f.update(ih=h + 2 * pad, iw=w + 2 * pad, ib=_pixel_bytes(layer), kern=layer.kernel,
+                 stride=getattr(layer, "stride", layer.kernel), pad=pad,
+                 pad_value=getattr(layer, "pad_value", 0), oh=oh, ow=ow, ob=ob, q=q, fill=fill)
+        packed.append(f)
+    return packed
 
 
 def _check(rc: int) -> None:
@@ -222,17 +321,17 @@ class NativeModel:
 
     def __init__(self, model: Model, threads: int | None = None, isa: str | None = None):
         model.validate()
-        if 510 * model.in_features >= 2**31:
+        first = model.layers[0]
+        width = first.window if first.kind == "conv2d" else first.in_features
+        if 510 * width >= 2**31:
             raise ValueError(f"first layer too wide for 32-bit accumulators: "
-                             f"{model.in_features} inputs (at most {(2**31 - 1) // 510})")
+                             f"{width} inputs (at most {(2**31 - 1) // 510})")
         self.model = model
         self.threads = int(threads) if threads is not None else _usable_cores()
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self._golden = None
-        kinds = sorted({layer.kind for layer in model.layers} - {"dense"})
-        lib = _load() if not kinds else (
-            f"no native kernels for {', '.join(kinds)} layers yet; the golden model runs them")
+        lib = _load()
         self.available = not isinstance(lib, str)
         self.reason = None if self.available else lib
         if not self.available:
@@ -250,12 +349,12 @@ class NativeModel:
         self._lib = lib
         self._keep = []  # the packed arrays the C structs point into
         self._layers = (_Layer * len(model.layers))()
-        for i, layer in enumerate(model.layers):
-            kind, k, mp, words, bound = _pack(layer, self.isa)
-            self._keep += [words, bound]
-            self._layers[i] = _Layer(kind, layer.in_features, layer.out_features, mp, k, 0,
-                                     words.ctypes.data,
-                                     None if bound is None else bound.ctypes.data)
+        for i, fields in enumerate(_pack(model, self.isa)):
+            arrays = {name: fields.pop(name, None) for name in ("words", "bound", "fill", "rise")}
+            self._keep += list(arrays.values())
+            ptr = {name: None if a is None else a.ctypes.data for name, a in arrays.items()}
+            self._layers[i] = _Layer(**fields, w=ptr["words"], bound=ptr["bound"],
+                                     fill=ptr["fill"], rise=ptr["rise"])
         # Single frames (latency) go through buffers whose addresses are known: asking NumPy for
         # an address costs about as long as the C code of a small layer.
         m = model.classes

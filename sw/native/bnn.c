@@ -1,4 +1,5 @@
-/* xnorflow native kernels: bit-packed inference of a dense BNN (docs/semantics.md).
+/* xnorflow native kernels: bit-packed inference of a BNN (docs/semantics.md): dense layers,
+ * convolutions and max-pooling.
  *
  * One shared library serves every CPU of its architecture: each kernel is compiled for its
  * instruction set with __attribute__((target)) and chosen at run time (xf_isa_supported).
@@ -16,7 +17,31 @@
  *                 row). c = popcount(w XOR a); the Python side complements the rows of
  *                 direction -1 channels, so every threshold test reads "c <= bound".
  * Outputs: bits LSB-first into the next layer's words, or int32 scores (acc, or p = n - c).
- * A new layer kind (conv, pool) is a new kind value, its layout and one kernel per isa.
+ *
+ * Feature maps (conv2d, maxpool2d) are stored channel-last as in docs/semantics.md §5.1, each
+ * pixel in whole bytes: ib = ceil(C/8) bytes of bits (channel ch at bit ch%8 of byte ch/8, the
+ * bits above C zero) or C bytes of pixels; a pixel's bytes follow the previous pixel's, rows
+ * follow rows. A map that a convolution with padding P reads is stored with a margin of P
+ * pixels on every side holding that convolution's pad value, written by the layer before (its
+ * `q` and `fill`), so the convolution reads every window without a bounds test. A dense layer
+ * after a map reads the map's bytes as its input vector (the Python side lays its weight rows
+ * out in the same bytes, zero bits where a pixel has unused bits).
+ *   XF_CONV_U8   (8-bit input): window row ky of output (y, x) is the K*C bytes at pixel
+ *                (y*S + ky, x*S) of the padded map, read as nw = ceil(K*C/4) 4-byte steps.
+ *                Blocks of 16 output channels; per block, ky and step one 64-byte record,
+ *                channel r's ±1 weights at bytes 4r..4r+3 (0 for the bytes past the row, so
+ *                whatever they hold adds nothing). acc = sum of weight x pixel (vpdpbusd on
+ *                AVX-512, vpmaddubsw + vpmaddwd on AVX2), rows of direction -1 negated,
+ *                "acc >= bound".
+ *   XF_CONV_BITS (binary input): window row ky is the K*ib bytes at pixel (y*S + ky, x*S), read
+ *                as nw = ceil(K*ib/8) unaligned 64-bit words: a direct convolution over the
+ *                packed channel words, no window copied. Blocks of 8 output channels; per
+ *                block and window word t = ky*nw + i, 8 uint64 (one per channel), zero past the
+ *                row. The bits past the row in a row's last word belong to the next pixels:
+ *                each XORs with a 0 weight bit, so their popcount (the same for every channel)
+ *                is subtracted: c = popcount(w XOR a) - junk, "c <= bound" as for dense.
+ *   XF_POOL      per output pixel and byte, the OR of the window's bytes where the channel of
+ *                the convolution before rises (`rise`), the AND elsewhere (§5.3).
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -32,18 +57,30 @@
 #define XF_ARM 1
 #endif
 
-enum { XF_DENSE_U8 = 0, XF_DENSE_BITS = 1 };
+enum { XF_DENSE_U8 = 0, XF_DENSE_BITS = 1, XF_CONV_U8 = 2, XF_CONV_BITS = 3, XF_POOL = 4,
+       XF_KINDS = 5 };
 enum { XF_PORTABLE = 0, XF_AVX2 = 1, XF_AVX512 = 2, XF_NEON = 3 };
 
 #define GROUP 4   /* row blocks per weight group: 64 rows (u8), 32 rows (bits) */
-#define FBLOCK 32 /* frames a thread carries through all layers at once */
+#define FBLOCK 32    /* frames a thread carries through all layers at once (dense networks) */
+#define FBLOCK_MAP 4 /* the same for networks with feature maps: a frame's maps stay in L1 */
 
 typedef struct {
     int32_t kind, n, m, mp; /* inputs, outputs, outputs padded to a whole group */
-    int32_t k;              /* u8: 4-input steps ceil(n/4); bits: words ceil(n/64) */
-    int32_t unused;
+    int32_t k;              /* dense u8: 4-input steps ceil(n/4); dense bits: words of the input
+                               (ceil(map bytes/8) after a map); conv: steps or words per window */
+    int32_t nw;             /* conv: 4-byte steps (u8) or words (bits) of one window row */
     const uint64_t *w;      /* packed weights, layout above */
     const int32_t *bound;   /* mp thresholds, folded; NULL for the score layer */
+    /* feature-map layers (conv, pool) */
+    int32_t ih, iw, ib;     /* input map as stored (margin included): rows, columns, bytes/pixel */
+    int32_t kern, stride;   /* window K (pool: k) and stride S (pool: k) */
+    int32_t pad, pad_value; /* conv on the frame: its padding P and pad pixel value V */
+    int32_t oh, ow, ob;     /* output map without margin: rows, columns, bytes per pixel */
+    int32_t q;              /* margin written around the output map (the next conv's padding) */
+    int32_t unused;
+    const uint8_t *fill;    /* ob bytes: the margin's pixel (the next conv's pad bit, all ch.) */
+    const uint8_t *rise;    /* pool: ib bytes, bit set where the conv before has direction +1 */
 } xf_layer;
 
 /* One layer on nf frames. x: u8 pixels (stride xs bytes) with their sums sx, or bit words
@@ -52,6 +89,20 @@ typedef void (*layer_fn)(const xf_layer *L, const void *x, int xs, const int32_t
                          uint8_t *y, int ys, int32_t *s, int ss);
 
 static inline uint32_t load32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t load64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+
+/* Geometry of a convolution's output pixel: its window's first byte in the input map x, where
+ * its output bytes go in y (after the margin q). */
+#define WIN(L, x, oy, ox) ((x) + ((size_t)(oy) * (L)->stride * (L)->iw + (size_t)(ox) * (L)->stride) * (L)->ib)
+#define OUT(L, y, oy, ox) ((y) + ((size_t)((oy) + (L)->q) * ((L)->ow + 2 * (L)->q) + (ox) + (L)->q) * (L)->ob)
+
+/* Bits of a binary window's row-final words that lie past the row: the mask of them (0 when the
+ * row fills its last word). */
+static inline uint64_t junk_mask(const xf_layer *L)
+{
+    int tail = L->kern * L->ib - 8 * (L->nw - 1); /* bytes of the last word in the row: 1..8 */
+    return tail == 8 ? 0 : ~0ULL << (8 * tail);
+}
 
 /* ---- portable C (any CPU) -------------------------------------------------------------- */
 
@@ -92,9 +143,93 @@ static void bits_portable(const xf_layer *L, const void *xv, int xs, const int32
         }
 }
 
+static void conv_u8_portable(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
+                             int nf, uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const int8_t *w = (const int8_t *)L->w;
+    const int rs = L->iw * L->ib;
+    (void)sx, (void)s, (void)ss;
+    for (int f = 0; f < nf; f++)
+        for (int oy = 0; oy < L->oh; oy++)
+            for (int ox = 0; ox < L->ow; ox++) {
+                const uint8_t *p = WIN(L, (const uint8_t *)xv + (size_t)f * xs, oy, ox);
+                uint8_t *o = OUT(L, y + (size_t)f * ys, oy, ox);
+                for (int j = 0; j < L->ob; j++) o[j] = 0;
+                for (int row = 0; row < L->m; row++) {
+                    const int8_t *wr = w + (size_t)(row / 16) * L->kern * L->nw * 64 + 4 * (row % 16);
+                    int32_t acc = 0;
+                    for (int ky = 0; ky < L->kern; ky++)
+                        for (int st = 0; st < L->nw; st++)
+                            for (int j = 0; j < 4; j++)
+                                acc += wr[(ky * L->nw + st) * 64 + j] * p[ky * rs + 4 * st + j];
+                    o[row / 8] |= (uint8_t)((acc >= L->bound[row]) << (row % 8));
+                }
+            }
+}
+
+static void conv_bits_portable(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
+                               int nf, uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const int rs = L->iw * L->ib, t = L->kern * L->nw;
+    const uint64_t junk = junk_mask(L);
+    (void)sx, (void)s, (void)ss;
+    for (int f = 0; f < nf; f++)
+        for (int oy = 0; oy < L->oh; oy++)
+            for (int ox = 0; ox < L->ow; ox++) {
+                const uint8_t *p = WIN(L, (const uint8_t *)xv + (size_t)f * xs * 8, oy, ox);
+                uint8_t *o = OUT(L, y + (size_t)f * ys, oy, ox);
+                int32_t extra = 0;
+                for (int ky = 0; ky < L->kern; ky++)
+                    extra += __builtin_popcountll(load64(p + ky * rs + 8 * (L->nw - 1)) & junk);
+                for (int j = 0; j < L->ob; j++) o[j] = 0;
+                for (int row = 0; row < L->m; row++) {
+                    const uint64_t *wr = L->w + (size_t)(row / 8) * t * 8 + row % 8;
+                    int32_t c = -extra;
+                    for (int ky = 0; ky < L->kern; ky++)
+                        for (int i = 0; i < L->nw; i++)
+                            c += __builtin_popcountll(wr[8 * (ky * L->nw + i)] ^ load64(p + ky * rs + 8 * i));
+                    o[row / 8] |= (uint8_t)((c <= L->bound[row]) << (row % 8));
+                }
+            }
+}
+
+/* Max-pooling on bits, every isa: a few byte operations per output pixel, no weights. */
+static void pool_any(const xf_layer *L, const void *xv, int xs, const int32_t *sx, int nf,
+                     uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const int k = L->kern, ib = L->ib;
+    (void)sx, (void)s, (void)ss;
+    for (int f = 0; f < nf; f++)
+        for (int oy = 0; oy < L->oh; oy++)
+            for (int ox = 0; ox < L->ow; ox++) {
+                const uint8_t *p = WIN(L, (const uint8_t *)xv + (size_t)f * xs * 8, oy, ox);
+                uint8_t *o = OUT(L, y + (size_t)f * ys, oy, ox);
+                int j = 0;
+                for (; j + 8 <= ib; j += 8) {
+                    uint64_t any = 0, all = ~0ULL, r = load64(L->rise + j);
+                    for (int i = 0; i < k; i++)
+                        for (int jj = 0; jj < k; jj++) {
+                            uint64_t v = load64(p + ((size_t)i * L->iw + jj) * ib + j);
+                            any |= v, all &= v;
+                        }
+                    any = (any & r) | (all & ~r);
+                    memcpy(o + j, &any, 8);
+                }
+                for (; j < ib; j++) {
+                    uint8_t any = 0, all = 0xFF, r = L->rise[j];
+                    for (int i = 0; i < k; i++)
+                        for (int jj = 0; jj < k; jj++) {
+                            uint8_t v = p[((size_t)i * L->iw + jj) * ib + j];
+                            any |= v, all &= v;
+                        }
+                    o[j] = (uint8_t)((any & r) | (all & ~r));
+                }
+            }
+}
+
 /* ---- AVX-512 (F, BW, VNNI, VPOPCNTDQ) and GFNI ----------------------------------------------------- */
 #ifdef XF_X86
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vpopcntdq,gfni")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vpopcntdq,gfni,popcnt")))
 #define F512 4 /* frames per register tile: GROUP x F512 = 16 accumulators (more spill) */
 #define INL static inline __attribute__((always_inline))
 
@@ -228,8 +363,135 @@ T512 static void bits_avx512(const xf_layer *L, const void *xv, int xs, const in
 #undef TILE_G
 }
 
+/* Convolutions: tiles of R channel blocks x F output pixels (R x F <= 16 accumulators), the
+ * window's words broadcast from the map and reused over the R blocks, each block's weights
+ * loaded once per word and reused over the F pixels. */
+#define CF 4 /* output pixels per tile */
+#define CR 4 /* channel blocks per tile */
+#define TILE_SWITCH(CALL)                                                              \
+    switch ((nr - 1) * CF + nx - 1) {                                                 \
+    case 0: CALL(1, 1); break; case 1: CALL(1, 2); break; case 2: CALL(1, 3); break;  \
+    case 3: CALL(1, 4); break; case 4: CALL(2, 1); break; case 5: CALL(2, 2); break;  \
+    case 6: CALL(2, 3); break; case 7: CALL(2, 4); break; case 8: CALL(3, 1); break;  \
+    case 9: CALL(3, 2); break; case 10: CALL(3, 3); break; case 11: CALL(3, 4); break;\
+    case 12: CALL(4, 1); break; case 13: CALL(4, 2); break; case 14: CALL(4, 3); break;\
+    default: CALL(4, 4); break; }
+
+/* Every output pixel of nf frames, CF at a time along the row; per group of pixels the
+ * per-pixel junk count (bits only) and the tiles over the channel blocks, RMAX at a time. */
+#define CONV_LOOP(BLOCKS, RMAX, JUNK, TILE)                                                  \
+    for (int f = 0; f < nf; f++)                                                       \
+        for (int oy = 0; oy < L->oh; oy++)                                             \
+            for (int ox = 0; ox < L->ow; ox += CF) {                                   \
+                const uint8_t *px[CF];                                                 \
+                uint8_t *po[CF];                                                       \
+                int32_t extra[CF] = {0};                                               \
+                int nx = L->ow - ox < CF ? L->ow - ox : CF;                            \
+                for (int j = 0; j < nx; j++) {                                         \
+                    px[j] = WIN(L, x + (size_t)f * xstep, oy, ox + j);                 \
+                    po[j] = OUT(L, y + (size_t)f * ys, oy, ox + j);                    \
+                    if (JUNK)                                                          \
+                        for (int ky = 0; ky < L->kern; ky++)                           \
+                            extra[j] += __builtin_popcountll(                          \
+                                load64(px[j] + ky * rs + 8 * (L->nw - 1)) & junk);     \
+                }                                                                      \
+                for (int b0 = 0, nr; b0 < (BLOCKS); b0 += nr) {                        \
+                    nr = (BLOCKS) - b0 < (RMAX) ? (BLOCKS) - b0 : (RMAX);              \
+                    TILE_SWITCH(TILE)                                                  \
+                }                                                                      \
+            }
+
+T512 INL void conv_u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *const *px,
+                              const int nx, uint8_t *const *po, int rs)
+{
+    __m512i acc[CR * CF]; /* [r * nx + j] */
+    const uint8_t *w = (const uint8_t *)L->w + (size_t)b0 * L->kern * L->nw * 64;
+#pragma GCC unroll 16
+    for (int i = 0; i < nr * nx; i++) acc[i] = _mm512_setzero_si512();
+    for (int ky = 0; ky < L->kern; ky++)
+        for (int st = 0; st < L->nw; st++) {
+            __m512i wv[CR];
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++)
+                wv[r] = _mm512_loadu_si512(w + (((size_t)r * L->kern + ky) * L->nw + st) * 64);
+#pragma GCC unroll 4
+            for (int j = 0; j < nx; j++) {
+                __m512i xb = _mm512_set1_epi32((int32_t)load32(px[j] + ky * rs + 4 * st));
+#pragma GCC unroll 4
+                for (int r = 0; r < nr; r++) acc[r * nx + j] = _mm512_dpbusd_epi32(acc[r * nx + j], xb, wv[r]);
+            }
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        int blk = b0 + r, bytes = L->ob - 2 * blk < 2 ? 1 : 2;
+        __m512i t = _mm512_loadu_si512(L->bound + 16 * blk);
+#pragma GCC unroll 4
+        for (int j = 0; j < nx; j++) {
+            __mmask16 m = _mm512_cmpge_epi32_mask(acc[r * nx + j], t);
+            memcpy(po[j] + 2 * blk, &m, bytes);
+        }
+    }
+}
+
+T512 INL void conv_bits_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *const *px,
+                                const int32_t *extra, const int nx, uint8_t *const *po, int rs)
+{
+    __m512i acc[CR * CF]; /* [r * nx + j] */
+    const int t = L->kern * L->nw;
+    const uint64_t *w = L->w + (size_t)b0 * t * 8;
+#pragma GCC unroll 16
+    for (int i = 0; i < nr * nx; i++) acc[i] = _mm512_setzero_si512();
+    for (int ky = 0; ky < L->kern; ky++)
+        for (int i = 0; i < L->nw; i++) {
+            __m512i wv[CR];
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) wv[r] = _mm512_loadu_si512(w + ((size_t)r * t + ky * L->nw + i) * 8);
+#pragma GCC unroll 4
+            for (int j = 0; j < nx; j++) {
+                __m512i av = _mm512_set1_epi64((long long)load64(px[j] + ky * rs + 8 * i));
+#pragma GCC unroll 4
+                for (int r = 0; r < nr; r++)
+                    acc[r * nx + j] = _mm512_add_epi64(acc[r * nx + j], _mm512_popcnt_epi64(_mm512_xor_si512(wv[r], av)));
+            }
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        __m512i b = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(L->bound + 8 * (b0 + r))));
+#pragma GCC unroll 4
+        for (int j = 0; j < nx; j++) /* c - extra <= bound */
+            po[j][b0 + r] = (uint8_t)_mm512_cmple_epi64_mask(acc[r * nx + j],
+                                                             _mm512_add_epi64(b, _mm512_set1_epi64(extra[j])));
+    }
+}
+
+T512 static void conv_u8_avx512(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
+                                int nf, uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const uint8_t *x = xv;
+    const size_t xstep = (size_t)xs;
+    const int rs = L->iw * L->ib;
+    const uint64_t junk = 0;
+    (void)sx, (void)s, (void)ss;
+#define TILE(R, N) conv_u8_tile512(L, b0, R, px, N, po, rs)
+    CONV_LOOP(L->mp / 16, CR, 0, TILE)
+#undef TILE
+}
+
+T512 static void conv_bits_avx512(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
+                                  int nf, uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const uint8_t *x = xv;
+    const size_t xstep = (size_t)xs * 8;
+    const int rs = L->iw * L->ib;
+    const uint64_t junk = junk_mask(L);
+    (void)sx, (void)s, (void)ss;
+#define TILE(R, N) conv_bits_tile512(L, b0, R, px, extra, N, po, rs)
+    if (junk) { CONV_LOOP(L->mp / 8, CR, 1, TILE) } else { CONV_LOOP(L->mp / 8, CR, 0, TILE) }
+#undef TILE
+}
+
 /* ---- AVX2 ------------------------------------------------------------------------------ */
-#define T256 __attribute__((target("avx2")))
+#define T256 __attribute__((target("avx2,popcnt")))
 #define F256 4 /* frames per tile: one block (2 halves) x 4 frames = 8 accumulators */
 
 /* 32 weight bits -> 32 bytes, -1 where the bit is 1 (byte i <- bit i) */
@@ -349,6 +611,123 @@ T256 static void bits_avx2(const xf_layer *L, const void *xv, int xs, const int3
 #undef CALL
     }
 }
+
+/* 16 channels (2 halves of 8) x up to CF pixels */
+T256 INL void conv_u8_tile256(const xf_layer *L, int blk, const uint8_t *const *px, const int nx,
+                              uint8_t *const *po, int rs)
+{
+    __m256i acc[2][CF];
+    const __m256i ones = _mm256_set1_epi16(1);
+    const uint8_t *w = (const uint8_t *)L->w + (size_t)blk * L->kern * L->nw * 64;
+#pragma GCC unroll 4
+    for (int j = 0; j < nx; j++) acc[0][j] = acc[1][j] = _mm256_setzero_si256();
+    for (int ky = 0; ky < L->kern; ky++)
+        for (int st = 0; st < L->nw; st++) {
+            const uint8_t *wp = w + ((size_t)ky * L->nw + st) * 64;
+            __m256i wv[2] = {_mm256_loadu_si256((const __m256i *)wp),
+                             _mm256_loadu_si256((const __m256i *)(wp + 32))};
+#pragma GCC unroll 4
+            for (int j = 0; j < nx; j++) {
+                __m256i xb = _mm256_set1_epi32((int32_t)load32(px[j] + ky * rs + 4 * st));
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) /* u8 x s8 pairs: |2 * 255| fits int16 */
+                    acc[h][j] = _mm256_add_epi32(acc[h][j], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, wv[h]), ones));
+            }
+        }
+    int bytes = L->ob - 2 * blk < 2 ? 1 : 2;
+    __m256i t[2];
+    for (int h = 0; h < 2; h++) /* acc >= T  <=>  acc > T - 1 (T is far from INT32_MIN) */
+        t[h] = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(L->bound + 16 * blk + 8 * h)),
+                                _mm256_set1_epi32(1));
+#pragma GCC unroll 4
+    for (int j = 0; j < nx; j++) {
+        uint8_t m[2];
+        for (int h = 0; h < 2; h++)
+            m[h] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[h][j], t[h])));
+        memcpy(po[j] + 2 * blk, m, bytes);
+    }
+}
+
+/* 8 channels (2 halves of 4) x up to CF pixels; byte counts summed for up to 31 words (at most
+ * 8 x 31 = 248 per byte) before vpsadbw widens them */
+T256 INL void conv_bits_tile256(const xf_layer *L, int blk, const uint8_t *const *px,
+                                const int32_t *extra, const int nx, uint8_t *const *po, int rs)
+{
+    __m256i acc[2][CF], cnt[2][CF];
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i lo = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const int t = L->kern * L->nw;
+    const uint64_t *w = L->w + (size_t)blk * t * 8;
+    int pending = 0;
+#pragma GCC unroll 4
+    for (int j = 0; j < nx; j++) acc[0][j] = acc[1][j] = cnt[0][j] = cnt[1][j] = zero;
+    for (int ky = 0; ky < L->kern; ky++)
+        for (int i = 0; i < L->nw; i++) {
+            const uint64_t *wp = w + ((size_t)ky * L->nw + i) * 8;
+            __m256i wv[2] = {_mm256_loadu_si256((const __m256i *)wp),
+                             _mm256_loadu_si256((const __m256i *)(wp + 4))};
+#pragma GCC unroll 4
+            for (int j = 0; j < nx; j++) {
+                __m256i av = _mm256_set1_epi64x((long long)load64(px[j] + ky * rs + 8 * i));
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    __m256i v = _mm256_xor_si256(wv[h], av);
+                    cnt[h][j] = _mm256_add_epi8(cnt[h][j], _mm256_add_epi8(
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(v, lo)),
+                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), lo))));
+                }
+            }
+            if (++pending == 31) {
+                pending = 0;
+#pragma GCC unroll 4
+                for (int j = 0; j < nx; j++)
+                    for (int h = 0; h < 2; h++) {
+                        acc[h][j] = _mm256_add_epi64(acc[h][j], _mm256_sad_epu8(cnt[h][j], zero));
+                        cnt[h][j] = zero;
+                    }
+            }
+        }
+    __m256i b[2];
+    for (int h = 0; h < 2; h++)
+        b[h] = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(L->bound + 8 * blk + 4 * h)));
+#pragma GCC unroll 4
+    for (int j = 0; j < nx; j++) {
+        int bits = 0;
+        for (int h = 0; h < 2; h++) { /* c - extra <= bound  <=>  !(c > bound + extra) */
+            __m256i c = _mm256_add_epi64(acc[h][j], _mm256_sad_epu8(cnt[h][j], zero));
+            __m256i bx = _mm256_add_epi64(b[h], _mm256_set1_epi64x(extra[j]));
+            bits |= (~_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(c, bx))) & 15) << (4 * h);
+        }
+        po[j][blk] = (uint8_t)bits;
+    }
+}
+
+T256 static void conv_u8_avx2(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
+                              int nf, uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const uint8_t *x = xv;
+    const size_t xstep = (size_t)xs;
+    const int rs = L->iw * L->ib;
+    const uint64_t junk = 0;
+    (void)sx, (void)s, (void)ss;
+#define TILE(R, N) conv_u8_tile256(L, b0, px, N, po, rs)
+    CONV_LOOP(L->mp / 16, 1, 0, TILE) /* AVX2 has 16 registers: one block per tile */
+#undef TILE
+}
+
+T256 static void conv_bits_avx2(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
+                                int nf, uint8_t *y, int ys, int32_t *s, int ss)
+{
+    const uint8_t *x = xv;
+    const size_t xstep = (size_t)xs * 8;
+    const int rs = L->iw * L->ib;
+    const uint64_t junk = junk_mask(L);
+    (void)sx, (void)s, (void)ss;
+#define TILE(R, N) conv_bits_tile256(L, b0, px, extra, N, po, rs)
+    if (junk) { CONV_LOOP(L->mp / 8, 1, 1, TILE) } else { CONV_LOOP(L->mp / 8, 1, 0, TILE) }
+#undef TILE
+}
 #endif /* XF_X86 */
 
 /* ---- NEON (AArch64): binary layers; the 8-bit layer uses the portable C ----------------- */
@@ -386,12 +765,14 @@ int xf_isa_supported(int isa)
     switch (isa) {
     case XF_PORTABLE: return 1;
 #ifdef XF_X86
-    case XF_AVX2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2");
+    case XF_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     case XF_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vpopcntdq") &&
-               __builtin_cpu_supports("gfni");
+               __builtin_cpu_supports("gfni") && __builtin_cpu_supports("popcnt");
 #endif
 #ifdef XF_ARM
     case XF_NEON: return 1; /* Advanced SIMD is part of every AArch64 CPU */
@@ -400,14 +781,25 @@ int xf_isa_supported(int isa)
     }
 }
 
-static int kernels(int isa, layer_fn fn[2])
+/* The kernel of each layer kind for isa. NEON has its own binary dense kernel; its other layers
+ * run the portable C (compiled for AArch64, where the compiler vectorises the loops). */
+static int kernels(int isa, layer_fn fn[XF_KINDS])
 {
     if (!xf_isa_supported(isa)) return 0;
     fn[XF_DENSE_U8] = u8_portable;
     fn[XF_DENSE_BITS] = bits_portable;
+    fn[XF_CONV_U8] = conv_u8_portable;
+    fn[XF_CONV_BITS] = conv_bits_portable;
+    fn[XF_POOL] = pool_any;
 #ifdef XF_X86
-    if (isa == XF_AVX2) { fn[XF_DENSE_U8] = u8_avx2; fn[XF_DENSE_BITS] = bits_avx2; }
-    if (isa == XF_AVX512) { fn[XF_DENSE_U8] = u8_avx512; fn[XF_DENSE_BITS] = bits_avx512; }
+    if (isa == XF_AVX2) {
+        fn[XF_DENSE_U8] = u8_avx2; fn[XF_DENSE_BITS] = bits_avx2;
+        fn[XF_CONV_U8] = conv_u8_avx2; fn[XF_CONV_BITS] = conv_bits_avx2;
+    }
+    if (isa == XF_AVX512) {
+        fn[XF_DENSE_U8] = u8_avx512; fn[XF_DENSE_BITS] = bits_avx512;
+        fn[XF_CONV_U8] = conv_u8_avx512; fn[XF_CONV_BITS] = conv_bits_avx512;
+    }
 #endif
 #ifdef XF_ARM
     if (isa == XF_NEON) fn[XF_DENSE_BITS] = bits_neon;
@@ -415,13 +807,41 @@ static int kernels(int isa, layer_fn fn[2])
     return 1;
 }
 
+static int is_map(const xf_layer *L) { return L->kind >= XF_CONV_U8; }
+
+/* Bytes of a frame's slot for layer L's output: the map with its margin, then at least 8 zero
+ * bytes (a binary window's last word and a dense layer's last input word read into them). */
+static size_t map_slot(const xf_layer *L)
+{
+    size_t bytes = (size_t)(L->oh + 2 * L->q) * (L->ow + 2 * L->q) * L->ob;
+    return (bytes / 8 + 2) * 8;
+}
+
+/* Layer L's output map of nf frames (slot ys bytes): the margin pixels set to L->fill, the bytes
+ * after the map zeroed; the kernel writes the rest. */
+static void frame_map(const xf_layer *L, uint8_t *y, int ys, int nf)
+{
+    int rows = L->oh + 2 * L->q, cols = L->ow + 2 * L->q, q = L->q, ob = L->ob;
+    size_t bytes = (size_t)rows * cols * ob;
+    for (int f = 0; f < nf; f++) {
+        uint8_t *m = y + (size_t)f * ys;
+        for (int r = 0; r < rows && q; r++)
+            for (int c = 0; c < cols; c++) {
+                if (r >= q && r < rows - q && c == q) c = cols - q; /* skip the inside */
+                memcpy(m + ((size_t)r * cols + c) * ob, L->fill, ob);
+            }
+        memset(m + bytes, 0, map_slot(L) - bytes);
+    }
+}
+
 typedef struct {
     const xf_layer *layers;
     int nl;
     const uint8_t *frames;
-    int64_t batch, *next; /* frames are taken FBLOCK at a time from the shared *next */
+    int64_t batch, *next; /* frames are taken fblock at a time from the shared *next */
     int64_t *scores, *classes;
-    layer_fn fn[2];
+    int fblock;
+    layer_fn fn[XF_KINDS];
     int status;
 } job;
 
@@ -429,31 +849,48 @@ static void *run_job(void *arg)
 {
     job *J = arg;
     const xf_layer *L = J->layers;
-    int n0 = L[0].n, xs = 4 * L[0].k, aw = 1, sw = L[J->nl - 1].mp, classes = L[J->nl - 1].m;
-    for (int l = 0; l < J->nl; l++) if (L[l].mp / 64 + 1 > aw) aw = L[l].mp / 64 + 1;
-    size_t fb = J->batch < FBLOCK ? (size_t)J->batch : FBLOCK;
-    uint8_t *xbuf = xs != n0 ? calloc(fb * xs, 1) : NULL;
+    const int conv0 = L[0].kind == XF_CONV_U8, fblock = J->fblock;
+    /* The frame as layer 0 reads it: dense, padded to whole 4-pixel steps; a convolution, the
+     * map with its padding (pad value V) and 4 bytes more for its last step. */
+    int n0 = L[0].n, xs = conv0 ? (L[0].ih * L[0].iw * L[0].ib + 7) / 4 * 4 : 4 * L[0].k;
+    int aw = 1, sw = L[J->nl - 1].mp, classes = L[J->nl - 1].m;
+    for (int l = 0; l < J->nl; l++) {
+        int words = is_map(&L[l]) ? (int)(map_slot(&L[l]) / 8) : L[l].mp / 64 + 1;
+        if (words > aw) aw = words;
+    }
+    size_t fb = J->batch < fblock ? (size_t)J->batch : (size_t)fblock;
+    int copy = conv0 || xs != n0;
+    uint8_t *xbuf = copy ? calloc(fb * xs, 1) : NULL;
     uint64_t *act[2] = {malloc(fb * aw * 8), malloc(fb * aw * 8)};
     int32_t *sbuf = malloc(fb * sw * 4), sx[FBLOCK];
-    if ((xs != n0 && !xbuf) || !act[0] || !act[1] || !sbuf) { J->status = -1; goto done; }
-    for (int64_t f0; (f0 = __atomic_fetch_add(J->next, FBLOCK, __ATOMIC_RELAXED)) < J->batch;) {
-        int nf = J->batch - f0 < FBLOCK ? (int)(J->batch - f0) : FBLOCK;
+    if ((copy && !xbuf) || !act[0] || !act[1] || !sbuf) { J->status = -1; goto done; }
+    if (conv0) /* the padding never changes: written once */
+        for (size_t f = 0; f < fb; f++) memset(xbuf + f * xs, L[0].pad_value, (size_t)L[0].ih * L[0].iw * L[0].ib);
+    for (int64_t f0; (f0 = __atomic_fetch_add(J->next, fblock, __ATOMIC_RELAXED)) < J->batch;) {
+        int nf = J->batch - f0 < fblock ? (int)(J->batch - f0) : fblock;
         const uint8_t *fr = J->frames + (size_t)f0 * n0;
         const void *x = fr;
         int stride = n0;
-        if (xs != n0) { /* pad each frame to whole 4-pixel steps */
+        if (conv0) { /* each row of the frame into the padded map */
+            int p = L[0].pad, row = (L[0].iw - 2 * p) * L[0].ib, h = L[0].ih - 2 * p;
+            for (int f = 0; f < nf; f++)
+                for (int r = 0; r < h; r++)
+                    memcpy(xbuf + (size_t)f * xs + ((size_t)(r + p) * L[0].iw + p) * L[0].ib,
+                           fr + (size_t)f * n0 + (size_t)r * row, row);
+        } else if (copy) { /* pad each frame to whole 4-pixel steps */
             for (int f = 0; f < nf; f++) memcpy(xbuf + (size_t)f * xs, fr + (size_t)f * n0, n0);
-            x = xbuf;
-            stride = xs;
         }
-        for (int f = 0; f < nf; f++) {
-            int32_t t = 0;
-            for (int j = 0; j < n0; j++) t += fr[(size_t)f * n0 + j];
-            sx[f] = t;
-        }
+        if (copy) x = xbuf, stride = xs;
+        if (L[0].kind == XF_DENSE_U8)
+            for (int f = 0; f < nf; f++) {
+                int32_t t = 0;
+                for (int j = 0; j < n0; j++) t += fr[(size_t)f * n0 + j];
+                sx[f] = t;
+            }
         for (int l = 0; l < J->nl; l++) {
             uint64_t *y = act[l & 1];
-            if (L[l].bound) memset(y, 0, (size_t)nf * aw * 8);
+            if (is_map(&L[l])) frame_map(&L[l], (uint8_t *)y, aw * 8, nf);
+            else if (L[l].bound) memset(y, 0, (size_t)nf * aw * 8);
             J->fn[L[l].kind](&L[l], x, stride, sx, nf, (uint8_t *)y, aw * 8, sbuf, sw);
             x = y;
             stride = aw;
@@ -473,25 +910,31 @@ done:
     return NULL;
 }
 
-/* Run nl layers on batch frames (uint8, batch x layers[0].n, contiguous). Writes into out the
- * int64 scores (batch x classes), then the classes (batch). threads: how many threads share the
- * batch (at most one per 16 frames), each taking the next FBLOCK frames when it is free. Returns 0, -1 (out of memory) or -2 (isa not supported). */
+/* Run nl layers on batch frames (uint8, batch x n0, contiguous; n0 = layers[0].n, a map's
+ * pixels for a convolution). Writes into out the int64 scores (batch x classes), then the
+ * classes (batch). threads: how many threads share the batch (at most one per 16 frames), each
+ * taking the next block of frames when it is free. Returns 0, -1 (out of memory) or -2 (isa not
+ * supported). */
 int xf_run(const xf_layer *layers, int nl, const uint8_t *frames, int64_t batch, int64_t *out,
            int isa, int threads)
 {
     enum { MAXT = 256 };
     job jobs[MAXT];
     pthread_t tid[MAXT];
-    int started[MAXT] = {0}, status = 0;
+    int started[MAXT] = {0}, status = 0, fblock = FBLOCK;
     int64_t next = 0; /* the first frame no thread has taken yet */
-    layer_fn fn[2];
+    layer_fn fn[XF_KINDS];
     if (!kernels(isa, fn)) return -2;
+    for (int l = 0; l < nl; l++)
+        if (is_map(&layers[l])) fblock = FBLOCK_MAP;
     if (threads > (batch + 15) / 16) threads = (int)((batch + 15) / 16);
     if (threads > MAXT) threads = MAXT;
     if (threads < 1) threads = 1;
-    for (int t = 0; t < threads; t++)
+    for (int t = 0; t < threads; t++) {
         jobs[t] = (job){layers, nl, frames, batch, &next, out, out + batch * layers[nl - 1].m,
-                        {fn[0], fn[1]}, 0};
+                        fblock, {0}, 0};
+        memcpy(jobs[t].fn, fn, sizeof fn);
+    }
     for (int t = 1; t < threads; t++)
         started[t] = pthread_create(&tid[t], NULL, run_job, &jobs[t]) == 0;
     run_job(&jobs[0]);
