@@ -221,7 +221,10 @@ class ConvOp(Op, ConvShapes):
         oh, ow, m = self.out_shape
         return max(self.in_features // simd, oh * ow * (m // pe) * (self.window // simd))
 
-    def _schedule(self, arrivals) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def schedule(self, arrivals) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """:func:`conv_schedule` of this op: ``(accepted, outputs)``, the cycle each input beat
+        is taken and the cycle each output beat is valid, for input beats offered from the
+        cycles ``arrivals`` (frames back to back) and an output that is always ready."""
         return conv_schedule(self.in_shape, self.kernel, self.stride, self.padding, self.simd,
                              self.nf, self.mvtu.latency, self.sf == 1 and self.nf >= 3,
                              tuple(arrivals))
@@ -233,7 +236,7 @@ class ConvOp(Op, ConvShapes):
         (:func:`~xnorflow.hw.compiler.rules.window_cycles_per_frame`) and the unit's
         ``OH*OW*(M/PE)*(K*K*C/SIMD)``, more where the unit's two-window buffer cannot hide the
         window generator's pause at a frame boundary."""
-        _, outputs = self._schedule((0,) * (self.input_beats * _II_FRAMES))
+        _, outputs = self.schedule((0,) * (self.input_beats * _II_FRAMES))
         per = self.output_beats
         return outputs[-1] - outputs[-1 - per]
 
@@ -241,13 +244,13 @@ class ConvOp(Op, ConvShapes):
     def latency(self) -> int:
         """Cycles from the handshake of a frame's first input beat to its first output beat being
         valid, idle unit, input back to back (:func:`conv_schedule`)."""
-        _, outputs = self._schedule(range(self.input_beats))
+        _, outputs = self.schedule(range(self.input_beats))
         return outputs[0]
 
     def advance(self, t: Timeline) -> Timeline:
         """The output beats of :func:`conv_schedule` for the input beats of ``t``
         (:func:`beat_times`)."""
-        _, outputs = self._schedule(beat_times(t, self.input_beats))
+        _, outputs = self.schedule(beat_times(t, self.input_beats))
         return uneven(outputs)
 
     # -- integer reference ------------------------------------------------------------------
