@@ -1,5 +1,6 @@
 """The native CPU backend (``xnorflow.native``): bit-exact with the golden model on every
-instruction-set path this machine runs, its build cache, and its fallback without a compiler."""
+instruction-set path this machine runs (dense, convolutional and pooling layers), its build
+cache, and its fallback without a compiler."""
 
 import logging
 import os
@@ -16,8 +17,9 @@ from xnorflow import native
 from xnorflow.cpu import implementations
 from xnorflow.data import load
 from xnorflow.golden import FrameError, GoldenModel
-from xnorflow.model import DenseLayer, Model, pack_bits
-from xnorflow.models import shipped
+from xnorflow.model import ConvLayer, DenseLayer, Model, PoolLayer, pack_bits
+from xnorflow.models import resolve, shipped
+from xnorflow.sim.fixtures import random_frames, random_net
 
 MNIST = Path(os.environ.get("XNORFLOW_MNIST",
                             Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))
@@ -205,6 +207,135 @@ def test_benchmark_reports_the_run():
     assert r["isa"] == ISAS[0] and r["threads"] == 1 and r["batch"] == 32
     assert len(r["frames_per_s"]) == 2 and r["best"] == max(r["frames_per_s"]) > 0
     assert r["us_per_frame"] == pytest.approx(1e6 / r["median"])
+
+
+# --- convolutions and pooling -------------------------------------------------------------------
+
+#: Odd maps, channel counts off the byte and word sizes (7, 9, 13, 33, 65, 70, 129), 1 and 3 input
+#: channels, strides 1 and 2, kernels 1 to 5 (even ones too), padding on the frame (pad values 0,
+#: 37, 255) and on bits, pooling by 2, 3 and 7 before convolutions and dense layers, a dense
+#: layer straight after a convolution, and scnv's shape.
+CONV_SPECS = ["11x9x3-c13k3s2pv37-c70k3p-7", "15x15x1-c9k3s2-c33k3p-p7-5",
+              "12x12x3-c65k3p-p2-c129k5s2p-c3k1-p3-9", "9x9x1-c7k2-c9k3s2-6",
+              "10x10x1-c8k4pv255-c5k2p-p3-4", "28x28x1-c32k3-p2-c64k3-c96k3-p3-10"]
+
+
+@pytest.fixture(scope="module", params=[(spec, bit) for spec in CONV_SPECS for bit in (0, 1)],
+                ids=lambda p: f"{p[0]}-pad{p[1]}")
+def conv_case(request):
+    """A random model of the spec with every binary convolution padding with the given bit
+    (the same weights for both bits), 40 frames (a third 0, a third 255), the golden results,
+    and the golden scores of the same model padding with the other bit."""
+    spec, bit = request.param
+    model = random_net(spec, seed=11, pad_bit=bit)
+    x = random_frames(np.random.default_rng(5), 40, model.in_features)
+    other = GoldenModel(random_net(spec, seed=11, pad_bit=1 - bit)).run(x).scores
+    return model, x, GoldenModel(model).run(x, activations=True), other
+
+
+def test_conv_models_exercise_the_cases(conv_case):
+    """Every convolution's channels switch, every fourth channel is constant, both directions
+    occur; the pad bit changes the scores wherever a binary convolution pads."""
+    model, x, gold, other = conv_case
+    directions = set()
+    for layer, bits in zip(model.layers, gold.activations, strict=False):
+        if layer.kind != "conv2d":
+            continue
+        per_channel = bits.reshape(-1, layer.out_channels)
+        assert (per_channel.min(axis=0) != per_channel.max(axis=0)).mean() > 0.5
+        constant = (per_channel.min(axis=0) == 1) | (per_channel.max(axis=0) == 0)
+        assert constant.sum() >= layer.out_channels // 4
+        directions |= set(layer.directions.tolist())
+    assert directions == {-1, 1}
+    pads = any(layer.kind == "conv2d" and layer.input_bits == 1 and layer.padding
+               for layer in model.layers)
+    assert pads == (not np.array_equal(other, gold.scores))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("batch,threads", [(1, 1), (7, 1), (7, 2), (40, 2), (40, 3)])
+def test_conv_bit_exact_with_golden(conv_case, isa, batch, threads):
+    model, x, gold, _ = conv_case
+    nm = native.NativeModel(model, threads=threads, isa=isa)
+    assert nm.available and nm.isa == isa and nm.reason is None
+    scores = np.concatenate([nm.run(x[s:s + batch])[0] for s in range(0, len(x), batch)])
+    np.testing.assert_array_equal(scores, gold.scores)
+    np.testing.assert_array_equal(nm.predict(x), gold.classes)
+
+
+def _one_hot_scores(n):
+    """A score layer of n outputs on n bits whose row i is the unit vector e_i: score i is
+    ``popcount(XNOR(e_i, a)) = 2 a_i + n - 1 - sum(a)``, so the scores spell out the bits."""
+    return DenseLayer("read", n, n, 1, pack_bits(np.eye(n, dtype=np.uint8)))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_hand_computed_conv_and_pool(isa):
+    """The worked examples of docs/semantics.md §5, by hand. Convolution: the 2x3 bit map
+    1 0 1 / 1 1 0 (pixels >= 128 through a 1x1 convolution), kernel 1 1 0 1, T = 3 with d = +1
+    gives 0 0 and T = 1 with d = -1 gives 0 1; channel-fastest the map is 0 0 0 1, so the
+    one-hot scores are 2 2 2 4. Pooling: the 2x2 map 0 1 / 0 0 pools to 1 for d = +1 (OR) and
+    to 0 for d = -1 (AND): scores 2 0."""
+    def bits(rows):
+        return pack_bits(np.array(rows, np.uint8))
+
+    i64, i8 = np.int64, np.int8
+    conv = Model([
+        ConvLayer("px", (2, 3, 1), 1, 1, 1, 0, 0, 8, bits([[1]]), np.array([128], i64),
+                  np.array([1], i8)),
+        ConvLayer("c", (2, 3, 1), 2, 2, 1, 0, 0, 1, bits([[1, 1, 0, 1], [1, 1, 0, 1]]),
+                  np.array([3, 1], i64), np.array([1, -1], i8)),
+        _one_hot_scores(4)], (2, 3, 1))
+    frame = np.array([[200, 0, 255, 128, 201, 127]], np.uint8)
+    pool = Model([
+        ConvLayer("px", (2, 2, 1), 2, 1, 1, 0, 0, 8, bits([[1], [0]]), np.array([128, -128], i64),
+                  np.array([1, -1], i8)),
+        PoolLayer("p", (2, 2, 2), 2), _one_hot_scores(2)], (2, 2, 1))
+    for model, x, want in ((conv, frame, [2, 2, 2, 4]),
+                           (pool, np.array([[0, 200, 0, 0]], np.uint8), [2, 0])):
+        model.validate()
+        np.testing.assert_array_equal(GoldenModel(model).run(x).scores, [want])
+        np.testing.assert_array_equal(native.NativeModel(model, isa=isa).run(x)[0], [want])
+
+
+def test_conv_first_layer_width_checked():
+    """The first convolution's window (not the frame) bounds its 32-bit accumulators."""
+    c = (2**31 - 1) // 510 // 9 + 1
+    n = 9 * c
+    wide = Model([ConvLayer("c", (3, 3, c), 1, 3, 1, 0, 0, 8, np.zeros((1, -(-n // 8)), np.uint8),
+                            np.array([0], np.int64), np.array([1], np.int8)),
+                  DenseLayer("d", 1, 2, 1, np.zeros((2, 1), np.uint8))], (3, 3, c))
+    with pytest.raises(ValueError, match=f"first layer too wide .*: {n} inputs"):
+        native.NativeModel(wide)
+
+
+def test_conv_models_listed_with_the_cpu_implementations():
+    model = random_net("12x12x3-c65k3p-p2-c129k5s2p-c3k1-p3-9", seed=2)
+    impls = implementations(model)
+    nm = impls["native-bitpacked"]
+    assert isinstance(nm, native.NativeModel) and nm.available
+    x = random_frames(np.random.default_rng(4), 20, model.in_features)
+    np.testing.assert_array_equal(nm.predict(x), impls["golden-numpy-bitpacked"].predict(x))
+
+
+@needs_mnist
+@pytest.mark.needs_mnist
+@pytest.mark.slow
+def test_scnv_on_full_mnist():
+    """Every score and class of the shipped convolutional model scnv on the 10,000 MNIST test
+    frames, on the best isa with two threads and frame by frame on the first 500."""
+    model = Model.load(resolve("scnv"))
+    assert [layer.kind for layer in model.layers].count("conv2d") == 3
+    x = load(MNIST, "test").images
+    assert len(x) == 10000
+    gold = GoldenModel(model).run(x)
+    nm = native.NativeModel(model, threads=2)
+    assert nm.isa == ISAS[0]
+    scores, classes = nm.run(x)
+    np.testing.assert_array_equal(scores, gold.scores)
+    np.testing.assert_array_equal(classes, gold.classes)
+    one = np.concatenate([nm.run(x[i])[0] for i in range(500)])
+    np.testing.assert_array_equal(one, gold.scores[:500])
 
 
 def _shipped_frames():

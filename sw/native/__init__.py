@@ -280,7 +280,9 @@ def _pack(model: Model, isa: str) -> list[dict]:
             f = _pack_conv(layer)
             pad = layer.padding
         else:  # maxpool2d: OR where the convolution before rises, AND where it falls
-            rise = np.packbits(previous.directions > 0, bitorder="little")
+            rise = np.zeros(-(-layer.in_shape[2] // 64) * 8, np.uint8)  # whole 8 bytes
+            packed_rise = np.packbits(previous.directions > 0, bitorder="little")
+            rise[:len(packed_rise)] = packed_rise
             f = {"kind": _POOL, "n": layer.in_features, "m": layer.out_features, "mp": 0, "k": 0,
                  "rise": rise}
             pad = 0

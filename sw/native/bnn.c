@@ -80,7 +80,8 @@ typedef struct {
     int32_t q;              /* margin written around the output map (the next conv's padding) */
     int32_t unused;
     const uint8_t *fill;    /* ob bytes: the margin's pixel (the next conv's pad bit, all ch.) */
-    const uint8_t *rise;    /* pool: ib bytes, bit set where the conv before has direction +1 */
+    const uint8_t *rise;    /* pool: bit set where the conv before has direction +1 (ib bytes,
+                               then zeros to a whole 8) */
 } xf_layer;
 
 /* One layer on nf frames. x: u8 pixels (stride xs bytes) with their sums sx, or bit words
@@ -193,7 +194,10 @@ static void conv_bits_portable(const xf_layer *L, const void *xv, int xs, const 
             }
 }
 
-/* Max-pooling on bits, every isa: a few byte operations per output pixel, no weights. */
+/* Max-pooling on bits, every isa: per output pixel 8 bytes of channels at a time, the OR and
+ * the AND of the window's pixels, picked per channel by `rise` (padded to whole 8 bytes). A
+ * pixel's last 8 bytes may run past it: into the next pixel's bytes, written after it, or into
+ * the margin and the tail, which run_job writes after the kernel. */
 static void pool_any(const xf_layer *L, const void *xv, int xs, const int32_t *sx, int nf,
                      uint8_t *y, int ys, int32_t *s, int ss)
 {
@@ -204,8 +208,7 @@ static void pool_any(const xf_layer *L, const void *xv, int xs, const int32_t *s
             for (int ox = 0; ox < L->ow; ox++) {
                 const uint8_t *p = WIN(L, (const uint8_t *)xv + (size_t)f * xs * 8, oy, ox);
                 uint8_t *o = OUT(L, y + (size_t)f * ys, oy, ox);
-                int j = 0;
-                for (; j + 8 <= ib; j += 8) {
+                for (int j = 0; j < ib; j += 8) {
                     uint64_t any = 0, all = ~0ULL, r = load64(L->rise + j);
                     for (int i = 0; i < k; i++)
                         for (int jj = 0; jj < k; jj++) {
@@ -214,15 +217,6 @@ static void pool_any(const xf_layer *L, const void *xv, int xs, const int32_t *s
                         }
                     any = (any & r) | (all & ~r);
                     memcpy(o + j, &any, 8);
-                }
-                for (; j < ib; j++) {
-                    uint8_t any = 0, all = 0xFF, r = L->rise[j];
-                    for (int i = 0; i < k; i++)
-                        for (int jj = 0; jj < k; jj++) {
-                            uint8_t v = p[((size_t)i * L->iw + jj) * ib + j];
-                            any |= v, all &= v;
-                        }
-                    o[j] = (uint8_t)((any & r) | (all & ~r));
                 }
             }
 }
@@ -363,92 +357,106 @@ T512 static void bits_avx512(const xf_layer *L, const void *xv, int xs, const in
 #undef TILE_G
 }
 
-/* Convolutions: tiles of R channel blocks x F output pixels (R x F <= 16 accumulators), the
- * window's words broadcast from the map and reused over the R blocks, each block's weights
- * loaded once per word and reused over the F pixels. */
-#define CF 4 /* output pixels per tile */
-#define CR 4 /* channel blocks per tile */
-#define TILE_SWITCH(CALL)                                                              \
-    switch ((nr - 1) * CF + nx - 1) {                                                 \
-    case 0: CALL(1, 1); break; case 1: CALL(1, 2); break; case 2: CALL(1, 3); break;  \
-    case 3: CALL(1, 4); break; case 4: CALL(2, 1); break; case 5: CALL(2, 2); break;  \
-    case 6: CALL(2, 3); break; case 7: CALL(2, 4); break; case 8: CALL(3, 1); break;  \
-    case 9: CALL(3, 2); break; case 10: CALL(3, 3); break; case 11: CALL(3, 4); break;\
-    case 12: CALL(4, 1); break; case 13: CALL(4, 2); break; case 14: CALL(4, 3); break;\
-    default: CALL(4, 4); break; }
+/* Convolutions: a tile is nr channel blocks (from block b0) x nx consecutive output pixels of one
+ * row, at most 16 accumulators. The window words are broadcast from the map and reused over the
+ * nr blocks, each block's weights loaded once per word and reused over the nx pixels. The first
+ * pixel's window starts at p, the next ones ps = S*ib bytes further; rows are rs bytes apart;
+ * the first pixel's output bytes are at o, the next ones ob bytes further. */
+#define CASE(R, F) case (R) * 16 + (F): CALL(R, F); break;
+#define SWITCH_4x4 switch (nr * 16 + nx) { CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)      \
+    CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4) CASE(3, 1) CASE(3, 2) CASE(3, 3) CASE(3, 4)  \
+    CASE(4, 1) CASE(4, 2) CASE(4, 3) default: CALL(4, 4); }
+#define SWITCH_2x8 switch (nr * 16 + nx) { CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)      \
+    CASE(1, 5) CASE(1, 6) CASE(1, 7) CASE(1, 8) CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)  \
+    CASE(2, 5) CASE(2, 6) CASE(2, 7) default: CALL(2, 8); }
+#define SWITCH_1x4 switch (nx) { case 1: CALL(1, 1); break; case 2: CALL(1, 2); break;       \
+    case 3: CALL(1, 3); break; default: CALL(1, 4); }
 
-/* Every output pixel of nf frames, CF at a time along the row; per group of pixels the
- * per-pixel junk count (bits only) and the tiles over the channel blocks, RMAX at a time. */
-#define CONV_LOOP(BLOCKS, RMAX, JUNK, TILE)                                                  \
+/* Every output pixel of nf frames: along each row FMAX pixels at a time, the junk count of
+ * each (binary windows whose rows end inside a word), then the tiles over the channel blocks,
+ * RMAX blocks at a time. x: the input maps, xstep bytes apart; y: the outputs, ys apart. */
+#define CONV_ROWS(BLOCKS, RMAX, FMAX, JUNK, SWITCH)                                    \
     for (int f = 0; f < nf; f++)                                                       \
-        for (int oy = 0; oy < L->oh; oy++)                                             \
-            for (int ox = 0; ox < L->ow; ox += CF) {                                   \
-                const uint8_t *px[CF];                                                 \
-                uint8_t *po[CF];                                                       \
-                int32_t extra[CF] = {0};                                               \
-                int nx = L->ow - ox < CF ? L->ow - ox : CF;                            \
-                for (int j = 0; j < nx; j++) {                                         \
-                    px[j] = WIN(L, x + (size_t)f * xstep, oy, ox + j);                 \
-                    po[j] = OUT(L, y + (size_t)f * ys, oy, ox + j);                    \
-                    if (JUNK)                                                          \
+        for (int oy = 0; oy < L->oh; oy++) {                                           \
+            const uint8_t *row = WIN(L, x + (size_t)f * xstep, oy, 0);                 \
+            uint8_t *orow = OUT(L, y + (size_t)f * ys, oy, 0);                         \
+            for (int ox = 0; ox < L->ow; ox += (FMAX)) {                               \
+                const uint8_t *p = row + (size_t)ox * ps;                              \
+                uint8_t *o = orow + (size_t)ox * L->ob;                                \
+                int32_t extra[FMAX] = {0};                                             \
+                int nx = L->ow - ox < (FMAX) ? L->ow - ox : (FMAX);                    \
+                if (JUNK)                                                              \
+                    for (int j = 0; j < nx; j++)                                       \
                         for (int ky = 0; ky < L->kern; ky++)                           \
                             extra[j] += __builtin_popcountll(                          \
-                                load64(px[j] + ky * rs + 8 * (L->nw - 1)) & junk);     \
-                }                                                                      \
+                                load64(p + j * ps + ky * rs + 8 * (L->nw - 1)) & junk);\
                 for (int b0 = 0, nr; b0 < (BLOCKS); b0 += nr) {                        \
                     nr = (BLOCKS) - b0 < (RMAX) ? (BLOCKS) - b0 : (RMAX);              \
-                    TILE_SWITCH(TILE)                                                  \
+                    SWITCH                                                             \
                 }                                                                      \
-            }
+            }                                                                          \
+        }
 
-T512 INL void conv_u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *const *px,
-                              const int nx, uint8_t *const *po, int rs)
+/* Set up for CONV_ROWS: the input as bytes, its frame stride, pixel and row strides. */
+#define CONV_ARGS(XSTEP)                                                               \
+    const uint8_t *x = xv;                                                             \
+    const size_t xstep = (XSTEP);                                                      \
+    const int rs = L->iw * L->ib, ps = L->stride * L->ib;                              \
+    (void)sx, (void)s, (void)ss
+
+/* 16 channels per block (one int32 lane each, 4 pixels per vpdpbusd step) */
+T512 INL void conv_u8_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *p, int ps,
+                              const int nx, uint8_t *o, int rs)
 {
-    __m512i acc[CR * CF]; /* [r * nx + j] */
+    __m512i acc[16]; /* [r * nx + j] */
     const uint8_t *w = (const uint8_t *)L->w + (size_t)b0 * L->kern * L->nw * 64;
 #pragma GCC unroll 16
     for (int i = 0; i < nr * nx; i++) acc[i] = _mm512_setzero_si512();
     for (int ky = 0; ky < L->kern; ky++)
         for (int st = 0; st < L->nw; st++) {
-            __m512i wv[CR];
-#pragma GCC unroll 4
+            __m512i wv[2];
+#pragma GCC unroll 2
             for (int r = 0; r < nr; r++)
                 wv[r] = _mm512_loadu_si512(w + (((size_t)r * L->kern + ky) * L->nw + st) * 64);
-#pragma GCC unroll 4
+            const uint8_t *pk = p + ky * rs + 4 * st;
+#pragma GCC unroll 8
             for (int j = 0; j < nx; j++) {
-                __m512i xb = _mm512_set1_epi32((int32_t)load32(px[j] + ky * rs + 4 * st));
-#pragma GCC unroll 4
+                __m512i xb = _mm512_set1_epi32((int32_t)load32(pk + j * ps));
+#pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) acc[r * nx + j] = _mm512_dpbusd_epi32(acc[r * nx + j], xb, wv[r]);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 2
     for (int r = 0; r < nr; r++) {
-        int blk = b0 + r, bytes = L->ob - 2 * blk < 2 ? 1 : 2;
+        int blk = b0 + r;
         __m512i t = _mm512_loadu_si512(L->bound + 16 * blk);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < nx; j++) {
-            __mmask16 m = _mm512_cmpge_epi32_mask(acc[r * nx + j], t);
-            memcpy(po[j] + 2 * blk, &m, bytes);
+            uint16_t m = _mm512_cmpge_epi32_mask(acc[r * nx + j], t);
+            if (L->ob - 2 * blk >= 2) memcpy(o + j * L->ob + 2 * blk, &m, 2);
+            else o[j * L->ob + 2 * blk] = (uint8_t)m;
         }
     }
 }
 
-T512 INL void conv_bits_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *const *px,
-                                const int32_t *extra, const int nx, uint8_t *const *po, int rs)
+/* 8 channels per block (one 64-bit lane each) */
+T512 INL void conv_bits_tile512(const xf_layer *L, int b0, const int nr, const uint8_t *p, int ps,
+                                const int32_t *extra, const int nx, uint8_t *o, int rs)
 {
-    __m512i acc[CR * CF]; /* [r * nx + j] */
+    __m512i acc[16]; /* [r * nx + j] */
     const int t = L->kern * L->nw;
     const uint64_t *w = L->w + (size_t)b0 * t * 8;
 #pragma GCC unroll 16
     for (int i = 0; i < nr * nx; i++) acc[i] = _mm512_setzero_si512();
     for (int ky = 0; ky < L->kern; ky++)
         for (int i = 0; i < L->nw; i++) {
-            __m512i wv[CR];
+            __m512i wv[4];
 #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) wv[r] = _mm512_loadu_si512(w + ((size_t)r * t + ky * L->nw + i) * 8);
+            const uint8_t *pk = p + ky * rs + 8 * i;
 #pragma GCC unroll 4
             for (int j = 0; j < nx; j++) {
-                __m512i av = _mm512_set1_epi64((long long)load64(px[j] + ky * rs + 8 * i));
+                __m512i av = _mm512_set1_epi64((long long)load64(pk + j * ps));
 #pragma GCC unroll 4
                 for (int r = 0; r < nr; r++)
                     acc[r * nx + j] = _mm512_add_epi64(acc[r * nx + j], _mm512_popcnt_epi64(_mm512_xor_si512(wv[r], av)));
@@ -459,35 +467,30 @@ T512 INL void conv_bits_tile512(const xf_layer *L, int b0, const int nr, const u
         __m512i b = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(L->bound + 8 * (b0 + r))));
 #pragma GCC unroll 4
         for (int j = 0; j < nx; j++) /* c - extra <= bound */
-            po[j][b0 + r] = (uint8_t)_mm512_cmple_epi64_mask(acc[r * nx + j],
-                                                             _mm512_add_epi64(b, _mm512_set1_epi64(extra[j])));
+            o[j * L->ob + b0 + r] = (uint8_t)_mm512_cmple_epi64_mask(
+                acc[r * nx + j], _mm512_add_epi64(b, _mm512_set1_epi64(extra[j])));
     }
 }
 
 T512 static void conv_u8_avx512(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
                                 int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    const uint8_t *x = xv;
-    const size_t xstep = (size_t)xs;
-    const int rs = L->iw * L->ib;
+    CONV_ARGS((size_t)xs);
     const uint64_t junk = 0;
-    (void)sx, (void)s, (void)ss;
-#define TILE(R, N) conv_u8_tile512(L, b0, R, px, N, po, rs)
-    CONV_LOOP(L->mp / 16, CR, 0, TILE)
-#undef TILE
+#define CALL(R, F) conv_u8_tile512(L, b0, R, p, ps, F, o, rs)
+    CONV_ROWS(L->mp / 16, 2, 8, 0, SWITCH_2x8)
+#undef CALL
 }
 
 T512 static void conv_bits_avx512(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
                                   int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    const uint8_t *x = xv;
-    const size_t xstep = (size_t)xs * 8;
-    const int rs = L->iw * L->ib;
+    CONV_ARGS((size_t)xs * 8);
     const uint64_t junk = junk_mask(L);
-    (void)sx, (void)s, (void)ss;
-#define TILE(R, N) conv_bits_tile512(L, b0, R, px, extra, N, po, rs)
-    if (junk) { CONV_LOOP(L->mp / 8, CR, 1, TILE) } else { CONV_LOOP(L->mp / 8, CR, 0, TILE) }
-#undef TILE
+#define CALL(R, F) conv_bits_tile512(L, b0, R, p, ps, extra, F, o, rs)
+    if (junk) { CONV_ROWS(L->mp / 8, 4, 4, 1, SWITCH_4x4) }
+    else { CONV_ROWS(L->mp / 8, 4, 4, 0, SWITCH_4x4) }
+#undef CALL
 }
 
 /* ---- AVX2 ------------------------------------------------------------------------------ */
@@ -612,23 +615,23 @@ T256 static void bits_avx2(const xf_layer *L, const void *xv, int xs, const int3
     }
 }
 
-/* 16 channels (2 halves of 8) x up to CF pixels */
-T256 INL void conv_u8_tile256(const xf_layer *L, int blk, const uint8_t *const *px, const int nx,
-                              uint8_t *const *po, int rs)
+/* 16 channels (2 halves of 8) x up to 4 pixels */
+T256 INL void conv_u8_tile256(const xf_layer *L, int blk, const uint8_t *p, int ps, const int nx,
+                              uint8_t *o, int rs)
 {
-    __m256i acc[2][CF];
+    __m256i acc[2][4];
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *w = (const uint8_t *)L->w + (size_t)blk * L->kern * L->nw * 64;
 #pragma GCC unroll 4
     for (int j = 0; j < nx; j++) acc[0][j] = acc[1][j] = _mm256_setzero_si256();
     for (int ky = 0; ky < L->kern; ky++)
         for (int st = 0; st < L->nw; st++) {
-            const uint8_t *wp = w + ((size_t)ky * L->nw + st) * 64;
+            const uint8_t *wp = w + ((size_t)ky * L->nw + st) * 64, *pk = p + ky * rs + 4 * st;
             __m256i wv[2] = {_mm256_loadu_si256((const __m256i *)wp),
                              _mm256_loadu_si256((const __m256i *)(wp + 32))};
 #pragma GCC unroll 4
             for (int j = 0; j < nx; j++) {
-                __m256i xb = _mm256_set1_epi32((int32_t)load32(px[j] + ky * rs + 4 * st));
+                __m256i xb = _mm256_set1_epi32((int32_t)load32(pk + j * ps));
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) /* u8 x s8 pairs: |2 * 255| fits int16 */
                     acc[h][j] = _mm256_add_epi32(acc[h][j], _mm256_madd_epi16(_mm256_maddubs_epi16(xb, wv[h]), ones));
@@ -640,20 +643,18 @@ T256 INL void conv_u8_tile256(const xf_layer *L, int blk, const uint8_t *const *
         t[h] = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(L->bound + 16 * blk + 8 * h)),
                                 _mm256_set1_epi32(1));
 #pragma GCC unroll 4
-    for (int j = 0; j < nx; j++) {
-        uint8_t m[2];
-        for (int h = 0; h < 2; h++)
-            m[h] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[h][j], t[h])));
-        memcpy(po[j] + 2 * blk, m, bytes);
-    }
+    for (int j = 0; j < nx; j++)
+        for (int h = 0; h < bytes; h++)
+            o[j * L->ob + 2 * blk + h] =
+                (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[h][j], t[h])));
 }
 
-/* 8 channels (2 halves of 4) x up to CF pixels; byte counts summed for up to 31 words (at most
+/* 8 channels (2 halves of 4) x up to 4 pixels; byte counts summed for up to 31 words (at most
  * 8 x 31 = 248 per byte) before vpsadbw widens them */
-T256 INL void conv_bits_tile256(const xf_layer *L, int blk, const uint8_t *const *px,
-                                const int32_t *extra, const int nx, uint8_t *const *po, int rs)
+T256 INL void conv_bits_tile256(const xf_layer *L, int blk, const uint8_t *p, int ps,
+                                const int32_t *extra, const int nx, uint8_t *o, int rs)
 {
-    __m256i acc[2][CF], cnt[2][CF];
+    __m256i acc[2][4], cnt[2][4];
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i lo = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
@@ -665,11 +666,12 @@ T256 INL void conv_bits_tile256(const xf_layer *L, int blk, const uint8_t *const
     for (int ky = 0; ky < L->kern; ky++)
         for (int i = 0; i < L->nw; i++) {
             const uint64_t *wp = w + ((size_t)ky * L->nw + i) * 8;
+            const uint8_t *pk = p + ky * rs + 8 * i;
             __m256i wv[2] = {_mm256_loadu_si256((const __m256i *)wp),
                              _mm256_loadu_si256((const __m256i *)(wp + 4))};
 #pragma GCC unroll 4
             for (int j = 0; j < nx; j++) {
-                __m256i av = _mm256_set1_epi64x((long long)load64(px[j] + ky * rs + 8 * i));
+                __m256i av = _mm256_set1_epi64x((long long)load64(pk + j * ps));
 #pragma GCC unroll 2
                 for (int h = 0; h < 2; h++) {
                     __m256i v = _mm256_xor_si256(wv[h], av);
@@ -699,34 +701,29 @@ T256 INL void conv_bits_tile256(const xf_layer *L, int blk, const uint8_t *const
             __m256i bx = _mm256_add_epi64(b[h], _mm256_set1_epi64x(extra[j]));
             bits |= (~_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(c, bx))) & 15) << (4 * h);
         }
-        po[j][blk] = (uint8_t)bits;
+        o[j * L->ob + blk] = (uint8_t)bits;
     }
 }
 
 T256 static void conv_u8_avx2(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
                               int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    const uint8_t *x = xv;
-    const size_t xstep = (size_t)xs;
-    const int rs = L->iw * L->ib;
+    CONV_ARGS((size_t)xs);
     const uint64_t junk = 0;
-    (void)sx, (void)s, (void)ss;
-#define TILE(R, N) conv_u8_tile256(L, b0, px, N, po, rs)
-    CONV_LOOP(L->mp / 16, 1, 0, TILE) /* AVX2 has 16 registers: one block per tile */
-#undef TILE
+#define CALL(R, F) conv_u8_tile256(L, b0, p, ps, F, o, rs)
+    CONV_ROWS(L->mp / 16, 1, 4, 0, SWITCH_1x4) /* AVX2 has 16 registers: one block per tile */
+#undef CALL
 }
 
 T256 static void conv_bits_avx2(const xf_layer *L, const void *xv, int xs, const int32_t *sx,
                                 int nf, uint8_t *y, int ys, int32_t *s, int ss)
 {
-    const uint8_t *x = xv;
-    const size_t xstep = (size_t)xs * 8;
-    const int rs = L->iw * L->ib;
+    CONV_ARGS((size_t)xs * 8);
     const uint64_t junk = junk_mask(L);
-    (void)sx, (void)s, (void)ss;
-#define TILE(R, N) conv_bits_tile256(L, b0, px, extra, N, po, rs)
-    if (junk) { CONV_LOOP(L->mp / 8, 1, 1, TILE) } else { CONV_LOOP(L->mp / 8, 1, 0, TILE) }
-#undef TILE
+#define CALL(R, F) conv_bits_tile256(L, b0, p, ps, extra, F, o, rs)
+    if (junk) { CONV_ROWS(L->mp / 8, 1, 4, 1, SWITCH_1x4) }
+    else { CONV_ROWS(L->mp / 8, 1, 4, 0, SWITCH_1x4) }
+#undef CALL
 }
 #endif /* XF_X86 */
 
@@ -817,8 +814,8 @@ static size_t map_slot(const xf_layer *L)
     return (bytes / 8 + 2) * 8;
 }
 
-/* Layer L's output map of nf frames (slot ys bytes): the margin pixels set to L->fill, the bytes
- * after the map zeroed; the kernel writes the rest. */
+/* After layer L's kernel has written the inside of its output maps (nf frames, slot ys bytes):
+ * the margin pixels set to L->fill, the bytes after the map zeroed. */
 static void frame_map(const xf_layer *L, uint8_t *y, int ys, int nf)
 {
     int rows = L->oh + 2 * L->q, cols = L->ow + 2 * L->q, q = L->q, ob = L->ob;
@@ -889,9 +886,9 @@ static void *run_job(void *arg)
             }
         for (int l = 0; l < J->nl; l++) {
             uint64_t *y = act[l & 1];
-            if (is_map(&L[l])) frame_map(&L[l], (uint8_t *)y, aw * 8, nf);
-            else if (L[l].bound) memset(y, 0, (size_t)nf * aw * 8);
+            if (!is_map(&L[l]) && L[l].bound) memset(y, 0, (size_t)nf * aw * 8);
             J->fn[L[l].kind](&L[l], x, stride, sx, nf, (uint8_t *)y, aw * 8, sbuf, sw);
+            if (is_map(&L[l])) frame_map(&L[l], (uint8_t *)y, aw * 8, nf);
             x = y;
             stride = aw;
         }
