@@ -2,14 +2,27 @@
 resource model, and is balanced (no layer has more lanes than its interval needs); targets and
 impossible fits fail with messages that name what is short."""
 
+from dataclasses import replace
+from itertools import product
+
 import numpy as np
 import pytest
 
-from xnorflow.hw.compiler import FoldingError, bridge_resources, compile_plan
-from xnorflow.hw.compiler.autofold import LUT_BUDGET, DoesNotFitError, auto_folding
+from xnorflow.hw.compiler import ConverterOp, FoldingError, bridge_resources, compile_plan
+from xnorflow.hw.compiler.autofold import (
+    ICE40_FF_CELLS,
+    LUT_BUDGET,
+    DoesNotFitError,
+    _best_combination,
+    _candidates,
+    _fixed,
+    auto_folding,
+)
 from xnorflow.hw.compiler.devices import get_device
+from xnorflow.hw.compiler.folding import layer_cycles, layer_extents
+from xnorflow.hw.compiler.plan import lower
 from xnorflow.model import Model
-from xnorflow.sim.fixtures import random_model
+from xnorflow.sim.fixtures import random_model, random_net
 
 MODELS = {name: Model.load(f"sw/models/{name}.npz") for name in ("tfc", "sfc", "lfc")}
 
@@ -32,12 +45,16 @@ def _check(model, result, device, board):
     assert all(used <= available for _, used, available in result.usage), result.usage
     if family == "ice40":  # logic cells: LUT4s and the flip-flops that need cells of their own
         assert [name for name, _, _ in result.usage][-1] == "logic cell"
-    # Balanced: every layer meets the interval, and with the next smaller SIMD it would not.
+    # Balanced: every layer meets the interval, and with the next smaller SIMD it would not
+    # (or, weights in block RAM, the wider words pack them into fewer blocks).
     for op in plan.layers:
-        assert op.ii <= result.ii
-        smaller = [d for d in range(1, op.simd) if op.in_features % d == 0]
-        if smaller:
-            assert op.nf * (op.in_features // smaller[-1]) > result.ii, op.label
+        assert layer_cycles(op, op.pe, op.simd) <= result.ii
+        _, n = layer_extents(op)
+        smaller = [d for d in range(1, op.simd) if n % d == 0]
+        if smaller and layer_cycles(op, op.pe, smaller[-1]) <= result.ii:
+            assert op.storage == "bram", op.label
+            narrow = op.folded(replace(op.layer_folding, simd=smaller[-1])).resources()
+            assert narrow.brams(family) > op.resources().brams(family), op.label
 
 
 @pytest.mark.parametrize("name,device,board", [
@@ -85,6 +102,61 @@ def test_auto_folding_random_models(seed):
     for device in ("up5k", "ecp5-25f"):
         result = auto_folding(model, device, board=seed % 2 == 0)
         _check(model, result, device, seed % 2 == 0)
+
+
+CNV = "32x32x1-c64k3-c64k3-p2-c128k3-c128k3-p2-c256k3-c256k3-512-512-10"
+
+
+@pytest.mark.parametrize("spec,device,board", [
+    (CNV, "ecp5-85f", True), ("28x28x1-c32k3-p2-c64k3-c96k3-p3-10", "ecp5-25f", True),
+    ("12x12x3-c8k3s2p-c12k3-p2-10", "up5k", False)])
+def test_auto_folding_convolutional_networks(spec, device, board):
+    model = random_net(spec, 3)
+    result = auto_folding(model, device, board=board)
+    _check(model, result, device, board)
+
+
+def test_cnv_on_85f_reaches_9150_frames_per_second_at_100mhz():
+    # BNN-PYNQ's CNV W1A1 rate; the resource model says the ECP5-85F holds it at 100 MHz.
+    result = auto_folding(random_net(CNV, 1), "ecp5-85f", board=True, target_fps=9150,
+                          freq_mhz=100)
+    assert result.frames_per_s >= 9150
+    _check(random_net(CNV, 1), result, "ecp5-85f", True)
+
+
+@pytest.mark.parametrize("spec,device,t,board", [
+    ("10x10x1-c6k3-p2-12-10", "up5k", 2000, True),
+    ("10x10x1-c6k3-p2-12-10", "up5k", 600, False),
+    ("64-48-30-10", "ecp5-25f", 200, True)])
+def test_combination_is_the_cheapest_of_all(spec, device, t, board):
+    # The dynamic program against every combination of the layers' candidates.
+    model = random_net(spec, 5)
+    device = get_device(device)
+    family = device.family
+    ops = lower(model, with_scores=True).layers
+    fixed = _fixed(model, True)
+    options = [_candidates(op, t, family) for op in ops]
+    best = None
+    for combo in product(*options):
+        total = fixed
+        for _, res in combo:
+            total += res
+        for i in range(len(ops) - 1):
+            pe, simd = combo[i][0].pe, combo[i + 1][0].simd
+            if pe != simd:
+                total += ConverterOp(after=i, frame_bits=ops[i].out_features, in_width=pe,
+                                     out_width=simd).resources()
+        if board:
+            total += bridge_resources(ops[0].in_features, combo[0][0].simd, family)
+        cells = total.luts(family) + (-(-ICE40_FF_CELLS * total.ff // 1) if family == "ice40"
+                                      else 0)
+        if total.brams(family) <= device.brams and total.luts(family) <= LUT_BUDGET * device.luts:
+            best = cells if best is None else min(best, cells)
+    fits, usage, layers = _best_combination(ops, t, device, fixed, board)
+    assert best is not None and fits
+    used = {name: value for name, value, _ in usage}
+    found = used["logic cell"] if family == "ice40" else used["LUT4"]
+    assert found == best
 
 
 def test_lfc_does_not_fit_the_up5k_and_says_why():

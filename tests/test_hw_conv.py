@@ -122,6 +122,41 @@ def test_folding_that_does_not_fit(entries, message):
             Folding.from_dict(folding(*entries).to_dict(), model.layers)
 
 
+@pytest.mark.parametrize("style", ["block", "logic", "distributed"])
+def test_line_buffer_from_the_folding(style):
+    model = random_net("8x8x3-c6k3p-p2-c5k3-7", 0)
+    entries = [{"pe": 2, "simd": 3, "line_buffer": style}, {"pe": 2, "simd": 2},
+               {"pe": 1, "simd": 2, "line_buffer": style}, {"pe": 1, "simd": 4}]
+    chosen = Folding.from_dict({"layers": entries}, model.layers)
+    assert chosen.to_dict()["layers"] == [{"storage": "bram", **e} for e in entries]
+    plan = compile_plan(model, chosen)
+    for op in (plan.layers[0], plan.layers[2]):
+        assert op.line_buffer_style == style
+        assert op.describe()["line_buffer"] == style
+        block = block_for(op)
+        Fragment.get(block, None)
+        assert block.window.buffer == style
+        assert (op.resources().brams("ecp5") > op.mvtu.resources().brams("ecp5")) == (
+            style == "block")
+    if style == "distributed":
+        with pytest.raises(FoldingError, match="layer 0: line_buffer 'distributed' .LUT RAM. "
+                                               "exists on ECP5 only, not on ice40"):
+            chosen.check_family("ice40")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"pe": 2, "simd": 2, "line_buffer": "block"},
+     r"layer 1 \(pool1\): line_buffer applies to a convolution only"),
+    ({"pe": 2, "simd": 2, "line_buffer": "lutram"},
+     r"layer 1 \(pool1\): line_buffer \('lutram'\) must be 'block', 'logic' or 'distributed'"),
+])
+def test_line_buffer_errors(entry, message):
+    model = random_net("8x8x3-c6k3p-p2-c5k3-7", 0)
+    entries = [{"pe": 2, "simd": 3}, entry, {"pe": 1, "simd": 2}, {"pe": 1, "simd": 4}]
+    with pytest.raises(FoldingError, match=message):
+        Folding.from_dict({"layers": entries}, model.layers)
+
+
 def test_ops_match_the_blocks():
     model, fold_cfg, _ = make("pool-mixed")
     plan = compile_plan(model, fold_cfg)

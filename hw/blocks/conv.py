@@ -57,7 +57,8 @@ class ConvUnit(wiring.Component):
         """The block of a :class:`~xnorflow.hw.compiler.ops.conv.ConvOp`."""
         window = SlidingWindow(op.in_shape, kernel=op.kernel, stride=op.stride,
                                padding=op.padding, pad_value=op.pad_value,
-                               lane_bits=op.input_bits, simd=op.simd)
+                               lane_bits=op.input_bits, simd=op.simd,
+                               buffer=op.line_buffer_style)
         return cls(window, MVTU.from_op(op.mvtu))
 
     def __init__(self, window, unit):

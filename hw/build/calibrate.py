@@ -20,15 +20,19 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from xnorflow.hw.blocks.registry import block_for
 from xnorflow.hw.build.flow import parse_stat
 from xnorflow.hw.build.synth import SynthOptions
 from xnorflow.hw.build.tools import ToolFailed, run_tool
-from xnorflow.hw.compiler import ConverterOp, DenseOp, FifoOp, Resources
+from xnorflow.hw.compiler import ConverterOp, DenseOp, FifoOp, LayerFolding, Resources
+from xnorflow.hw.compiler.ops.conv import ConvOp
+from xnorflow.hw.compiler.ops.pool import PoolOp
+from xnorflow.model import ConvLayer, PoolLayer, accumulator_range, pack_bits
 
 __all__ = ["CASES", "CalibrationRow", "calibrate", "yosys_count"]
 
@@ -72,6 +76,26 @@ def _dense(n, m, bits, pe, simd, storage, score=False, seed=0):
                    thresholds=t, directions=d, pe=pe, simd=simd, storage=storage)
 
 
+def _conv(shape, m, k, bits, pe, simd, storage, stride=1, padding=0, seed=0):
+    """A convolution unit (sliding window + MVTU) over an ``(H, W, C)`` map."""
+    rng = np.random.default_rng(seed)
+    n = k * k * shape[2]
+    lo, hi = accumulator_range(bits, n)
+    t = rng.integers(lo // 4, hi // 4 + 1, m) if bits == 8 else rng.integers(lo, hi + 1, m)
+    layer = ConvLayer("conv", shape, m, k, stride, padding, 0, bits,
+                      pack_bits(rng.integers(0, 2, (m, n))), t.astype(np.int64),
+                      rng.choice([1, -1], m).astype(np.int8))
+    return ConvOp.from_layer(1, layer).folded(LayerFolding(pe, simd, storage))
+
+
+def _pool(shape, k, simd, seed=0):
+    """A bit max-pool over an ``(H, W, C)`` map, channels pooled by OR and AND at random."""
+    rng = np.random.default_rng(seed)
+    op = PoolOp.from_layer(1, PoolLayer("pool", shape, k))
+    return replace(op, rising=tuple(bool(b) for b in rng.integers(0, 2, shape[2]))).folded(
+        LayerFolding(simd, simd))
+
+
 #: The calibration blocks: (label, op factory).
 CASES = [
     # binary MVTUs: lanes, folds, storage
@@ -96,6 +120,24 @@ CASES = [
     ("8bit 196x32 pe2 simd14 lut", lambda: _dense(196, 32, 8, 2, 14, "lut")),
     # (ECP5 only: the lanes of LFC's first layer at an interval of 512 cycles)
     ("8bit 784x512 pe16 simd98 bram", lambda: _dense(784, 512, 8, 16, 98, "bram")),
+    # convolution units (window generator + MVTU) and pools
+    ("cu 8bit 28x28x1 k3 m32 pe4 simd1 lut", lambda: _conv((28, 28, 1), 32, 3, 8, 4, 1, "lut")),
+    ("cu 8bit 28x28x1 k3 m32 pe32 simd1 lut",
+     lambda: _conv((28, 28, 1), 32, 3, 8, 32, 1, "lut")),
+    ("cu bin 13x13x32 k3 m64 pe2 simd16 bram",
+     lambda: _conv((13, 13, 32), 64, 3, 1, 2, 16, "bram")),
+    ("cu bin 11x11x64 k3 m96 pe4 simd32 bram",
+     lambda: _conv((11, 11, 64), 96, 3, 1, 4, 32, "bram")),
+    ("cu bin 9x9x16 k3 s2 p1 m16 pe4 simd4 lut",
+     lambda: _conv((9, 9, 16), 16, 3, 1, 4, 4, "lut", stride=2, padding=1)),
+    ("pool 26x26x32 k2 simd32", lambda: _pool((26, 26, 32), 2, 32)),
+    ("pool 26x26x32 k2 simd4", lambda: _pool((26, 26, 32), 2, 4)),
+    ("pool 9x9x96 k3 simd8", lambda: _pool((9, 9, 96), 3, 8)),
+    # (ECP5 only: layers of cnv)
+    ("cu bin 30x30x64 k3 m64 pe64 simd64 lut",
+     lambda: _conv((30, 30, 64), 64, 3, 1, 64, 64, "lut")),
+    ("cu bin 14x14x64 k3 m128 pe16 simd64 bram",
+     lambda: _conv((14, 14, 64), 128, 3, 1, 16, 64, "bram")),
     # plumbing
     ("conv 16->64", lambda: ConverterOp(after=0, frame_bits=256, in_width=16, out_width=64)),
     ("conv 64->16", lambda: ConverterOp(after=0, frame_bits=256, in_width=64, out_width=16)),
@@ -133,7 +175,7 @@ class CalibrationRow:
 
 
 #: Cases left out on iCE40 (they do not fit an iCE40UP5K).
-ECP5_ONLY = ("bin 1024x", "8bit 784x512")
+ECP5_ONLY = ("bin 1024x", "8bit 784x512", "cu bin 30x30", "cu bin 14x14")
 
 
 def cases_for(family: str, cases=CASES):
@@ -147,7 +189,7 @@ def calibrate(family: str, build_root, cases=CASES, progress=None) -> list[Calib
         op = make()
         start = time.monotonic()
         try:
-            count = yosys_count(op.build(), family, Path(build_root) / f"{family}-{index:02d}")
+            count = yosys_count(block_for(op), family, Path(build_root) / f"{family}-{index:02d}")
         except ToolFailed as exc:
             if progress is not None:
                 progress(label, exc)
@@ -160,7 +202,7 @@ def calibrate(family: str, build_root, cases=CASES, progress=None) -> list[Calib
     return rows
 
 
-_KEYS = ("bin", "pix", "pix1", "pair", "acc", "pe", "unit", "rom", "mux")
+_KEYS = ("bin", "pix", "pix1", "pair", "acc", "pe", "unit", "rom", "mux", "win", "pool")
 
 
 def _luts_with(op, family, coefficients):
@@ -177,12 +219,13 @@ def _luts_with(op, family, coefficients):
 
 def fit(rows, family: str) -> dict[str, float]:
     """Least-squares coefficients of :data:`~xnorflow.hw.compiler.resources.LUT_MODEL` for
-    ``family`` from the MVTU rows (relative errors weighted equally; coefficients kept
-    non-negative)."""
+    ``family`` from the rows of the MVTUs, convolution units and pools (relative errors weighted
+    equally; coefficients kept non-negative)."""
     cases = dict(CASES)
     xs, ys = [], []
     for row in rows:
-        if row.family != family or not isinstance(op := cases[row.label](), DenseOp):
+        if row.family != family or not isinstance(op := cases[row.label](),
+                                                 (DenseOp, ConvOp, PoolOp)):
             continue
         zero = {k: 0.0 for k in _KEYS}
         base = _luts_with(op, family, zero)

@@ -2,14 +2,21 @@
 device.
 
 :func:`auto_folding` searches the initiation intervals the layers can reach, fastest first. For
-an interval ``T`` each layer gets its candidate foldings: for every PE dividing M the smallest
-SIMD dividing N with ``(M/PE)*(N/SIMD) <= T`` (more lanes than that only cost), with the weights
-in block RAM or in logic; candidates that cost more LUTs *and* more block RAM than another are
-dropped. Every combination of the layers' candidates is then priced with the calibrated resource
-model (:meth:`~xnorflow.hw.compiler.ops.dense.DenseOp.resources`, width converters between the
-layers, the ArgMax and the output FIFO, and on a board the serial bridge), and the cheapest that
-fits is kept: its layers' intervals are all at most ``T``, so the network is balanced to ``T`` up
-to the divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
+an interval ``T`` each layer gets its candidate foldings: for every PE dividing its outputs (a
+convolution's or a pooling's: its output channels) every SIMD dividing its inputs (input
+channels) whose cycles per frame are at most ``T`` (``(M/PE)*(N/SIMD)``, a convolution's
+``OH*OW*(M/PE)*(K*K*C/SIMD)``, see :func:`~xnorflow.hw.compiler.folding.layer_cycles`): the
+smallest such SIMD with the weights in block RAM or in logic, the wider ones with the weights in
+block RAM (wider words can pack the memories into fewer blocks; in logic more lanes only cost),
+each with the input buffer, and a convolution's line buffer, in every place the family has;
+candidates that cost more LUTs *and* more block RAM than another are dropped. The layers'
+candidates are then combined by a dynamic program over the layers (state: the block RAMs used so
+far and the last layer's PE, on which the width converter to the next layer depends) that keeps,
+per state, the combination of fewest logic cells, priced with the calibrated resource model
+(each op's ``resources()``, width converters between the layers, the ArgMax and the output FIFO,
+and on a board the serial bridge); of the final states that fit, the one of fewest logic cells
+is kept. Its layers' intervals are all at most ``T``, so the network is balanced to ``T`` up to
+the divisors of the layer sizes. The first ``T`` with a fitting combination is the answer.
 
 "Fits" means: LUT4s at most :data:`LUT_BUDGET` of the device (place and route needs headroom,
 and the model is within about 15 % of Yosys), flip-flops at most the device's (on iCE40 also the
@@ -33,7 +40,14 @@ import math
 from dataclasses import dataclass
 
 from xnorflow.hw.compiler.devices import Device, get_device
-from xnorflow.hw.compiler.folding import Folding, FoldingError, LayerFolding
+from xnorflow.hw.compiler.folding import (
+    Folding,
+    FoldingError,
+    LayerFolding,
+    divisors,
+    layer_cycles,
+    layer_extents,
+)
 from xnorflow.hw.compiler.op import Op
 from xnorflow.hw.compiler.ops.plumbing import ConverterOp
 from xnorflow.hw.compiler.plan import compile_plan, lower
@@ -53,8 +67,6 @@ ICE40_CELL_BUDGET = 0.9
 TYPICAL_CLOCK_MHZ = {"ice40": 30.0, "ecp5": 100.0}
 #: Where an input buffer may live, per family (iCE40 has no LUT RAM).
 _BUFFERS = {"ice40": ("logic", "block"), "ecp5": ("logic", "block", "distributed")}
-#: Combinations priced per interval at most (the cheapest candidates of each layer first).
-_MAX_COMBINATIONS = 200_000
 
 
 class DoesNotFitError(FoldingError):
@@ -88,19 +100,35 @@ class AutoFolding:
 
 
 def _candidates(op: Op, t: int, family: str):
-    """Pareto-optimal ``(LayerFolding, Resources)`` of ``op`` with interval at most ``t``."""
-    m, n = op.out_features, op.in_features
+    """Pareto-optimal ``(LayerFolding, Resources)`` of ``op`` with interval at most ``t``: for
+    every PE dividing its outputs (output channels) the smallest SIMD dividing its inputs (input
+    channels) whose cycles per frame (:func:`~xnorflow.hw.compiler.folding.layer_cycles`) are at
+    most ``t``, with the weights, where the op has any, in block RAM or in logic, the input
+    buffer in each place the family has, and a convolution's line buffer likewise."""
+    m, n = layer_extents(op)
+    weighted = hasattr(op, "weights")
     found = []
-    for pe in (d for d in range(1, m + 1) if m % d == 0):
-        nf = m // pe
-        if nf > t:
+    for pe in divisors(m):
+        simds = [d for d in divisors(n) if layer_cycles(op, pe, d) <= t]
+        if not simds:
             continue
-        simd = next(d for d in range(1, n + 1) if n % d == 0 and nf * (n // d) <= t)
-        sf = n // simd
-        buffers = (None,) if sf == 1 and nf >= 3 else _BUFFERS[family]
-        for storage, buffer in itertools.product(("bram", "lut"), buffers):
-            entry = LayerFolding(pe, simd, storage, buffer=buffer)
+        if not weighted:
+            entry = LayerFolding(pe, simds[0])
             found.append((entry, op.folded(entry).resources()))
+            continue
+        for simd in simds:
+            unit = op.folded(LayerFolding(pe, simd))
+            buffers = (None,) if unit.sf == 1 and unit.nf >= 3 else _BUFFERS[family]
+            # a convolution's line buffer: where its rule puts it, or the other places
+            lines = (None, *_BUFFERS[family]) if op.kind == "conv2d" else (None,)
+            # beyond the smallest SIMD, only weights in block RAM (wider words pack the
+            # memories better); in logic more lanes only cost
+            storages = ("bram", "lut") if simd == simds[0] else ("bram",)
+            for storage, buffer, line in itertools.product(storages, buffers, lines):
+                if line is not None and line == unit.line_buffer_style:
+                    continue              # the rule's choice, already offered as None
+                entry = LayerFolding(pe, simd, storage, buffer=buffer, line_buffer=line)
+                found.append((entry, op.folded(entry).resources()))
     key = [(r.luts(family), r.brams(family), r.ff) for _, r in found]
     keep = []
     for i, (lf, res) in enumerate(found):
@@ -115,14 +143,16 @@ def _candidates(op: Op, t: int, family: str):
 
 
 def _intervals(dense) -> list[int]:
-    """Every interval a layer can have, ascending (the network's candidates)."""
-    values = set()
+    """Every interval a layer can have that every layer can reach, ascending (the network's
+    candidates)."""
+    values, floor = set(), 0
     for op in dense:
-        m, n = op.out_features, op.in_features
-        for pe in range(1, m + 1):
-            if m % pe == 0:
-                values.update((m // pe) * (n // simd) for simd in range(1, n + 1) if n % simd == 0)
-    return sorted(values)
+        m, n = layer_extents(op)
+        own = {c for pe in divisors(m) for simd in divisors(n)
+               if math.isfinite(c := layer_cycles(op, pe, simd))}
+        values |= own
+        floor = max(floor, min(own))      # no interval below some layer's fastest
+    return sorted(int(v) for v in values if v >= floor)
 
 
 def _fixed(model, with_scores):
@@ -217,7 +247,7 @@ def auto_folding(model, device: str | Device, *, freq_mhz: float | None = None,
             if closest is None or score < closest[0]:
                 closest = (score, t, usage)
         if chosen is None:
-            bits = sum(op.in_features * op.out_features for op in dense)
+            bits = sum(op.weights.size for op in dense if hasattr(op, "weights"))
             raise DoesNotFitError(
                 f"the network does not fit the {device.name}{where} at any folding; the "
                 f"closest (interval {closest[1]:,} cycles) is short of {_short(closest[2])} "
@@ -238,25 +268,53 @@ def _estimate(model, folding, with_scores, board, family):
 
 
 def _best_combination(dense, t, device, fixed, board):
+    """(fits, usage, layer foldings) of the cheapest combination of the layers' candidates at
+    interval ``t``: a dynamic program over the layers whose state is the block RAMs used so far
+    (the device's count, one bucket for more) and the last layer's PE (the converter to the next
+    layer depends on it), keeping per state the combination of fewest logic cells (LUT4s, and on
+    iCE40 the cells its flip-flops take). Exact for the trade between logic and block RAM that
+    decides most fits; among the final states that fit, the one of fewest logic cells (then
+    block RAMs) is kept, and where none fits the one of lowest peak utilization (for the
+    message)."""
     family = device.family
     options = [_candidates(op, t, family) for op in dense]
-    best = None
-    for count, combo in enumerate(itertools.product(*options)):
-        if count >= _MAX_COMBINATIONS:
-            break
-        total = fixed
-        for _, res in combo:
-            total += res
-        for i in range(len(dense) - 1):
-            pe, simd = combo[i][0].pe, combo[i + 1][0].simd
-            if pe != simd:
-                total += ConverterOp(after=i, frame_bits=dense[i].out_features,
-                                     in_width=pe, out_width=simd).resources()
+    limit = device.brams
+
+    def cells(res):
+        extra = math.ceil(ICE40_FF_CELLS * res.ff) if family == "ice40" else 0
+        return res.luts(family) + extra
+
+    states = {}                      # (block RAMs, last PE) -> (cells, Resources, foldings)
+
+    def offer(table, res, layers):
+        key = (min(res.brams(family), limit + 1), layers[-1].pe)
+        c = cells(res)
+        if key not in table or c < table[key][0]:
+            table[key] = (c, res, layers)
+
+    for lf, res in options[0]:
+        total = fixed + res
         if board:
-            total += bridge_resources(dense[0].in_features, combo[0][0].simd, family)
+            total += bridge_resources(dense[0].in_features, lf.simd, family)
+        offer(states, total, (lf,))
+    for i in range(1, len(dense)):
+        step = {}
+        for _, total, layers in states.values():
+            pe = layers[-1].pe
+            for lf, res in options[i]:
+                res = total + res
+                if pe != lf.simd:
+                    res += ConverterOp(after=i - 1, frame_bits=dense[i - 1].out_features,
+                                       in_width=pe, out_width=lf.simd).resources()
+                offer(step, res, (*layers, lf))
+        states = step
+    best = None
+    for c, total, layers in states.values():
         usage = _usage(total, device)
         fits = all(used <= available for _, used, available in usage)
-        score = max(used / available for _, used, available in usage)
-        if best is None or (fits, -score) > (best[0], -best[1]):
-            best = (fits, score, usage, tuple(lf for lf, _ in combo))
+        # fitting: the fewest logic cells (then block RAMs); else the lowest peak utilization
+        rank = ((c, total.brams(family)) if fits
+                else (max(used / available for _, used, available in usage),))
+        if best is None or (not fits, rank) < (not best[0], best[1]):
+            best = (fits, rank, usage, layers)
     return best[0], best[2], best[3]

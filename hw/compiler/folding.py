@@ -14,7 +14,9 @@ channels, ``simd`` its input channels. ``storage`` (``"bram"`` or
 :class:`~xnorflow.hw.blocks.mvtu.MVTU`). ``fifo_depth`` (optional) overrides the depth rule
 for the FIFO in front of the layer: 0 for none,
 else at least 3. ``buffer`` (optional: ``"block"``, ``"logic"`` or ``"distributed"``, the last on
-ECP5 only) places the layer's input buffer (default: :func:`xnorflow.hw.blocks.mvtu.buffer_style`).
+ECP5 only) places the layer's input buffer (default: :func:`xnorflow.hw.blocks.mvtu.buffer_style`);
+``line_buffer`` (optional, a convolution only: the same three places) its sliding-window
+generator's line buffer (default: :func:`xnorflow.hw.compiler.rules.window_buffer_style`).
 Anything else is an error naming the layer, e.g.
 ``layer 2 (hidden2): PE (7) must divide the output channels (256)``.
 
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["BRAM_MIN_WORDS", "DEFAULT_LANES", "FULL_RATE_DEPTH", "Folding", "FoldingError",
-           "LayerFolding"]
+           "LayerFolding", "layer_cycles", "layer_extents"]
 
 #: Lanes (PE*SIMD) of the largest layer under the default folding.
 DEFAULT_LANES = 256
@@ -49,7 +51,7 @@ BRAM_MIN_WORDS = 64
 #: Smallest FIFO that passes one beat per cycle (``StreamFIFO.FULL_RATE_DEPTH``).
 FULL_RATE_DEPTH = 3
 _STORAGE = ("bram", "lut")
-_LAYER_KEYS = ("pe", "simd", "storage", "fifo_depth", "buffer")
+_LAYER_KEYS = ("pe", "simd", "storage", "fifo_depth", "buffer", "line_buffer")
 _BUFFERS = ("block", "logic", "distributed")
 
 
@@ -80,6 +82,8 @@ class LayerFolding:
     fifo_depth: int | None = None
     #: Where the input buffer lives; None: :func:`xnorflow.hw.blocks.mvtu.buffer_style`.
     buffer: str | None = None
+    #: A convolution's line buffer; None: :func:`xnorflow.hw.compiler.rules.window_buffer_style`.
+    line_buffer: str | None = None
 
     def to_dict(self) -> dict:
         d = {"pe": self.pe, "simd": self.simd, "storage": self.storage}
@@ -87,10 +91,12 @@ class LayerFolding:
             d["fifo_depth"] = self.fifo_depth
         if self.buffer is not None:
             d["buffer"] = self.buffer
+        if self.line_buffer is not None:
+            d["line_buffer"] = self.line_buffer
         return d
 
 
-def _extents(layer):
+def layer_extents(layer) -> tuple[int, int]:
     """What PE and SIMD must divide: the output and input channels of a layer over a feature map
     (it has ``in_shape`` and ``out_shape``), else ``out_features`` and ``in_features``."""
     if hasattr(layer, "in_shape"):
@@ -98,7 +104,7 @@ def _extents(layer):
     return layer.out_features, layer.in_features
 
 
-def _cycles(layer, pe, simd):
+def layer_cycles(layer, pe: int, simd: int):
     """Cycles per frame of ``layer`` under ``(pe, simd)``: the op's own ``cycles_for`` where it
     has one, else ``(M/PE)*(N/SIMD)``."""
     cycles_for = getattr(layer, "cycles_for", None)
@@ -151,9 +157,11 @@ class Folding:
             storage = entry.get("storage", "bram")
             depth = entry.get("fifo_depth")
             buffer = entry.get("buffer")
-            if buffer is not None and buffer not in _BUFFERS:
-                raise FoldingError(f"{where}: buffer ({buffer!r}) must be 'block', 'logic' or "
-                                   "'distributed'")
+            line_buffer = entry.get("line_buffer")
+            for key, value in (("buffer", buffer), ("line_buffer", line_buffer)):
+                if value is not None and value not in _BUFFERS:
+                    raise FoldingError(f"{where}: {key} ({value!r}) must be 'block', 'logic' "
+                                       "or 'distributed'")
             if not _is_int(pe) or pe < 1:
                 raise FoldingError(f"{where}: PE ({pe!r}) must be a positive integer")
             if not _is_int(simd) or simd < 1:
@@ -165,7 +173,8 @@ class Folding:
                 raise FoldingError(f"{where}: fifo_depth ({depth!r}) must be 0 (no FIFO) or at "
                                    f"least {FULL_RATE_DEPTH}")
             parsed.append(LayerFolding(int(pe), int(simd), storage,
-                                       None if depth is None else int(depth), buffer))
+                                       None if depth is None else int(depth), buffer,
+                                       line_buffer))
         folding = cls(tuple(parsed))
         if layers is not None:
             folding.check(layers)
@@ -193,9 +202,10 @@ class Folding:
         """Raise :class:`FoldingError` for a choice the FPGA ``family`` lacks (LUT RAM input
         buffers exist on ECP5 only)."""
         for index, layer in enumerate(self.layers):
-            if layer.buffer == "distributed" and family != "ecp5":
-                raise FoldingError(f"layer {index}: buffer 'distributed' (LUT RAM) exists on ECP5 "
-                                   f"only, not on {family}; use 'logic' or 'block'")
+            for key in ("buffer", "line_buffer"):
+                if getattr(layer, key) == "distributed" and family != "ecp5":
+                    raise FoldingError(f"layer {index}: {key} 'distributed' (LUT RAM) exists on "
+                                       f"ECP5 only, not on {family}; use 'logic' or 'block'")
 
     def check(self, layers: Sequence) -> None:
         """Check against the model's layers (anything with ``name``, ``in_features`` and
@@ -206,28 +216,30 @@ class Folding:
                                f"{len(layers)} layers")
         for index, (f, layer) in enumerate(zip(self.layers, layers, strict=True)):
             where = _where(index, layers)
-            m, n = _extents(layer)
+            m, n = layer_extents(layer)
             if m % f.pe:
                 raise FoldingError(f"{where}: PE ({f.pe}) must divide the output channels ({m})")
             if n % f.simd:
                 raise FoldingError(f"{where}: SIMD ({f.simd}) must divide the input channels "
                                    f"({n})")
+            if f.line_buffer is not None and getattr(layer, "kind", None) != "conv2d":
+                raise FoldingError(f"{where}: line_buffer applies to a convolution only")
 
     @classmethod
     def default(cls, layers: Sequence, target_ii: int | None = None) -> Folding:
         """The default folding of the module docstring for the model's ``layers``."""
         if target_ii is None:
-            target_ii = max(1, -(-max(_cycles(la, 1, 1) for la in layers) // DEFAULT_LANES))
+            target_ii = max(1, -(-max(layer_cycles(la, 1, 1) for la in layers) // DEFAULT_LANES))
         if not _is_int(target_ii) or target_ii < 1:
             raise FoldingError(f"target II ({target_ii!r}) must be a positive integer")
         result = []
         for layer in layers:
-            m, n = _extents(layer)
+            m, n = layer_extents(layer)
             best = None
             for pe in divisors(m):
                 for simd in divisors(n):
                     # within the target (0) the fewest lanes, else the fewest cycles
-                    key = (max(0, _cycles(layer, pe, simd) - target_ii), pe * simd, -simd)
+                    key = (max(0, layer_cycles(layer, pe, simd) - target_ii), pe * simd, -simd)
                     if best is None or key < best[0]:
                         best = (key, pe, simd)
             _, pe, simd = best

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from xnorflow.hw.compiler.rules import POPCOUNT_GROUP, bridge_buffer_style
 
 __all__ = ["BRIDGE_FFS", "BRIDGE_LUTS", "FAMILIES", "LUT_MODEL", "Resources", "counter_bits",
-           "bram_blocks", "bridge_resources", "popcount_ff", "tree_ff"]
+           "bram_blocks", "bridge_resources", "mux_luts", "popcount_ff", "tree_ff"]
 
 #: iCE40: Yosys keeps FIFO memories up to this many words in flip-flops (beyond, block RAM).
 FIFO_LOGIC_MAX_WORDS = 8
@@ -48,7 +48,7 @@ def _rom_luts(words):
     return 0 if words <= 1 else 1 if words <= 16 else 2 * -(-words // 16) - 1
 
 
-def _mux_luts(words):
+def mux_luts(words):
     """LUT4s per output bit of a ``words``:1 read multiplexer (two words per LUT4 and level)."""
     return max(0, words - 1)
 
@@ -56,13 +56,17 @@ def _mux_luts(words):
 #: The calibrated LUT model, per family: LUT4s per binary (XNOR + popcount) lane, per 8-bit lane
 #: (``pix``: paired, several PEs; ``pix1``: one PE or a score layer) and per shared lane pair of
 #: an 8-bit layer, per accumulator bit, per processing element, per unit, and the factors on the
-#: logic tables (``rom``: constant tables, ``mux``: the input buffer's read multiplexer). Fitted
-#: by least squares to Yosys' counts of the blocks of ``python -m xnorflow.hw.build.calibrate``.
+#: logic tables (``rom``: constant tables, ``mux``: the input buffer's read multiplexer), and the
+#: factors on the uncalibrated counts of a sliding-window generator (``win``: its line buffer's
+#: read multiplexer and its control) and of a bit max-pool (``pool``). Fitted by least squares to
+#: Yosys' counts of the blocks of ``python -m xnorflow.hw.build.calibrate``.
 LUT_MODEL = {
-    "ice40": {"bin": 1.883, "pix": 12.076, "pix1": 28.063, "pair": 40.114, "acc": 2.992,
-              "pe": 0.0, "unit": 0.0, "rom": 1.093, "mux": 1.591},
-    "ecp5": {"bin": 1.961, "pix": 12.291, "pix1": 28.719, "pair": 45.541, "acc": 3.317, "pe": 0.0,
-             "unit": 14.45, "rom": 1.031, "mux": 1.383},
+    "ice40": {"bin": 1.984, "pix": 13.042, "pix1": 26.721, "pair": 38.221, "acc": 0.0,
+              "pe": 14.122, "unit": 51.915, "rom": 1.136, "mux": 1.165, "win": 0.862,
+              "pool": 0.943},
+    "ecp5": {"bin": 2.095, "pix": 12.581, "pix1": 28.408, "pair": 54.235, "acc": 0.0,
+             "pe": 14.158, "unit": 40.567, "rom": 1.024, "mux": 1.274, "win": 0.896,
+             "pool": 1.027},
 }
 
 
@@ -91,6 +95,12 @@ class Resources:
     def same_luts(cls, luts, **kwargs) -> Resources:
         """The same LUT4 count on both families."""
         return cls(lut_ice40=round(luts), lut_ecp5=round(luts), **kwargs)
+
+    @classmethod
+    def calibrated(cls, key, luts, **kwargs) -> Resources:
+        """``luts`` uncalibrated LUT4s times the factor ``key`` of :data:`LUT_MODEL` of each
+        family, and the other fields."""
+        return cls.luts_by({f: LUT_MODEL[f][key] * luts for f in FAMILIES}, **kwargs)
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
@@ -137,7 +147,7 @@ class Resources:
     @classmethod
     def logic_ram(cls, depth, width) -> Resources:
         """A ``depth x width`` memory in flip-flops with a registered read multiplexer."""
-        luts = {f: width * _mux_luts(depth) * LUT_MODEL[f]["mux"] + depth for f in FAMILIES}
+        luts = {f: width * mux_luts(depth) * LUT_MODEL[f]["mux"] + depth for f in FAMILIES}
         return cls.luts_by(luts, ff=depth * width + width)
 
 
@@ -145,7 +155,7 @@ def _distributed_luts(depth, width):
     """ECP5 LUT RAM: a ``TRELLIS_DPR16X4`` (16 x 4, four LUT4s) per 16 words and 4 bits, and a
     read multiplexer over the 16-word banks."""
     banks = -(-depth // 16)
-    return 4 * banks * -(-width // 4) + width * _mux_luts(banks)
+    return 4 * banks * -(-width // 4) + width * mux_luts(banks)
 
 
 def bridge_resources(n0: int, simd0: int, family: str, slots: int = 2) -> Resources:

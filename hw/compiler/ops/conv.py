@@ -13,7 +13,7 @@ from xnorflow.hw.compiler.folding import LayerFolding
 from xnorflow.hw.compiler.op import Op, Timeline, beat_times, uneven
 from xnorflow.hw.compiler.ops.dense import LEVELS_PER_STAGE, DenseOp
 from xnorflow.hw.compiler.ops.plumbing import FifoOp
-from xnorflow.hw.compiler.resources import Resources, counter_bits
+from xnorflow.hw.compiler.resources import Resources, counter_bits, mux_luts
 from xnorflow.hw.compiler.rules import (
     window_buffer_style,
     window_output_size,
@@ -132,6 +132,8 @@ class ConvOp(Op, ConvShapes):
     levels_per_stage: int = LEVELS_PER_STAGE
     #: Where the unit's input buffer lives (None: its rule).
     buffer: str | None = None
+    #: Where the window generator's line buffer lives (None: its rule).
+    line_buffer: str | None = None
 
     kind = "conv2d"
     layer_kind = "conv2d"
@@ -149,12 +151,14 @@ class ConvOp(Op, ConvShapes):
 
     def folded(self, entry: LayerFolding) -> ConvOp:
         return replace(self, pe=entry.pe, simd=entry.simd, storage=entry.storage,
-                       fifo_request=entry.fifo_depth, buffer=entry.buffer)
+                       fifo_request=entry.fifo_depth, buffer=entry.buffer,
+                       line_buffer=entry.line_buffer)
 
     @property
     def layer_folding(self) -> LayerFolding:
         """The folding entry this op was folded by."""
-        return LayerFolding(self.pe, self.simd, self.storage, self.fifo_request, self.buffer)
+        return LayerFolding(self.pe, self.simd, self.storage, self.fifo_request, self.buffer,
+                            self.line_buffer)
 
     @property
     def label(self) -> str:
@@ -208,7 +212,10 @@ class ConvOp(Op, ConvShapes):
 
     @property
     def line_buffer_style(self) -> str:
-        """Where the window generator's line buffer lives (its rule)."""
+        """Where the window generator's line buffer lives: the folding's ``line_buffer``, else
+        its rule (:func:`~xnorflow.hw.compiler.rules.window_buffer_style`)."""
+        if self.line_buffer is not None:
+            return self.line_buffer
         h, w, c = self.in_shape
         return window_buffer_style(window_rows(self.kernel, self.stride), w * c // self.simd,
                                    self.in_width)
@@ -298,20 +305,27 @@ class ConvOp(Op, ConvShapes):
         """The unit's estimate (:meth:`DenseOp.resources` of :attr:`mvtu`, block RAMs exact) plus
         the window generator: its line buffer of ``(K+S) x W*C/SIMD`` words of ``SIMD*bits``
         bits placed by :func:`~xnorflow.hw.compiler.rules.window_buffer_style` (block RAMs
-        exact), its position counters and row bookkeeping (flip-flops counted, about a LUT4 per
-        counter bit), and its output register."""
+        exact), its position counters and row bookkeeping (flip-flops counted, about two LUT4s
+        per counter bit), and its output register; the LUT4s of the line buffer's read
+        multiplexer and of the control times the calibrated factor ``win`` of
+        :data:`~xnorflow.hw.compiler.resources.LUT_MODEL`."""
         h, w, c = self.in_shape
         rows = window_rows(self.kernel, self.stride)
         words, width = rows * (w * c // self.simd), self.in_width
         style = self.line_buffer_style
         if style == "block":
-            buffer = Resources.block_memory(words, width)
+            buffer, read_mux = Resources.block_memory(words, width), 0
+        elif style == "distributed":
+            lut_ram = Resources.distributed_ram(words, width)
+            buffer, read_mux = Resources(lut_ice40=lut_ram.lut_ice40,
+                                         lut_ecp5=lut_ram.lut_ecp5, ff=width), 0
         else:
-            buffer = Resources.logic_ram(words, width)
+            buffer, read_mux = Resources(ff=words * width + width), width * mux_luts(words) + words
         oh, ow, _ = self.out_shape
         counters = (counter_bits(words) + counter_bits(w * c // self.simd) + counter_bits(oh)
                     + counter_bits(ow) + 2 * counter_bits(self.kernel)
                     + counter_bits(c // self.simd) + 4 * counter_bits(h + rows + 1)
                     + 2 * counter_bits(w + self.kernel) + 5 * counter_bits(rows))
-        control = Resources.same_luts(2 * counters + 20, ff=counters + width + 2)
-        return self.mvtu.resources() + buffer + control
+        window = Resources.calibrated("win", read_mux + 2 * counters + 20,
+                                      ff=counters + width + 2)
+        return self.mvtu.resources() + buffer + window

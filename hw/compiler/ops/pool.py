@@ -10,7 +10,7 @@ import numpy as np
 from xnorflow.hw.compiler.folding import FoldingError, LayerFolding
 from xnorflow.hw.compiler.op import Op, Timeline, beat_times, uneven
 from xnorflow.hw.compiler.ops.plumbing import FifoOp
-from xnorflow.hw.compiler.resources import Resources, counter_bits
+from xnorflow.hw.compiler.resources import Resources, counter_bits, mux_luts
 from xnorflow.hw.compiler.rules import pool_cycles_per_frame, pool_latency
 from xnorflow.model import PoolShapes
 
@@ -152,14 +152,15 @@ class PoolOp(Op, PoolShapes):
                 "in_width": self.in_width, "out_width": self.out_width}
 
     def resources(self) -> Resources:
-        """The row buffer of ``(W/k) * C/SIMD`` words of SIMD bits in flip-flops
-        (:meth:`Resources.logic_ram`), the combining logic (about a LUT4 per lane), the output
-        and skid registers and the position counters."""
+        """The row buffer of ``(W/k) * C/SIMD`` words of SIMD bits in flip-flops with its read
+        multiplexer, the combining logic (about a LUT4 per lane), the output and skid registers
+        and the position counters; the LUT4s times the calibrated factor ``pool`` of
+        :data:`~xnorflow.hw.compiler.resources.LUT_MODEL`."""
         h, w, c = self.in_shape
         k, simd = self.kernel, self.simd
         words = (w // k) * (c // simd)
         counters = (counter_bits(c // simd) + 2 * counter_bits(k) + counter_bits(w // k)
                     + counter_bits(words))
-        return (Resources.logic_ram(words, simd)
-                + Resources.same_luts(2 * simd + 2 * counters + 6,
-                                      ff=2 * simd + counters + 2))
+        return Resources.calibrated(
+            "pool", simd * mux_luts(words) + words + 2 * simd + 2 * counters + 6,
+            ff=words * simd + simd + 2 * simd + counters + 2)
