@@ -1,13 +1,17 @@
 """The generated Verilog top in cocotb (Verilator) against the golden model.
 
 Random small models x foldings x stall patterns through :mod:`xnorflow.sim.tb_network` (one
-build per folding, every pause pattern rerun on it), the trained TFC and SFC models on MNIST
+build per folding, every pause pattern rerun on it): dense ones and convolutional ones (strides,
+paddings, pad pixels and bits, pooling, 1 and 3 channels, dense layers behind), the random
+convolutional models and foldings the sweep draws (compiled, no build), the trained TFC and SFC
+models on MNIST
 frames with 30 % stalls, ``xnorflow simulate``, and the plain-Python result checks. Each run
 checks class and scores bit-exact, every frame out once and in order, nothing left inside, and
 the measured II and latency equal to the manifest's predictions (the stated constant is 0).
 
 The wider random sweep is a command, not part of the default run:
-``python -m xnorflow.sim.sweep --models 8 --foldings 4``.
+``python -m xnorflow.sim.sweep --models 8 --foldings 4`` (dense and convolutional models;
+``--kind conv`` or ``--kind dense`` for one kind).
 """
 
 import json
@@ -16,26 +20,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xnorflow import spec as specs
 from xnorflow.cli import main
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
 from xnorflow.hw.build.verilog import generate
-from xnorflow.hw.compiler import Folding, LayerFolding
+from xnorflow.hw.compiler import compile_plan
 from xnorflow.hw.tops.network import TOP_NAME
 from xnorflow.model import DenseLayer, Model
 from xnorflow.models import shipped
 from xnorflow.sim.cache import RECORD
-from xnorflow.sim.fixtures import random_frames, random_model
+from xnorflow.sim.fixtures import (
+    conv_cycles,
+    folding,
+    random_conv_net,
+    random_conv_spec,
+    random_folding,
+    random_frames,
+    random_model,
+    random_net,
+)
 from xnorflow.sim.network_results import ResultLayout, compare, frame_beats
 from xnorflow.sim.runner import SimulationFailed, build, run_tests
 from xnorflow.sim.simulate import simulate, stall_specs
 from xnorflow.sim.sweep import PAUSES, run_case
+from xnorflow.sim.sweep import main as sweep_main
 
 FRAMES = 24
-
-
-def folding(*layers):
-    return Folding(tuple(LayerFolding(*layer) for layer in layers))
 
 
 # name: (topology, folding, predicted II)
@@ -51,11 +62,41 @@ CASES = {
 }
 
 
+# Convolutional networks, name: (spec, model seed, folding, predicted II).
+CONV_CASES = {
+    # 3 channels; an 8-bit convolution with stride 2 and pad pixel 255, a padded K=5 and a
+    # padded K=2 convolution (pad bits 0 and 1), max-pooling, two dense layers behind. FIFOs in
+    # front of two convolutions (one with its input buffer in block RAM), converters 2 -> 4,
+    # 3 -> 6 and 6 -> 4 (neither divides the other).
+    "conv-mixed": ("7x7x3-c6k3s2pv255-c4k5p-p2-c6k2p-12-5", 4,
+                   folding((3, 1, "bram"), (2, 6, "lut", 3, "block"), (2, 2),
+                           (3, 4, "bram", 4), (6, 6, "lut"), (5, 4)), 864),
+    # 1 channel, odd map: a padded stride-2 convolution, K=2, pooling, K=1, the score layer
+    # right behind; every layer fully parallel.
+    "conv-parallel": ("9x9x1-c6k3s2p-c4k2-p2-c6k1-6", 5,
+                      folding((6, 1, "lut"), (4, 6, "lut"), (4, 4), (6, 4, "lut"),
+                              (6, 24, "lut")), 225),
+}
+
+
 def random_case(name):
     """The random model and frames of a case (the same for every pause pattern)."""
+    if name in CONV_CASES:
+        spec, seed = CONV_CASES[name][:2]
+        n = specs.parse(spec).layers[0].in_features
+        frames = random_frames(np.random.default_rng(2024), FRAMES, n)
+        return random_net(spec, seed, frames=frames), frames
     topology = CASES[name][0]
     frames = random_frames(np.random.default_rng(2024), FRAMES, topology[0])
     return random_model(topology, 7, frames), frames
+
+
+def case_folding(name):
+    return CONV_CASES[name][2] if name in CONV_CASES else CASES[name][1]
+
+
+def case_ii(name):
+    return CONV_CASES[name][3] if name in CONV_CASES else CASES[name][2]
 
 
 def check_summary(s, frames, *, sink_paused):
@@ -83,7 +124,7 @@ def builds(tmp_path_factory):
         if name not in done:
             model, frames = random_case(name)
             root = tmp_path_factory.mktemp(f"net-{name}")
-            manifest = generate(model, root, CASES[name][1])
+            manifest = generate(model, root, case_folding(name))
             sim_build = build([root / f"{TOP_NAME}.v"], toplevel=TOP_NAME, build_dir=root)
             model_path = model.save(root / "model.npz")
             np.save(root / "frames.npy", frames)
@@ -94,7 +135,7 @@ def builds(tmp_path_factory):
 
 
 @pytest.mark.parametrize("pauses", list(PAUSES))
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *CONV_CASES])
 def test_random_model(builds, name, pauses):
     model, frames, manifest, sim_build, model_path, root = builds(name)
     source_pause, sink_pause = PAUSES[pauses]
@@ -105,7 +146,7 @@ def test_random_model(builds, name, pauses):
     run_tests(sim_build, "xnorflow.sim.tb_network", params=params, run_name=f"tb-{pauses}")
     s = json.loads(summary.read_text())
     check_summary(s, FRAMES, sink_paused=sink_pause is not None)
-    assert s["predicted_ii"] == CASES[name][2] == manifest["performance"]["ii_cycles"]
+    assert s["predicted_ii"] == case_ii(name) == manifest["performance"]["ii_cycles"]
     # The classes the RTL gave are the golden model's (the testbench compared every score too).
     assert s["predictions"] == GoldenModel(model).predict(frames).tolist()
 
@@ -299,3 +340,94 @@ def test_sweep_helper_runs_one_case(tmp_path):
     [s] = run_case(model, folding((3, 5), (3, 2)), frames, tmp_path, ["random"],
                    log=lambda line: None)
     check_summary(s, 6, sink_paused=True)
+
+
+# --- The random convolutional models and foldings (no build) -----------------------------------
+
+
+def test_random_conv_models_and_foldings_compile():
+    """What the sweep draws: valid models whose hidden channels take thresholds the frames
+    reach, and foldings of every kind that the compiler accepts, whose plan computes what the
+    golden model does (classes and scores)."""
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        model, frames = random_conv_net(rng, 8)
+        golden = GoldenModel(model).run(frames)
+        for kind in ("pe1", "parallel", "random", "random"):
+            fold = random_folding(model, rng, kind)
+            plan = compile_plan(model, fold)
+            classes, scores = plan.execute(frames)
+            assert list(classes) == list(golden.classes) and np.array_equal(scores, golden.scores)
+            for entry, layer in zip(fold.layers, model.layers, strict=True):
+                if layer.kind == "maxpool2d":
+                    assert entry.pe == entry.simd
+                if kind == "pe1":
+                    assert (entry.pe, entry.simd) == (1, 1)
+                if kind == "parallel" and layer.kind == "conv2d":
+                    assert (entry.pe, entry.simd) == (layer.out_channels, layer.in_shape[2])
+    with pytest.raises(ValueError, match="folding kind 'wide'"):
+        random_folding(model, rng, "wide")
+
+
+def test_random_conv_specs_cover_the_geometries():
+    """Over 40 specs: every kernel size, both strides, padding and none, pad pixels and pad
+    bits, pooling, 1 and 3 channels, odd and even sides, a dense layer behind the last map; no
+    layer slower than the bound at PE = SIMD = 1."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(40):
+        spec = random_conv_spec(rng)
+        parsed = specs.parse(spec)
+        assert conv_cycles(spec) <= 2500 and parsed.layers[-1].in_features >= 8
+        assert isinstance(parsed.layers[0], specs.Conv)
+        seen |= {("channels", parsed.input_shape[2]), ("odd", parsed.input_shape[0] % 2)}
+        for layer in parsed.layers:
+            if isinstance(layer, specs.Conv):
+                seen |= {("k", layer.kernel), ("s", layer.stride), ("p", layer.padding > 0)}
+                if layer is not parsed.layers[0] and layer.padding:
+                    seen.add("pad bit")
+                elif layer.padding and layer.pad_value:
+                    seen.add("pad pixel")
+            elif isinstance(layer, specs.Pool):
+                seen.add(("pool", layer.kernel))
+        if any(isinstance(layer, specs.Dense) for layer in parsed.layers[:-1]):
+            seen.add("hidden dense")
+    assert seen >= {("k", 1), ("k", 2), ("k", 3), ("k", 5), ("s", 1), ("s", 2), ("p", True),
+                    ("p", False), ("channels", 1), ("channels", 3), ("odd", 0), ("odd", 1),
+                    ("pool", 2), ("pool", 3), "pad bit", "pad pixel", "hidden dense"}
+
+
+def test_random_net_thresholds_on_frames():
+    """With frames, the thresholds sit at accumulators that the frames reach: most channels
+    that are not constant by construction take both values on them, and the scores differ
+    from frame to frame; without, the model is the one the seed always gave."""
+    spec = "7x7x3-c6k3s2pv255-c4k5p-p2-c6k2p-12-5"
+    frames = random_frames(np.random.default_rng(1), 10, 147)
+    assert random_net(spec, 4).content_hash == random_net(spec, 4).content_hash
+    for seed in range(4):
+        model = random_net(spec, seed, frames=frames)
+        assert model.content_hash != random_net(spec, seed).content_hash
+        result = GoldenModel(model).run(frames, activations=True)
+        mixed = total = 0
+        for layer, out in zip(model.layers[:-1], result.activations, strict=True):
+            if layer.kind == "maxpool2d":
+                continue
+            bits = out.reshape(len(frames), -1, len(layer.thresholds))
+            for ch in range(len(layer.thresholds)):
+                if ch % 4 != 3:  # every fourth channel is constant
+                    total += 1
+                    mixed += 0 < bits[:, :, ch].mean() < 1
+        assert mixed >= 0.75 * total, (seed, mixed, total)
+        assert len({tuple(row) for row in result.scores}) >= 5
+
+
+def test_sweep_command_options(capsys):
+    """``--kind`` chooses the models; nothing to run is a pass with 0 runs; a bad pause name is
+    refused."""
+    assert sweep_main(["--kind", "conv", "--models", "0"]) == 0
+    assert capsys.readouterr().out.startswith("0/0 runs passed")
+    with pytest.raises(SystemExit):
+        sweep_main(["--kind", "cnn"])
+    with pytest.raises(SystemExit):
+        sweep_main(["--pauses", "often"])
+    assert "unknown pause pattern 'often'" in capsys.readouterr().err
