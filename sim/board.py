@@ -159,7 +159,9 @@ class SimLink:
     session failed or ``keep_logs`` is set.
 
     ``reply_timeout`` and ``resync_quiet`` are the hints for the driver (the simulator is slower
-    than the device it simulates; see :class:`xnorflow.host.driver.Transport`).
+    than the device it simulates; see :class:`xnorflow.host.driver.Transport`). ``baud``: the
+    host's bit rate (None: the device's); at another rate the testbench drives and samples the
+    pins with that bit time, so the device sees what a serial port set to the wrong rate sends.
     """
 
     #: Raised when the session fails (the module docstring).
@@ -170,7 +172,8 @@ class SimLink:
                  start_timeout: float = 180.0, close_timeout: float = 30.0,
                  max_wall_s: float = 86400.0, poll_cycles: int = 64,
                  reply_timeout: float = 30.0, resync_quiet: float = 1.0,
-                 write_timeout: float = 60.0, keep_logs: bool = False):
+                 write_timeout: float = 60.0, keep_logs: bool = False,
+                 baud: int | None = None):
         if not isinstance(device, SimDevice):
             device = build_sim_device(device, folding, with_scores=with_scores,
                                       build_root=build_root)
@@ -178,6 +181,13 @@ class SimLink:
             raise ValueError(f"folding applies when {type(self).__name__} builds the device; this "
                              "SimDevice is built already")
         self.device = device
+        clk_hz = device.info.clk_hz
+        if baud is not None and (not isinstance(baud, int) or isinstance(baud, bool)
+                                 or not 1 <= baud <= clk_hz // 2):
+            raise ValueError(f"baud ({baud!r}) must be an integer from 1 to half the simulated "
+                             f"clock ({clk_hz} Hz)")
+        #: The host's bit time in device clock cycles (the device's own divisor by default).
+        self.host_divisor = device.info.divisor if baud is None else round(clk_hz / baud)
         self.reply_timeout = reply_timeout
         self._resync_quiet = resync_quiet
         self._written = False
@@ -207,7 +217,7 @@ class SimLink:
                           "sources": [str(s) for s in b.sources]},
                 "run_name": self.run_name,
                 "params": {"port": port, "period_ps": device.period_ps,
-                           "divisor": device.info.divisor,
+                           "divisor": self.host_divisor,
                            "quiet_cycles": device.quiet_cycles, "poll_cycles": poll_cycles,
                            "connect_timeout_s": start_timeout, "max_wall_s": max_wall_s,
                            "summary": str(self._summary)},
@@ -326,7 +336,9 @@ class SimLink:
 
     def describe(self) -> str:
         info = self.device.info
+        host = ("" if self.host_divisor == info.divisor
+                else f", host at {info.clk_hz / self.host_divisor:.0f} baud")
         return (f"sim:verilator (SerialBridge at {info.clk_hz} Hz, divisor {info.divisor}, "
-                f"{info.baud:.0f} baud)")
+                f"{info.baud:.0f} baud{host})")
 
 

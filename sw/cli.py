@@ -722,7 +722,11 @@ def cmd_run(args) -> int:
     if args.cpu:
         return _run_cpu(args)
 
-    where = f"port {args.port} at {args.baud} baud" if args.port else "the simulated board"
+    if args.port:
+        rate = f"{args.baud:,} baud" if args.baud else "the bit rate it answers at"
+        where = f"port {args.port} at {rate}"
+    else:
+        where = "the simulated board"
     err.print(f"running {args.frames} frames of {args.data or 'the embedded subset'} through "
               f"{Path(args.model).name} on {where}")
     step = max(1, args.frames // 10)
@@ -939,7 +943,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0,
                    help="--cpu: threads (default: every core this process may use)")
     r.add_argument("--batch", type=int, default=256, help="--cpu: frames per call (default 256)")
-    r.add_argument("--baud", type=int, default=115200)
+    r.add_argument("--baud", type=int, default=None, metavar="N",
+                   help="--port: the board's bit rate (default: found by HELLO at "
+                        "1,000,000, 3,000,000, 12,000,000 and 115,200 baud in turn)")
     data_arg(r)
     r.add_argument("--frames", type=int, default=100,
                    help="test frames, spread evenly over the test split (default 100)")

@@ -293,11 +293,12 @@ def test_torch_cpu_model_is_exact_on_conv_models(spec):
     assert np.array_equal(scores, ref.scores) and np.array_equal(classes, ref.classes)
 
 
-def test_native_backend_runs_conv_models_on_the_golden_model():
-    from xnorflow.native import NativeModel
+def test_native_backend_runs_conv_models():
+    from xnorflow.native import NativeModel, available_isas
 
     model = random_net("8x8x1-c4k3-p2-5", 2)
     native = NativeModel(model)
-    assert not native.available and "no native kernels for conv2d, maxpool2d" in native.reason
+    if available_isas():                # a compiler and a supported CPU: its own kernels
+        assert native.available and native.reason is None
     frames = random_frames(np.random.default_rng(2), 9, model.in_features)
     assert np.array_equal(native.run(frames)[0], GoldenModel(model).run(frames).scores)

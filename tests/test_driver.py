@@ -37,6 +37,7 @@ from xnorflow.host.driver import (
     SimTransport,
     Transport,
     TransportError,
+    connect,
     run_accelerator,
 )
 from xnorflow.hw.compiler import Folding, LayerFolding
@@ -309,6 +310,36 @@ def test_sim_device_stops_answering(trained, pool, device):
     assert e.value.frame == 0 and e.value.attempts == 2 and e.value.waited >= 1.0
     # Two timeouts and one resync (its quiet time, 1 s) in between.
     assert 3.0 <= elapsed < 6.0
+
+
+def test_connect_finds_the_bit_rate(trained, device):
+    # The simulated board runs at 250,000 baud. A host at 125,000 baud drives and samples its
+    # pins at twice the bit time: the bridge answers nothing it can parse, and the driver moves
+    # on to the next rate.
+    model, _ = trained
+    acc = connect(lambda rate: SimTransport(device, baud=rate), rates=(125_000, 250_000),
+                  model=model, probe_timeout=3.0)
+    with acc.transport:
+        assert acc.info.baud == 250_000
+        assert acc.transport.host_divisor == device.info.divisor
+        assert acc.infer(np.zeros((1, 784), np.uint8)).frames == 1
+
+
+def test_connect_names_every_rate_it_tried(device):
+    opened = []
+
+    def open_at(rate):
+        opened.append(SimTransport(device, baud=rate))
+        return opened[-1]
+
+    with pytest.raises(DeviceTimeout, match=r"no INFO reply to HELLO at any bit rate tried: "
+                       r"125,000 \((no reply|garbage)\), 500,000 \((no reply|garbage)\) baud.*"
+                       r"--baud"):
+        connect(open_at, rates=(125_000, 500_000), probe_timeout=2.0)
+    assert [t.host_divisor for t in opened] == [8, 2]
+    assert all(t._closed for t in opened)
+    with pytest.raises(ValueError, match="baud"):
+        SimTransport(device, baud=600_000)
 
 
 def test_run_accelerator_sim(trained, device, monkeypatch):

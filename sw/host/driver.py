@@ -84,6 +84,13 @@ Platforms
     when it is taken), so the serial transport and the driver work on Windows as on Linux and
     macOS.
 
+Bit rate
+    A board's bridge runs at the rate it was built for (its manifest's ``baud``; INFO reports it
+    too). :func:`connect` finds it when not told: it opens the port at each rate of
+    :data:`PROBE_BAUDS` in turn, sends one HELLO and keeps the first rate that an INFO answers
+    (a bridge that sees bytes at the wrong rate answers nothing, or garbage, and drops the
+    packet by its gap timeout and crc).
+
 :func:`run_accelerator` is the body of ``xnorflow run``: a model file, a board port or the
 simulator, test frames, and a JSON-ready report.
 """
@@ -140,9 +147,18 @@ __all__ = [
     "SimTransport",
     "Transport",
     "TransportError",
+    "PROBE_BAUDS",
     "build_sim_device",
+    "connect",
     "run_accelerator",
 ]
+
+#: The bit rates :func:`connect` tries, in order, when not given one: the reference builds'
+#: (1 Mbaud), the boards' USB-UART limits (ULX3S FT231X 3 Mbaud, iCEBreaker FT2232H 12 Mbaud)
+#: and the usual serial default.
+PROBE_BAUDS = (1_000_000, 3_000_000, 12_000_000, 115_200)
+#: Seconds one probing HELLO waits for INFO (INFO is 6 + 54 bytes: 5 ms at 115,200 baud).
+PROBE_TIMEOUT = 0.5
 
 #: Ids remembered as given up on (not reused while remembered).
 _RETIRED_IDS = 64
@@ -785,6 +801,41 @@ class _Transfer:
 # --- xnorflow run ---------------------------------------------------------------------------------
 
 
+def connect(open_at: Callable[[int], Transport], baud: int | None = None, *,
+            rates=PROBE_BAUDS, model=None, timeout: float | None = None,
+            probe_timeout: float = PROBE_TIMEOUT) -> Accelerator:
+    """A connected :class:`Accelerator` on the transport ``open_at(rate)`` opens (e.g.
+    ``lambda rate: SerialTransport(port, rate)``): at ``baud``, or, with ``baud`` None, at the
+    first of ``rates`` at which one HELLO gets an INFO within ``probe_timeout`` seconds (see the
+    module docstring). The transports of the rates that got no answer are closed; the caller
+    closes the returned accelerator's ``transport``. Raises :class:`DeviceTimeout` naming every
+    rate tried when none answered; a device that answers but holds another model raises
+    :class:`ModelMismatch` at once."""
+    if baud is not None:
+        rates, probe_timeout = (baud,), None
+    tried = []
+    for rate in rates:
+        transport = open_at(rate)
+        try:
+            if probe_timeout is not None:
+                probe = Accelerator(transport, timeout=probe_timeout, retries=0, connect=False)
+                try:
+                    probe.hello()
+                except FrameFailed as exc:    # nothing, or garbage, at this rate
+                    what = "no reply" if isinstance(exc, DeviceTimeout) else "garbage"
+                    tried.append(f"{rate:,} ({what})")
+                    transport.close()
+                    continue
+            return Accelerator(transport, model=model, timeout=timeout)
+        except BaseException:
+            transport.close()
+            raise
+    raise DeviceTimeout(f"no INFO reply to HELLO at any bit rate tried: {', '.join(tried)} "
+                        f"baud; is the device an xnorflow accelerator, powered, and on this "
+                        f"port? (give its rate with --baud if it is another)",
+                        frame=None, id=None, attempts=len(tried))
+
+
 def _info_dict(info: DeviceInfo) -> dict:
     return {
         "version": info.version, "capacity": info.capacity, "n0": info.n0,
@@ -796,13 +847,14 @@ def _info_dict(info: DeviceInfo) -> dict:
     }
 
 
-def run_accelerator(model_path, *, port: str | None = None, baud: int = 115200,
+def run_accelerator(model_path, *, port: str | None = None, baud: int | None = None,
                     sim: bool = False, data=None, frames: int = 100, folding=None,
                     progress: Callable[[int, int], None] | None = None,
                     timeout: float | None = None, build_root=None) -> dict:
     """``xnorflow run``: ``frames`` test frames of ``data`` (None or ``"embedded"``: the
     embedded subset; a directory of MNIST IDX files), spread evenly over the test split, through
-    the accelerator on a board (``port``, ``baud``) or in the simulator (``sim=True``, with
+    the accelerator on a board (``port``; ``baud``, None: found by :func:`connect`) or in the
+    simulator (``sim=True``, with
     ``folding``: None, a folding file, its JSON object or a Folding), checked against the golden
     model. Returns a JSON-ready dict: ``frames``, ``accuracy``, ``golden_accuracy``,
     ``golden_agreement`` (fraction of predictions equal to the golden model's),
@@ -827,11 +879,19 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int = 115200,
     device = None
     if sim:
         device = build_sim_device(model, folding, build_root=build_root)
-        transport = SimTransport(device)
+
+        def open_at(rate):
+            return SimTransport(device, baud=rate)
+
+        rate = device.info.clk_hz // device.info.divisor if baud is None else baud
     else:
-        transport = SerialTransport(port, baud)
+        def open_at(rate):
+            return SerialTransport(port, rate)
+
+        rate = baud
+    acc = connect(open_at, rate, model=model, timeout=timeout)
+    transport = acc.transport
     with transport:
-        acc = Accelerator(transport, model=model, timeout=timeout)
         report = acc.infer(x, y, progress)
         info = acc.info
     out = {
