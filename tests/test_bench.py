@@ -261,15 +261,9 @@ def test_tables_plot_and_markdown_of_a_result(tmp_path):
 def test_cli_errors_exit_2(tmp_path, tfc_file, capsys):
     empty = tmp_path / "bitstreams"
     empty.mkdir()
-    assert main(["bench", "--bitstreams", str(empty), "--quick"]) == 2
-    e = capsys.readouterr().err
-    assert "error:" in e and "no reference builds found under" in e and "Traceback" not in e
-
     write_build(empty, tfc_file)
     assert main(["bench", "--bitstreams", str(empty), "--models", "tfc,xfc", "--quick"]) == 2
     assert "unknown model 'xfc': choose from" in capsys.readouterr().err
-    assert main(["bench", "--bitstreams", str(empty), "--models", "sfc", "--quick"]) == 2
-    assert "no reference builds for sfc" in capsys.readouterr().err
 
     mp = empty / "icebreaker" / "tfc" / "manifest.json"
     m = json.loads(mp.read_text())
@@ -280,14 +274,22 @@ def test_cli_errors_exit_2(tmp_path, tfc_file, capsys):
     assert "does not match" in e and "tfc.npz" in e and "Traceback" not in e
 
 
+def test_models_without_builds_get_cpu_figures(tmp_path, capsys):
+    """A model with no reference build is timed on the CPU, and the result says so."""
+    assert main(["bench", "--bitstreams", str(tmp_path), "--models", "tfc", "--quick",
+                 "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["accelerator"] == [] and obj["ratios"] == []
+    assert any("tfc: no reference build" in note for note in obj["notes"])
+    assert {row["implementation"] for row in obj["cpu"] if row["model"] == "tfc"} >= {
+        "golden-numpy-bitpacked"}
+
+
 def test_reference_builds(capsys):
-    """The committed reference builds, benchmarked with --quick; without any, the clear error."""
+    """The committed reference builds, benchmarked with --quick."""
     root = REPO / "bitstreams"
     manifests = bench.find_builds(root)
-    if not manifests:
-        assert main(["bench", "--bitstreams", str(root), "--quick"]) == 2
-        assert "no reference builds found under" in capsys.readouterr().err
-        return
+    assert manifests
     built = [json.loads(p.read_text()) for p in manifests]
     models = sorted({m["model"] for m in built})
     assert main(["bench", "--bitstreams", str(root), "--models", ",".join(models), "--quick",
