@@ -161,7 +161,7 @@ def simulate(model, *, folding=None, frames=None, labels=None, data=None,
         ds = load(data, "test")
         if count is not None:
             ds = ds.spread(count)
-        frames, labels, dataset = ds.images, ds.labels, ds.name
+        frames, labels, dataset = ds.frames_for(model.input_shape), ds.labels, ds.name
     if frames.ndim != 2 or frames.shape[1] != model.in_features:
         raise ValueError(f"the model takes frames of {model.in_features} pixels, got frames of "
                          f"shape {frames.shape}")

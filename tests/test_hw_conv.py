@@ -240,3 +240,18 @@ def test_conv_network_in_verilator_with_stalls(tmp_path):
     assert (report["received"], report["mismatches"], report["lost"]) == (12, 0, 0)
     assert report["ii_cycles"] == report["predicted_ii"]
     assert report["latency_cycles"] == report["predicted_latency"]
+
+
+def test_simulate_centres_the_dataset_images_in_a_larger_input(tmp_path):
+    """A model on 32x32 frames simulated on the 28x28 test images: each image centred in the
+    frame (docs/semantics.md section 1), as ``evaluate`` and the golden model take it."""
+    from xnorflow.data import load
+    from xnorflow.sim.simulate import simulate as simulate_verilog
+
+    model = random_net("32x32x1-c3k3s2-p3-4", 4)
+    report = simulate_verilog(model, count=3, build_dir=tmp_path, stall=0.0)
+    assert report["passed"], report["failures"]
+    frames = load(None, "test").spread(3).frames_for(model.input_shape)
+    golden = GoldenModel(model).run(frames)
+    assert report["received"] == 3 and report["golden_accuracy"] == pytest.approx(
+        float((golden.classes == load(None, "test").spread(3).labels).mean()))

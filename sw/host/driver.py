@@ -874,7 +874,7 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int | None = N
         raise ValueError(f"frames ({frames!r}) must be a positive integer")
     model = _load_model(model_path)
     dataset = load(data, "test").spread(frames)
-    x, y = dataset.images, dataset.labels
+    x, y = dataset.frames_for(model.input_shape), dataset.labels
     golden = GoldenModel(model).run(x)
     device = None
     if sim:
