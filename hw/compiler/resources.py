@@ -61,11 +61,11 @@ def mux_luts(words):
 #: read multiplexer and its control) and of a bit max-pool (``pool``). Fitted by least squares to
 #: Yosys' counts of the blocks of ``python -m xnorflow.hw.build.calibrate``.
 LUT_MODEL = {
-    "ice40": {"bin": 1.984, "pix": 13.042, "pix1": 26.721, "pair": 38.221, "acc": 0.0,
-              "pe": 14.122, "unit": 51.915, "rom": 1.136, "mux": 1.165, "win": 0.862,
+    "ice40": {"bin": 1.611, "pix": 13.016, "pix1": 26.466, "pair": 37.826, "acc": 0.0,
+              "pe": 16.45, "unit": 57.702, "rom": 1.13, "mux": 1.22, "win": 0.836,
               "pool": 0.943},
-    "ecp5": {"bin": 2.095, "pix": 12.581, "pix1": 28.408, "pair": 54.235, "acc": 0.0,
-             "pe": 14.158, "unit": 40.567, "rom": 1.024, "mux": 1.274, "win": 0.896,
+    "ecp5": {"bin": 1.762, "pix": 12.57, "pix1": 28.237, "pair": 53.813, "acc": 0.0,
+             "pe": 17.207, "unit": 34.092, "rom": 1.05, "mux": 1.297, "win": 0.881,
              "pool": 1.027},
 }
 
