@@ -37,7 +37,7 @@ from xnorflow.hw.blocks.conv import ConvUnit
 from xnorflow.hw.blocks.pool import BitMaxPool
 from xnorflow.hw.blocks.window import SlidingWindow
 from xnorflow.hw.compiler.op import uneven
-from xnorflow.hw.compiler.ops.conv import ConvOp
+from xnorflow.hw.compiler.ops.conv import ConvOp, conv_schedule
 from xnorflow.hw.compiler.ops.pool import PoolOp
 from xnorflow.hw.compiler.rules import (
     window_cycles_per_frame,
@@ -289,7 +289,8 @@ def conv_case(name, in_shape, out_channels, kernel, stride, padding, pad_value, 
 def cases():
     """Every block under test. The window generator: K 1, 2, 3 and 5, stride 1 and 2, padding 0
     and K // 2, pad bits 0 and 1 and a pad pixel, odd map sides, beats of 1, 3, 5 channels and of
-    three 8-bit lanes, maps of 1, 3, 5 and 6 channels, a map with one window."""
+    three 8-bit lanes, maps of 1, 3, 5 and 6 channels, a map with one window, maps whose last
+    row no window reads."""
     return [
         window_case("w_k3p_c3", (5, 7, 3), 3, 1, 1, 1, 1, 3, seed=1),
         window_case("w_k3s2_c1", (7, 5, 1), 3, 2, 0, 0, 1, 1, seed=2),
@@ -301,6 +302,7 @@ def cases():
         window_case("w_k3p_px1", (5, 7, 1), 3, 1, 1, 200, 8, 1, seed=8),
         window_case("w_k3s2p_c5", (9, 5, 5), 3, 2, 1, 1, 1, 5, seed=9),
         window_case("w_k3_one", (3, 3, 3), 3, 1, 0, 0, 8, 3, seed=10),
+        window_case("w_k1s2_tail", (6, 5, 1), 1, 2, 0, 0, 1, 1, seed=20),
         pool_case("p_k2_c3", (6, 6, 3), 2, 3, seed=11),
         pool_case("p_k3_c5", (6, 9, 5), 3, 5, seed=12),
         pool_case("p_k2_c6", (4, 6, 6), 2, 2, seed=13),
@@ -310,7 +312,29 @@ def cases():
         conv_case("c_k3s2p_px", (5, 7, 1), 4, 3, 2, 1, 0, 8, 4, 1, seed=17, storage="bram"),
         conv_case("c_k1_c4", (3, 5, 4), 6, 1, 1, 0, 0, 1, 2, 4, seed=18),
         conv_case("c_k2_c2", (4, 5, 2), 3, 2, 1, 0, 0, 1, 3, 1, seed=19),
+        # the stride skips the last row: no output row reads it, the input still sends it
+        conv_case("c_k3s2_tail", (6, 5, 3), 2, 3, 2, 0, 0, 1, 1, 3, seed=21),
     ]
+
+
+def test_conv_schedule_takes_every_input_beat():
+    """The convolution's beat-level schedule accounts for every input beat it is offered, also
+    the rows below the last output row's when the stride skips them (K=1 or K=3 with stride 2
+    over an even map), each taken once, in order, no earlier than offered; the outputs do not
+    depend on those rows."""
+    for in_shape, kernel, stride, padding in [((4, 4, 2), 1, 2, 0), ((6, 5, 3), 3, 2, 0),
+                                              ((7, 7, 1), 3, 1, 0), ((5, 6, 1), 2, 2, 1),
+                                              ((8, 5, 1), 5, 2, 0)]:
+        beats_per_frame = in_shape[0] * in_shape[1] * in_shape[2]
+        for arrivals in [(0,) * (3 * beats_per_frame), tuple(range(0, 6 * beats_per_frame, 2))]:
+            accepted, outputs = conv_schedule(in_shape, kernel, stride, padding, 1, 2, 5, False,
+                                              arrivals)
+            assert len(accepted) == len(arrivals), (in_shape, kernel, stride)
+            assert all(b > a for a, b in zip(accepted, accepted[1:], strict=False))
+            assert all(t >= a for t, a in zip(accepted, arrivals, strict=True))
+            oh = output_size(in_shape[0], kernel, stride, padding)
+            ow = output_size(in_shape[1], kernel, stride, padding)
+            assert len(outputs) == 3 * oh * ow * 2
 
 
 class Bundle(wiring.Component):

@@ -70,17 +70,24 @@ def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register
     handed = None               # handshake of the window generator's last output beat
     reader = -1                 # the unit's last read
     first_reads, last_reads = [], []
+
+    def write_rows(upto):
+        """Take the input rows up to ``upto`` (counted over all frames), each once its slot is
+        free."""
+        nonlocal x
+        while x < upto:
+            free = 0 if x < rows else next(
+                cycle for freed, cycle in releases if freed > x - rows)
+            for i in range(row_in):
+                previous = accepted[-1] + 1 if accepted else 0
+                accepted.append(max(arrivals[x * row_in + i], previous, free))
+            in_end.append(accepted[-1])
+            x += 1
+
     for f in range(frames):
         for oy in range(oh):
             need = f * h + _need(oy, h, kernel, stride, padding)
-            while x < need:
-                free = 0 if x < rows else next(
-                    cycle for freed, cycle in releases if freed > x - rows)
-                for i in range(row_in):
-                    previous = accepted[-1] + 1 if accepted else 0
-                    accepted.append(max(arrivals[x * row_in + i], previous, free))
-                in_end.append(accepted[-1])
-                x += 1
+            write_rows(need)
             gate = in_end[need - 1] + 1
             issue = None
             for _ in range(ow):
@@ -103,6 +110,9 @@ def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register
                 outputs += [end + fold * sf + latency - 1 for fold in range(nf)]
             freed = (f + 1) * h if oy == oh - 1 else f * h + max(0, (oy + 1) * stride - padding)
             releases.append((freed, issue + 1))
+    # The last frame's rows below its last output row's (a stride that skips them): read by
+    # no output row, still taken, once their slots are free.
+    write_rows(frames * h)
     return tuple(accepted), tuple(outputs)
 
 
