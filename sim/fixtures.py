@@ -179,7 +179,8 @@ def random_folding(topology, rng: np.random.Generator, kind: str = "random") -> 
     N1, ..., classes``) or of a :class:`~xnorflow.model.Model` (any layers): ``"pe1"`` (PE =
     SIMD = 1), ``"parallel"`` (PE = M, SIMD = N; a convolution's or pooling's M and N are its
     output and input channels) or ``"random"`` (random divisors, weight storage and sometimes a
-    FIFO; for a convolution sometimes a placement of its unit's input buffer). The choices are
+    FIFO; for a convolution sometimes a place for its unit's input buffer and for its window
+    generator's line buffer, block RAM or logic). The choices are
     the ones the compiler's folding rules allow (:meth:`Folding.check
     <xnorflow.hw.compiler.folding.Folding.check>`: PE divides the output channels, SIMD the
     input channels; a pooling passes its channels through, PE = SIMD)."""
@@ -221,8 +222,9 @@ def _layer_folding(layer, rng, kind):
     if kind in ("pe1", "parallel"):
         return _dense_folding(channels, layer.out_channels, rng, kind)
     entry = _dense_folding(channels, layer.out_channels, rng, kind)
-    buffer = [None, None, "logic", "block"][int(rng.integers(0, 4))]
-    return LayerFolding(entry.pe, entry.simd, entry.storage, entry.fifo_depth, buffer)
+    buffer, line_buffer = ([None, None, "logic", "block"][int(i)] for i in rng.integers(0, 4, 2))
+    return LayerFolding(entry.pe, entry.simd, entry.storage, entry.fifo_depth, buffer,
+                        line_buffer)
 
 
 def conv_cycles(spec: str) -> int:

@@ -14,16 +14,16 @@ it under every pause pattern of :data:`PAUSES` on both streams. The kinds of mod
   2, padding 0 or ``K // 2``, pad pixels and pad bits 0 and 1, odd map sides, max-pooling of both
   directions, dense layers behind, thresholds at accumulators that the frames reach; their foldings
   choose PE and SIMD among the divisors of the channels, for a pooling PE = SIMD, and sometimes the
-  place of a convolution's input buffer;
+  places of a convolution's input buffer and line buffer;
 * ``all`` (the default): both, ``--models`` of each.
 
-Every run checks the class and every score against the golden model, every frame out once and
-in order, and the measured II and latency equal to the prediction. It prints one line per run
-(``ok`` or ``FAIL``, the model (its topology, or its spec and seed), the folding as ``PExSIMD``
-per layer with ``L`` for weights in LUTs, ``+fD`` for a FIFO of depth D and ``/b`` or ``/l`` for
-an input buffer in block RAM or logic, the pauses, frames out, mismatches, measured/predicted II
-and latency) and exits with 1 when any run failed. Every choice comes from ``--seed``, so a
-failing line can be rerun; ``--build-dir`` keeps the builds and logs.
+Every run checks the class and every score against the golden model, every frame out once and in
+order, and the measured II and latency equal to the prediction. It prints one line per run (``ok``
+or ``FAIL``, the model (its topology, or its spec and seed), the folding as ``PExSIMD`` per layer
+with ``L`` for weights in LUTs, ``+fD`` for a FIFO of depth D, ``/b`` or ``/l`` for an input buffer
+in block RAM or logic and ``~b`` or ``~l`` for a line buffer there, the pauses, frames out,
+mismatches, measured/predicted II and latency) and exits with 1 when any run failed. Every choice
+comes from ``--seed``, so a failing line can be rerun; ``--build-dir`` keeps the builds and logs.
 
 The helpers (:func:`random_model`, :func:`random_conv_net`, :func:`random_frames`,
 :func:`random_folding`) are also used by ``tests/test_sim_network.py``, whose fixed cases are the
@@ -106,6 +106,7 @@ def _line(model, folding, s):
     fold = " ".join(f"{f.pe}x{f.simd}{'L' if f.storage == 'lut' else ''}"
                     + (f"+f{f.fifo_depth}" if f.fifo_depth is not None else "")
                     + (f"/{f.buffer[0]}" if f.buffer is not None else "")
+                    + (f"~{f.line_buffer[0]}" if f.line_buffer is not None else "")
                     for f in folding.layers)
     if "frames" not in s:
         return f"FAIL {_name(model):<18} {fold:<28} {s['pauses']:<7} " \
