@@ -25,7 +25,7 @@ from xnorflow.cli import main
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
 from xnorflow.hw.build.verilog import generate
-from xnorflow.hw.compiler import compile_plan
+from xnorflow.hw.compiler import compile_plan, lower
 from xnorflow.hw.tops.network import TOP_NAME
 from xnorflow.model import DenseLayer, Model
 from xnorflow.models import shipped
@@ -340,6 +340,44 @@ def test_sweep_helper_runs_one_case(tmp_path):
     [s] = run_case(model, folding((3, 5), (3, 2)), frames, tmp_path, ["random"],
                    log=lambda line: None)
     check_summary(s, 6, sink_paused=True)
+
+
+def test_conv_behind_a_slower_layer_keeps_the_predicted_ii(tmp_path):
+    """A convolution without padding (K=3, S=1) behind another one, both folded PE = SIMD = 1:
+    at each frame boundary the window generator waits for the next frame's first three rows,
+    which the layer in front makes at its own pace. Its boundary FIFO (two rows) holds them, so
+    the II measured is the II predicted (without it, 1,014 cycles instead of 972)."""
+    spec = "8x11x3-c3k2s2-c6k3-c2k3p-10"
+    frames = random_frames(np.random.default_rng(0), 6, 8 * 11 * 3)
+    model = random_net(spec, 238478732, frames=frames)
+    fold = folding((1, 1), (1, 1), (1, 1), (1, 1))
+    [s] = run_case(model, fold, frames, tmp_path, ["none"], log=lambda line: None)
+    assert s["ii_cycles"] == s["predicted_ii"] == 972
+    check_summary(s, 6, sink_paused=False)
+    plan = compile_plan(model, fold)
+    fifo = plan.ops[plan.ops.index(plan.layers[1]) - 1]
+    assert (fifo.kind, fifo.depth) == ("fifo", 2 * 5 * 3)
+
+
+def test_boundary_fifos():
+    """Where a convolution puts its boundary FIFO and how deep: behind another layer, without
+    padding and with K > S, ``K - S + (H - K) mod S`` rows of beats; a deeper ``fifo_depth``
+    wins, 0 does not remove it; none for the first layer, a padded convolution or K <= S."""
+    scnv = compile_plan(Model.load(shipped()["scnv"]))
+    fifos = {op.before: op.depth for op in scnv.ops if op.kind == "fifo"}
+    assert fifos == {"layer2": 2 * 13 * 32 // 32, "layer3": 2 * 11 * 64 // 64, "m_axis": 4}
+    model = random_net("13x13x2-c4k3s2-c4k3s2-c6k3p-c4k1-5", 1)  # 6x6x4, 2x2x4, 2x2x6, 2x2x4
+    rows = [getattr(op, "boundary_rows", None) for op in lower(model).layers]
+    assert rows == [3 - 2 + (13 - 3) % 2, 3 - 2 + (6 - 3) % 2, 0, 0, None]
+
+    def depths(entries):
+        plan = compile_plan(model, folding(*entries))
+        return [op.depth for op in plan.ops if op.kind == "fifo"][:-1]
+
+    assert depths([(1, 1), (1, 1), (1, 1), (1, 1), (1, 1)]) == [2 * 6 * 4]
+    assert depths([(1, 1), (1, 2, "bram", 0), (1, 1), (1, 1), (1, 1)]) == [2 * 6 * 4 // 2]
+    assert depths([(1, 1, "bram", 5), (1, 4, "bram", 100), (1, 1, "bram", 3), (1, 1),
+                   (1, 1)]) == [5, 100, 3]
 
 
 # --- The random convolutional models and foldings (no build) -----------------------------------
