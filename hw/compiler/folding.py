@@ -12,8 +12,9 @@ A small JSON object with one entry per model layer, in order::
 channels, ``simd`` its input channels. ``storage`` (``"bram"`` or
 ``"lut"``, default ``"bram"``) is where the weights live (see
 :class:`~xnorflow.hw.blocks.mvtu.MVTU`). ``fifo_depth`` (optional) overrides the depth rule
-for the FIFO in front of the layer: 0 for none,
-else at least 3. ``buffer`` (optional: ``"block"``, ``"logic"`` or ``"distributed"``, the last on
+for the FIFO in front of the layer: 0 for none (except the boundary FIFO that an unpadded
+convolution with ``K > S`` behind another layer always has, see
+:func:`~xnorflow.hw.compiler.plan.size_fifos`), else at least 3. ``buffer`` (optional: ``"block"``, ``"logic"`` or ``"distributed"``, the last on
 ECP5 only) places the layer's input buffer (default: :func:`xnorflow.hw.blocks.mvtu.buffer_style`);
 ``line_buffer`` (optional, a convolution only: the same three places) its sliding-window
 generator's line buffer (default: :func:`xnorflow.hw.compiler.rules.window_buffer_style`).

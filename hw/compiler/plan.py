@@ -158,7 +158,10 @@ def size_fifos(plan: NetworkPlan) -> NetworkPlan:
       while it computes the first: a producer only ever waits on a consumer that is a full frame
       behind, which no FIFO can avoid when the consumer is the slower one (the network runs at the
       slowest layer's II either way, see :func:`predict_ii`). A requested FIFO sits after the
-      width converter, ``SIMD`` bits wide.
+      width converter, ``SIMD`` bits wide. One exception: a convolution without padding and with
+      ``K > S`` behind another layer always gets a FIFO of the ``K - S + (H - K) mod S`` input
+      rows its line buffer cannot take at a frame boundary (a deeper ``fifo_depth`` wins), so
+      that the producer is not held up there (:meth:`ConvOp.fifo_before`).
     - **Output: :data:`~xnorflow.hw.compiler.ops.argmax.OUTPUT_FIFO_DEPTH` (4) results** between
       the ArgMax and ``m_axis``: at least 3 for one result per cycle (a fully parallel network
       has II 1), it cuts the combinational path from ``m_axis_tready`` through the ArgMax into
