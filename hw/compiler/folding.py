@@ -14,8 +14,9 @@ channels, ``simd`` its input channels. ``storage`` (``"bram"`` or
 :class:`~xnorflow.hw.blocks.mvtu.MVTU`). ``fifo_depth`` (optional) overrides the depth rule
 for the FIFO in front of the layer: 0 for none (except the boundary FIFO that an unpadded
 convolution with ``K > S`` behind another layer always has, see
-:func:`~xnorflow.hw.compiler.plan.size_fifos`), else at least 3. ``buffer`` (optional: ``"block"``, ``"logic"`` or ``"distributed"``, the last on
-ECP5 only) places the layer's input buffer (default: :func:`xnorflow.hw.blocks.mvtu.buffer_style`);
+:func:`~xnorflow.hw.compiler.plan.size_fifos`), else at least 3. ``buffer`` (optional:
+``"block"``, ``"logic"`` or ``"distributed"``, the last on ECP5 only) places the layer's input
+buffer (default: :func:`xnorflow.hw.blocks.mvtu.buffer_style`);
 ``line_buffer`` (optional, a convolution only: the same three places) its sliding-window
 generator's line buffer (default: :func:`xnorflow.hw.compiler.rules.window_buffer_style`).
 Anything else is an error naming the layer, e.g.
