@@ -392,7 +392,8 @@ def _sfc_layers():
      r"^layer 0 \(input\): storage \('dsp'\) must be 'bram' or 'lut'$"),
     ([{"pe": 16}], r"^layer 0 \(input\): missing key 'simd'$"),
     ([{"pe": 16, "simd": 49, "pes": 2}],
-     r"^layer 0 \(input\): unknown key 'pes' \(allowed: pe, simd, storage, fifo_depth, buffer\)$"),
+     r"^layer 0 \(input\): unknown key 'pes' \(allowed: pe, simd, storage, fifo_depth, "
+     r"buffer, line_buffer\)$"),
     ([{"pe": 16, "simd": 49, "fifo_depth": 2}],
      r"^layer 0 \(input\): fifo_depth \(2\) must be 0 \(no FIFO\) or at least 3$"),
     ([[16, 49]], r"^layer 0 \(input\): expected an object like"),
