@@ -4,8 +4,10 @@ This is the simulation side of the host driver's simulated transport
 (:class:`xnorflow.host.driver.SimTransport`, which is :class:`SimLink` as a driver
 ``Transport``): the driver code that talks to a board talks to this simulation unchanged.
 
-:func:`build_sim_device` generates the :class:`~xnorflow.hw.tops.bridge.SerialBridge` (UART,
-packet engine, frame buffers and the network of a model) and builds it with Verilator through
+:func:`build_sim_device` generates the :class:`~xnorflow.hw.tops.bridge.DualClockBridge` of a
+model (the board tops' two clock domains: UART, packet engine and frame buffers in ``sync``, the
+network in ``accel`` on a clock of its own, joined by the bridge's clock-domain crossings; the
+``accel`` reset synchronized from ``rst``) and builds it with Verilator through
 the build cache (:func:`xnorflow.sim.cache.cached_build`: once per Verilog text, under a lock
 that other processes building the same design wait on; the cache root is the argument, else
 ``$XNORFLOW_SIM_CACHE``, else ``~/.cache/xnorflow/sim``). The result is a :class:`SimDevice`.
@@ -25,12 +27,21 @@ A :class:`SimLink` keeps the driver's transport contract (:class:`xnorflow.host.
 ``resync_quiet`` hints, a context manager); its failures raise :attr:`SimLink.error`
 (:class:`SimLinkError` here, the driver's ``TransportError`` in ``SimTransport``).
 
+Clocks
+    The testbench drives two clocks: the bridge's ``clk_hz`` (1 MHz) and the network's
+    ``accel_clk_hz`` (1.28 MHz by default: neither equal to the bridge's nor a multiple of it,
+    32/25, so the crossings see every phase relation of the two). Both periods are whole, even
+    numbers of picoseconds.
+
 Speed
-    The simulated device runs at ``clk_hz`` (1 MHz) with ``divisor`` (4) cycles per bit, so INFO
+    The simulated bridge runs at ``clk_hz`` (1 MHz) with ``divisor`` (4) cycles per bit, so INFO
     reports 250,000 baud, and a FRAME of an MNIST model takes ``10 * 4 * 790`` = 31,600 cycles
-    on the line. Measured on a shared 2-core machine: about 150,000 to 250,000 simulated cycles
-    per second, so 4 to 8 frames/s through the bit-level UART (the simulated link itself would
-    carry 31.6); a session starts in about a second.
+    on the line. The UART only sees its divisor: a board's rate is simulated by its divisor
+    (3 Mbaud from the iCEBreaker's 12 MHz is divisor 4, the default here; from a ULX3S's 60 MHz
+    ``CLKOS``, divisor 20). Measured on a shared 2-core machine (one clock, before the
+    network had its own): about 150,000 to 250,000 simulated cycles per second, so 4 to 8
+    frames/s through the bit-level UART (the simulated link itself would carry 31.6); a session
+    starts in about a second.
 """
 
 from __future__ import annotations
@@ -77,7 +88,8 @@ class SimDevice:
     info: DeviceInfo  #: what its INFO reply says
     verilog_sha256: str
     quiet_cycles: int  #: both lines this quiet: nothing can happen until the next byte
-    period_ps: int  #: clock period
+    period_ps: int  #: the bridge's clock period
+    accel_period_ps: int  #: the network's clock period
     cached: bool  #: the build was in the cache already
     build_seconds: float  #: waiting for the cache's lock and building
 
@@ -96,15 +108,24 @@ def _load_folding(folding, model):
     return Folding.load(folding, model.layers)
 
 
+def _check_clock(name, hz):
+    if not isinstance(hz, int) or isinstance(hz, bool) or hz < 1 or 10**12 % hz \
+            or (10**12 // hz) % 2:
+        raise ValueError(f"{name} ({hz!r}) must be a frequency in Hz with a period of a whole, "
+                         "even number of picoseconds (e.g. 1000000)")
+
+
 def build_sim_device(model, folding=None, *, with_scores: bool = True,
                      clk_hz: int = 1_000_000, divisor: int = 4, gap_bits: int = 1000,
-                     slots: int = 2, build_root=None) -> SimDevice:
-    """Generate the serial bridge of ``model`` (a Model or a model file) with ``folding`` (None:
-    the default; a Folding, its JSON object or a folding file) and build it for Verilator, or
-    reuse the build of the same Verilog (see the module docstring). ``clk_hz`` must be a
-    multiple of ``divisor``, its period a whole, even number of picoseconds."""
+                     slots: int = 2, accel_clk_hz: int = 1_280_000,
+                     build_root=None) -> SimDevice:
+    """Generate the two-clock serial bridge of ``model`` (a Model or a model file) with
+    ``folding`` (None: the default; a Folding, its JSON object or a folding file) and build it
+    for Verilator, or reuse the build of the same Verilog (see the module docstring).
+    ``clk_hz`` (the bridge's clock) must be a multiple of ``divisor``; its period and that of
+    ``accel_clk_hz`` (the network's clock) whole, even numbers of picoseconds."""
     from xnorflow.hw.build.verilog import write_verilog
-    from xnorflow.hw.tops.bridge import SerialBridge
+    from xnorflow.hw.tops.bridge import DualClockBridge
     from xnorflow.hw.tops.network import Network
     from xnorflow.model import Model
 
@@ -112,24 +133,29 @@ def build_sim_device(model, folding=None, *, with_scores: bool = True,
         model = Model.load(model)
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
         raise ValueError(f"divisor ({divisor!r}) must be an integer of at least 4")
-    if not isinstance(clk_hz, int) or clk_hz < 1 or clk_hz % divisor \
-            or 10**12 % clk_hz or (10**12 // clk_hz) % 2:
-        raise ValueError(f"clk_hz ({clk_hz!r}) must be a multiple of the divisor ({divisor}) "
-                         "with a period of an even number of picoseconds (e.g. 1000000)")
+    if not isinstance(clk_hz, int) or clk_hz % divisor:
+        raise ValueError(f"clk_hz ({clk_hz!r}) must be a multiple of the divisor ({divisor})")
+    _check_clock("clk_hz", clk_hz)
+    _check_clock("accel_clk_hz", accel_clk_hz)
     network = Network(model, _load_folding(folding, model), with_scores=with_scores)
-    bridge = SerialBridge(network, clk_hz=clk_hz, baud=clk_hz // divisor, gap_bits=gap_bits,
-                          slots=slots)
+    top = DualClockBridge(network, clk_hz=clk_hz, baud=clk_hz // divisor, gap_bits=gap_bits,
+                          slots=slots, network_clk_hz=accel_clk_hz)
+    bridge = top.bridge
     assert bridge.divisor == divisor
     with tempfile.TemporaryDirectory(prefix="xnorflow-bridge-") as tmp:
-        text = write_verilog(bridge, tmp, name=SIM_TOP).read_text()
+        text = write_verilog(top, tmp, name=SIM_TOP).read_text()
     made = cached_build(text, toplevel=SIM_TOP, root=build_root)
     # Both lines quiet this long: any packet in progress has timed out (gap), every frame held
-    # has been computed (latency plus the frames ahead of it) and its reply has been sent.
+    # has been computed (latency plus the frames ahead of it) and its reply has been sent. In
+    # bridge cycles: the receiver, engine and transmitter (as SerialBridge.result_latency), the
+    # network's cycles converted from its clock, and 32 for the crossings (a few each way).
     engine = bridge.engine
-    quiet = 2 * (engine.gap_cycles + bridge.result_latency
-                 + (slots + 1) * max(network.ii, network.beats_per_frame)) + 100
+    d = divisor
+    network_cycles = network.latency + (slots + 1) * max(network.ii, network.beats_per_frame)
+    latency = d // 2 + 9 * d + 7 + -(-network_cycles * clk_hz // accel_clk_hz) + 32
+    quiet = 2 * (engine.gap_cycles + latency) + 100
     return SimDevice(made.sim_build, bridge.info, made.verilog_sha256, quiet, 10**12 // clk_hz,
-                     made.cached, made.seconds)
+                     10**12 // accel_clk_hz, made.cached, made.seconds)
 
 
 def _terminate_group(proc: subprocess.Popen) -> None:
@@ -217,6 +243,7 @@ class SimLink:
                           "sources": [str(s) for s in b.sources]},
                 "run_name": self.run_name,
                 "params": {"port": port, "period_ps": device.period_ps,
+                           "accel_period_ps": device.accel_period_ps,
                            "divisor": self.host_divisor,
                            "quiet_cycles": device.quiet_cycles, "poll_cycles": poll_cycles,
                            "connect_timeout_s": start_timeout, "max_wall_s": max_wall_s,
@@ -339,6 +366,7 @@ class SimLink:
         host = ("" if self.host_divisor == info.divisor
                 else f", host at {info.clk_hz / self.host_divisor:.0f} baud")
         return (f"sim:verilator (SerialBridge at {info.clk_hz} Hz, divisor {info.divisor}, "
-                f"{info.baud:.0f} baud{host})")
+                f"{info.baud:.0f} baud{host}; network at "
+                f"{10**12 // self.device.accel_period_ps} Hz)")
 
 

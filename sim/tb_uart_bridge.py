@@ -1,12 +1,15 @@
 """cocotb testbench that puts the simulated serial bridge on a TCP socket: the simulation side of
 :class:`xnorflow.sim.board.SimLink`.
 
-The design is a :class:`~xnorflow.hw.tops.bridge.SerialBridge` (ports ``clk``, ``rst``, ``rx``,
-``tx``) compiled for Verilator. One cocotb test, :func:`uart_bridge_session`, connects to
-``127.0.0.1:<port>`` (the host process listens there), then moves bytes between the socket and
-the bridge's pins bit by bit: bytes read from the socket are driven on ``rx`` as 8N1 at the
-bridge's bit time (:class:`~xnorflow.sim.uart_model.UartLineDriver`), and every byte decoded on
-``tx`` (:class:`~xnorflow.sim.uart_model.UartLineMonitor`) is written to the socket at once. The
+The design is a :class:`~xnorflow.hw.tops.bridge.DualClockBridge` (ports ``clk``, ``rst``,
+``rx``, ``tx`` and ``accel_clk``, the network's clock) compiled for Verilator; the testbench
+drives both clocks (``period_ps``, ``accel_period_ps``) and resets the design through ``rst``
+(the network domain's reset follows through the design's own reset synchronizer). One cocotb
+test, :func:`uart_bridge_session`, connects to ``127.0.0.1:<port>`` (the host process listens
+there), then moves bytes between the socket and the bridge's pins bit by bit: bytes read from
+the socket are driven on ``rx`` as 8N1 at the bridge's bit time
+(:class:`~xnorflow.sim.uart_model.UartLineDriver`), and every byte decoded on ``tx``
+(:class:`~xnorflow.sim.uart_model.UartLineMonitor`) is written to the socket at once. The
 testbench knows nothing of the packets: it is the wire.
 
 Time
@@ -27,7 +30,8 @@ Shutdown
     long before).
 
 Parameters (:func:`~xnorflow.sim.runner.tb_params`)
-    ``port`` (required), ``period_ps`` (clock period, default 1,000,000: 1 MHz), ``divisor``
+    ``port`` (required), ``period_ps`` (clock period, default 1,000,000: 1 MHz),
+    ``accel_period_ps`` (the network's clock period, required), ``divisor``
     (clock cycles per bit, required), ``quiet_cycles`` (required), ``poll_cycles`` (default 64),
     ``reset_cycles`` (default 4), ``connect_timeout_s`` (default 60), ``max_wall_s`` (default
     86400), ``summary`` (optional path of a JSON file written at the end: ``sim_cycles``,
@@ -108,6 +112,8 @@ async def uart_bridge_session(dut):
     max_wall = float(p.get("max_wall_s", 86400))
 
     Clock(dut.clk, period, "step").start(start_high=False)
+    Clock(dut.accel_clk, get_sim_steps(int(p["accel_period_ps"]), "ps"), "step").start(
+        start_high=False)
     dut.rx.value = 1
     dut.rst.value = 1
     await ClockCycles(dut.clk, int(p.get("reset_cycles", 4)))

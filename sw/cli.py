@@ -530,7 +530,7 @@ def _reference_simulation(model, folding, frames) -> dict:
 def _synth_board(args, model, folding) -> int:
     """``xnorflow synth --board``: the accelerator behind its serial bridge, with a bitstream."""
     from xnorflow.hw.build.boards import DEFAULT_ROUTER, build_board, write_reference
-    from xnorflow.hw.tops.board import DEFAULT_BAUD, get_board
+    from xnorflow.hw.tops.board import get_board
 
     board = get_board(args.board)
     build = Path(args.build_dir or f"build/board-{board.name}-{Path(args.model).stem}")
@@ -545,7 +545,7 @@ def _synth_board(args, model, folding) -> int:
         elif state == "done":
             err.print(f"    {step:<9} {seconds:6.1f} s")
 
-    baud = DEFAULT_BAUD if args.baud is None else args.baud
+    baud = board.default_baud if args.baud is None else args.baud
     simulation = None
     if args.simulate and not args.out:
         raise UsageError("--simulate records its figures in a reference: it needs --out")
@@ -563,10 +563,12 @@ def _synth_board(args, model, folding) -> int:
     if args.out and not report.timing_met:
         # A bitstream whose clock is above its post-route Fmax is not a reference to ship.
         _emit(args, obj, lambda o: None)
-        err.print(f"[bold red]error:[/] timing missed: post-route Fmax "
-                  f"{report.sync_fmax_mhz:.1f} MHz is below the {report.clock_mhz:g} MHz clock; "
-                  f"nothing stored in {escape(str(args.out))} (rebuild with --freq at most "
-                  f"{report.sync_fmax_mhz:.1f}, or without --freq); the build is in "
+        missed = "; ".join(f"domain {name}: Fmax {d['fmax_mhz']:.1f} MHz below its "
+                           f"{d['mhz']:g} MHz clock"
+                           for name, d in report.domains.items() if not d["timing_met"])
+        err.print(f"[bold red]error:[/] timing missed ({missed or 'another clock'}); nothing "
+                  f"stored in {escape(str(args.out))} (rebuild with --freq at most "
+                  f"{report.accel_fmax_mhz:.1f}, or without --freq); the build is in "
                   f"{escape(str(build))}")
         return 1
     if args.out:
@@ -578,13 +580,17 @@ def _synth_board(args, model, folding) -> int:
         for col in ("LUT", "FF", "BRAM", "clock (MHz)", "Fmax (MHz)", "II (cycles)",
                     "frames/s at clock", "frames/s over UART"):
             t.add_column(col, justify="right")
+        accel, bridge = o["domains"]["accel"], o["domains"]["sync"]
         t.add_row(f"{o['luts']}/{o['luts_total']}", str(o["ffs"]),
                   f"{o['brams']}/{o['brams_total']}", f"{o['clock_mhz']:g}",
-                  f"{o['sync_fmax_mhz']:.1f}" + ("" if o["timing_met"] else " (missed)"),
+                  f"{accel['fmax_mhz']:.1f}" + ("" if accel["timing_met"] else " (missed)"),
                   str(o["ii_cycles"]), f"{o['frames_per_s_at_clock']:,.0f}",
                   f"{o['uart_frames_per_s']:,}")
         Console().print(t)
-        Console().print(f"serial link: {o['baud']:,} baud; bitstream: {o['bitstream']}")
+        Console().print(f"serial bridge: {bridge['mhz']:g} MHz clock (Fmax "
+                        f"{bridge['fmax_mhz']:.1f} MHz"
+                        + ("" if bridge["timing_met"] else ", missed") + f"), {o['baud']:,} baud "
+                        f"(divisor {o['uart_divisor']}); bitstream: {o['bitstream']}")
         _print_critical_path(o.get("critical_path"))
         if "manifest" in o:
             Console().print(f"reference: {o['manifest']}")
@@ -912,7 +918,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--device: target clock for nextpnr (Fmax is reported either way); "
                          "--board: the PLL's target (default: as fast as timing allows)")
     sy.add_argument("--baud", type=int, default=None, metavar="N",
-                    help="--board: the serial link's bit rate (default 1000000)")
+                    help="--board: the serial link's bit rate (default: the board's, "
+                         "3000000 on every board)")
     sy.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
     sy.add_argument("--router", choices=("router1", "router2"), default=None,
                     help="--board: nextpnr's router (default router1; router2 routes large, "
@@ -945,7 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=256, help="--cpu: frames per call (default 256)")
     r.add_argument("--baud", type=int, default=None, metavar="N",
                    help="--port: the board's bit rate (default: found by HELLO at "
-                        "1,000,000, 3,000,000, 12,000,000 and 115,200 baud in turn)")
+                        "3,000,000, 1,000,000, 12,000,000 and 115,200 baud in turn)")
     data_arg(r)
     r.add_argument("--frames", type=int, default=100,
                    help="test frames, spread evenly over the test split (default 100)")

@@ -79,6 +79,21 @@ def test_build_figures_from_manifest_and_report(tmp_path, tfc_file):
     assert a.source == "bitstreams/icebreaker/tfc/manifest.json"
 
 
+def test_two_clock_build_uses_the_accelerator_domain(tmp_path, tfc_file):
+    """A board build with the accelerator and the serial bridge in two clock domains: the row's
+    Fmax is the accelerator domain's, not the slowest clock's (the bridge runs at 12 MHz with an
+    Fmax below the accelerator's 24 MHz clock and still meets its own)."""
+    domains = {"accel": {"clock": "pll_clk", "mhz": 24.0, "fmax_mhz": 31.25, "timing_met": True},
+               "sync": {"clock": "bridge.clk", "mhz": 12.0, "fmax_mhz": 20.0,
+                        "timing_met": True}}
+    mp = write_build(tmp_path / "bitstreams", tfc_file, domains=domains,
+                     fmax_mhz={"pll_clk": 31.25, "bridge.clk": 20.0})
+    a = load_build(mp)
+    assert a.fmax_mhz == {"pll_clk": 31.25}
+    assert a.min_fmax_mhz == 31.25 and a.timing_met is True
+    assert a.frames_per_s_at_fmax == 39062.5
+
+
 def test_predicted_ii_when_not_simulated(tmp_path, tfc_file):
     mp = write_build(tmp_path / "bitstreams", tfc_file, simulation=False, clock_mhz=12.0)
     a = load_build(mp)

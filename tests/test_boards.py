@@ -11,7 +11,7 @@ import pytest
 
 from xnorflow.cli import main
 from xnorflow.hw.build.boards import build_board, write_reference
-from xnorflow.hw.build.pll import ecp5_pll, ice40_pll, pll_config
+from xnorflow.hw.build.pll import ROBUST_DIVISOR, ecp5_pll, ice40_pll, pll_config
 from xnorflow.hw.build.synth import DoesNotFit
 from xnorflow.hw.compiler import Folding
 from xnorflow.hw.tops.board import BOARDS, DEFAULT_BAUD, BoardTop, get_board, uart_baud
@@ -146,28 +146,73 @@ def test_board_top_checks(tiny_model):
     net = Network(tiny_model, None)
     with pytest.raises(ValueError, match=r"PLL setting for ecp5 from 25 MHz does not suit the "
                                          r"icebreaker"):
-        BoardTop(net, "icebreaker", ecp5_pll(25, 100))
-    with pytest.raises(ValueError, match=r"baud \(3150000\) is 4.8% off clk_hz / 10 at 30 MHz "
-                                         r"\(at most 2%\); the nearest rate that works: 3000000"):
+        BoardTop(net, "icebreaker", ecp5_pll(25, 100, bridge_baud=3_000_000))
+    # The bridge's clock is the 12 MHz oscillator whatever the accelerator's: 3.15 Mbaud is
+    # 4.8 % off 12 MHz / 4.
+    with pytest.raises(ValueError, match=r"baud \(3150000\) is 4.8% off the bridge clock / 4 at "
+                                         r"12 MHz \(at most 2%\); the nearest rate that works: "
+                                         r"3000000"):
         BoardTop(net, "icebreaker", ice40_pll(12, 30), baud=3_150_000)
+    with pytest.raises(ValueError, match=r"PLL setting has no bridge clock for the ulx3s-25f"):
+        BoardTop(net, "ulx3s-25f", ecp5_pll(25, 100))
+
+
+def test_default_baud_and_bridge_clocks():
+    """3 Mbaud on every board, from a bridge clock that does not depend on the accelerator's:
+    the iCEBreaker's 12 MHz oscillator (divisor 4, exact), a ULX3S CLKOS (exact, divisor at
+    least ROBUST_DIVISOR) beside any accelerator clock."""
+    assert DEFAULT_BAUD == {"icebreaker": 3_000_000, "ulx3s-25f": 3_000_000,
+                            "ulx3s-85f": 3_000_000}
+    for mhz in (16.5, 30, 41, 60.1):
+        pll = ice40_pll(12, mhz)
+        assert pll.bridge_hz == 12_000_000 and uart_baud(pll.bridge_hz, 3_000_000) == 3_000_000
+        assert pll.f_out_mhz == ice40_pll(12, mhz, accept=None).f_out_mhz
+    pll = ecp5_pll(25, 100, bridge_baud=3_000_000)
+    assert (pll.f_out_mhz, pll.bridge_mhz, pll.f_vco_mhz) == (100, 60, 600)
+    assert pll.params["CLKOS_DIV"] == 10 and pll.params["CLKOS_CPHASE"] == \
+        pll.params["CLKOP_CPHASE"]
+    for mhz in (50, 87.3, 100, 123.4, 150, 200):
+        plain = ecp5_pll(25, mhz)
+        pll = ecp5_pll(25, mhz, bridge_baud=3_000_000)
+        # The accelerator's frequency is the one asked for alone; only the VCO may differ.
+        assert pll.f_out_mhz == plain.f_out_mhz
+        assert pll.params["CLKI_DIV"] * pll.f_out_mhz == pll.params["CLKFB_DIV"] * 25
+        f_bridge = Fraction(pll.f_vco_mhz).limit_denominator(1000) / pll.params["CLKOS_DIV"]
+        assert float(f_bridge) == pytest.approx(pll.bridge_mhz)
+        assert 10 <= pll.bridge_mhz <= 80 and pll.bridge_mhz != pll.f_out_mhz
+        divisor = round(pll.bridge_hz / 3_000_000)
+        assert abs(pll.bridge_hz / divisor - 3_000_000) <= 0.005 * 3_000_000, mhz
+    with pytest.raises(ValueError, match=r"No EHXPLLL CLKOS \(10-80 MHz\) beside 100 MHz from "
+                                         r"25 MHz carries 30000000 baud"):
+        ecp5_pll(25, 100, bridge_baud=30_000_000)
+    assert ROBUST_DIVISOR == 16
 
 
 @pytest.mark.parametrize("name", list(BOARDS))
 def test_board_top_elaborates(tiny_model, name):
     board = BOARDS[name]
-    pll = pll_config(board.family, board.clock_mhz, board.default_mhz)
+    pll = pll_config(board.family, board.clock_mhz, board.default_mhz,
+                     bridge_baud=board.default_baud)
     top = BoardTop(Network(tiny_model, None), board, pll)
+    assert top.bridge.baud == board.default_baud == 3_000_000
+    assert top.bridge.network_domain == "accel" and top.bridge.network_clk_hz == pll.clk_hz
+    assert top.bridge.info.clk_hz == pll.bridge_hz
     plan = board.platform().prepare(top, name="top", emit_src=False)
     text = plan.files["top.il"]
-    primitive = "SB_PLL40_PAD" if board.family == "ice40" else "EHXPLLL"
+    primitive = "SB_PLL40_2_PAD" if board.family == "ice40" else "EHXPLLL"
     assert f"cell \\{primitive}" in text
+    # Two domains, each with its reset synchronizer; the crossings' FIFOs.
+    assert "accel_reset" in text and "sync_reset" in text
+    assert "committed" in text and "freed" in text and "results" in text
     constraints = plan.files["top.pcf" if board.family == "ice40" else "top.lpf"]
     if board.family == "ice40":
         assert "set_io clk12_0__io 35" in constraints
         assert f"set_frequency pll_clk {pll.f_out_mhz}" in constraints
+        assert "set_frequency bridge_clk 12.0" in constraints
     else:
         assert 'LOCATE COMP "clk25_0__io" SITE "G2"' in constraints
         assert f'FREQUENCY NET "pll_clk" {pll.clk_hz:.1f} HZ' in constraints
+        assert f'FREQUENCY NET "bridge_clk" {pll.bridge_hz:.1f} HZ' in constraints
     for pin in ("uart_0__rx__io", "uart_0__tx__io", "led_0__io", "led_1__io", "button_0__io"):
         assert pin in constraints
 
@@ -219,18 +264,27 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
     assert 0 < report["luts"] <= report["luts_total"] == 5280
     assert 0 < report["ffs"] and report["brams_total"] == 30
     assert report["clock_mhz"] == 24.0 and report["pll"]["params"]["DIVF"] == 63
-    assert report["sync_clock"] in report["fmax_mhz"] and report["sync_fmax_mhz"] > 0
-    assert report["timing_met"] == (report["sync_fmax_mhz"] >= 24 * 0.9999)
-    assert report["ii_cycles"] == 60 and report["baud"] == DEFAULT_BAUD
-    assert report["uart_divisor"] == 24
+    assert report["accel_clock"] in report["fmax_mhz"] and report["accel_fmax_mhz"] > 0
+    assert report["bridge_clock"] in report["fmax_mhz"] and report["bridge_fmax_mhz"] > 0
+    assert report["bridge_mhz"] == 12.0 and report["accel_clock"] != report["bridge_clock"]
+    domains = report["domains"]
+    assert domains["accel"] == {"clock": report["accel_clock"], "mhz": 24.0,
+                                "fmax_mhz": report["accel_fmax_mhz"],
+                                "timing_met": report["accel_fmax_mhz"] >= 24 * 0.9999}
+    assert domains["sync"]["mhz"] == 12.0 and domains["sync"]["timing_met"] == (
+        report["bridge_fmax_mhz"] >= 12 * 0.9999)
+    assert report["timing_met"] == (domains["accel"]["timing_met"]
+                                    and domains["sync"]["timing_met"])
+    assert report["ii_cycles"] == 60 and report["baud"] == DEFAULT_BAUD["icebreaker"]
+    assert report["uart_divisor"] == 4    # 3 Mbaud from the 12 MHz oscillator
     assert report["frames_per_s_at_clock"] == round(24e6 / 60, 1)
     assert report["yosys"]["luts"] > 0 and report["yosys"]["brams"] == report["brams"]
     assert set(report["seconds"]) == {"elaborate", "synth", "pnr", "pack"}
     assert len(report["attempts"]) == 1
     # The accelerator clock's critical path: the one that sets its Fmax.
     path = report["critical_path"]
-    assert path["from_clock"] == path["to_clock"] == f"posedge {report['sync_clock']}"
-    assert path["delay_ns"] == pytest.approx(1000 / report["sync_fmax_mhz"], rel=2e-3)
+    assert path["from_clock"] == path["to_clock"] == f"posedge {report['accel_clock']}"
+    assert path["delay_ns"] == pytest.approx(1000 / report["accel_fmax_mhz"], rel=2e-3)
     bitstream = tmp_path / "build" / "top.bin"
     assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size > 0
 
@@ -272,8 +326,11 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
                  "--freq", "200", "--build-dir", str(tmp_path / "fast"), "--out", str(missed),
                  "--json"]) == 1
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["timing_met"] is False
-    assert "timing missed" in captured.err and "Traceback" not in captured.err
+    missed_report = json.loads(captured.out)
+    assert missed_report["timing_met"] is False
+    assert missed_report["domains"]["accel"]["timing_met"] is False
+    assert missed_report["domains"]["sync"]["timing_met"] is True  # the bridge's 12 MHz
+    assert "timing missed (domain accel: Fmax" in captured.err and "Traceback" not in captured.err
     assert not missed.exists()
 
 
@@ -303,14 +360,14 @@ def test_ulx3s_build_as_fast_as_timing_allows(tiny_model, tmp_path):
     data = report.to_dict()
     assert data["device"] == "LFE5U-25F" and 0 < data["luts"] <= data["luts_total"] == 24288
     first, second = data["attempts"]
-    assert first["clock_mhz"] == 200.0 and first["sync_fmax_mhz"] < 200.0
+    assert first["clock_mhz"] == 200.0 and first["accel_fmax_mhz"] < 200.0
     assert not first["timing_met"]
-    assert second["requested_mhz"] == first["sync_fmax_mhz"]
-    assert second["clock_mhz"] == pll_config("ecp5", 25, first["sync_fmax_mhz"]).f_out_mhz
+    assert second["requested_mhz"] == first["accel_fmax_mhz"]
+    assert second["clock_mhz"] == pll_config("ecp5", 25, first["accel_fmax_mhz"]).f_out_mhz
     assert data["clock_mhz"] == second["clock_mhz"] and data["pll"] == second["pll"]
     assert data["fmax_mhz"] == second["fmax_mhz"] and data["timing_met"] == second["timing_met"]
-    divisor = data["uart_divisor"]
-    assert abs(data["clock_mhz"] * 1e6 / divisor - DEFAULT_BAUD) <= 0.02 * DEFAULT_BAUD
+    divisor, baud = data["uart_divisor"], DEFAULT_BAUD["ulx3s-25f"]
+    assert abs(data["bridge_mhz"] * 1e6 / divisor - baud) <= 0.005 * baud
     assert (tmp_path / "build" / "top.bit").stat().st_size > 0
     assert data["seconds"]["pnr"] == pytest.approx(
         first["seconds"]["pnr"] + second["seconds"]["pnr"], abs=0.01)

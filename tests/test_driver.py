@@ -26,6 +26,7 @@ from test_hw_protocol import bitwise_crc8
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
 from xnorflow.host.driver import (
+    PROBE_BAUDS,
     Accelerator,
     DeviceError,
     DeviceTimeout,
@@ -41,6 +42,7 @@ from xnorflow.host.driver import (
     run_accelerator,
 )
 from xnorflow.hw.compiler import Folding, LayerFolding
+from xnorflow.hw.tops.board import DEFAULT_BAUD
 from xnorflow.model import Model
 from xnorflow.models import shipped
 from xnorflow.sim.board import build_sim_device
@@ -323,6 +325,14 @@ def test_connect_finds_the_bit_rate(trained, device):
         assert acc.info.baud == 250_000
         assert acc.transport.host_divisor == device.info.divisor
         assert acc.infer(np.zeros((1, 784), np.uint8)).frames == 1
+
+
+def test_probe_tries_the_boards_default_rates_first():
+    """A board built with its default rate is found by the first HELLO."""
+    defaults = set(DEFAULT_BAUD.values())
+    assert defaults == {3_000_000}
+    assert set(PROBE_BAUDS[:len(defaults)]) == defaults
+    assert len(set(PROBE_BAUDS)) == len(PROBE_BAUDS) and 1_000_000 in PROBE_BAUDS
 
 
 def test_connect_names_every_rate_it_tried(device):

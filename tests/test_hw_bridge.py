@@ -21,6 +21,8 @@ from test_hw_uart import LineDriver, LineMonitor
 
 from xnorflow.data import load
 from xnorflow.golden import GoldenModel
+from xnorflow.hw.build.pll import pll_config
+from xnorflow.hw.tops.board import BOARDS
 from xnorflow.hw.tops.bridge import PacketEngine, SerialBridge
 from xnorflow.hw.tops.network import Network
 from xnorflow.model import Model
@@ -202,12 +204,15 @@ class PinLink:
         return None
 
 
-def run_host(dut, link, steps, *, replies, window=2, timeout=5000, drain=None):
+def run_host(dut, link, steps, *, replies, window=2, timeout=5000, drain=None,
+             accel_period=None, period=1e-6):
     """Send ``steps`` (a step that awaits a reply only while fewer than ``window`` awaited
     replies are outstanding), collect replies until there are ``replies`` of them, then ``drain``
     more quiet cycles (no more replies may come). Fails after ``timeout`` cycles in which nothing
     was sent or received while replies are missing. Returns (replies, the cycle each step
-    started)."""
+    started). ``period``: the clock period (s); ``accel_period``: the period of a second clock,
+    for the ``accel`` domain of a two-clock engine or bridge (the testbench's cycles are
+    ``sync``'s)."""
     parser = ReplyParser()
     got, started = [], []
     drain = timeout if drain is None else drain
@@ -244,7 +249,9 @@ def run_host(dut, link, steps, *, replies, window=2, timeout=5000, drain=None):
                     f"{[(r.cmd, r.id) for r in got]}")
 
     sim = Simulator(dut)
-    sim.add_clock(1e-6)
+    sim.add_clock(period)
+    if accel_period is not None:
+        sim.add_clock(accel_period, domain="accel")
     sim.add_testbench(testbench)
     sim.run()
     assert len(got) == replies, [(r.cmd, r.id, r.payload.hex()) for r in got]
@@ -328,6 +335,38 @@ def test_engine_slots_are_the_capacity(slots):
                           window=slots, drain=300)
     assert dut.info.capacity == slots
     check_results(replies, range(len(frames)), model, network, frames)
+
+
+# Two clocks: the network's faster, slower, and neither a multiple of the other (periods in us).
+ACCEL_PERIODS = {"faster": 0.37, "slower": 2.3}
+
+
+@pytest.mark.parametrize(("case", "clock", "in_pause", "out_pause"), [
+    ("lanes4", "faster", "none", "none"),
+    ("lanes4", "faster", "random", "random"),
+    ("lanes4", "slower", "fixed", "random"),
+    ("lanes20", "faster", "none", "random"),
+    ("single-signed", "slower", "random", "none"),
+])
+def test_engine_two_clocks(case, clock, in_pause, out_pause):
+    """The network in a domain of its own (frame buffer read, slot tokens, results and
+    frame_error crossing between the clocks): every frame's result, in order, with both sides
+    stalling; one slot and three slots keep their capacity."""
+    for slots in (1, 3) if clock == "faster" and in_pause == "none" else (2,):
+        model, network, frames = make(case, frames=7, seed=11 + slots)
+        dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP, slots=slots,
+                           network_domain="accel")
+        assert dut.network_domain == "accel"
+        ids = [(250 + k) % 256 for k in range(len(frames))]
+        steps = [Step(packet(HELLO, 9), awaits=9)]
+        steps += [Step(frame_packet(i, f), awaits=i) for i, f in zip(ids, frames, strict=True)]
+        replies, _ = run_host(dut, ByteLink(dut, in_pause, out_pause), steps,
+                              replies=1 + len(frames), window=slots, drain=300,
+                              accel_period=ACCEL_PERIODS[clock] * 1e-6)
+        assert replies[0].payload == dut.info.to_payload()
+        check_results(replies[1:], ids, model, network, frames)  # status 0 included
+    with pytest.raises(ValueError, match="exact only for a one-clock engine"):
+        _ = dut.result_latency
 
 
 def test_engine_latency():
@@ -444,16 +483,24 @@ def test_engine_length_and_command_errors():
     check_results(replies, [50, 51, 52, 53, 54], model, network, frames)
 
 
-def test_engine_tfc_mnist():
-    """The shipped TFC on two MNIST test images; INFO carries the model's hash."""
+@pytest.mark.parametrize("clocks", ["one", "two"])
+def test_engine_tfc_mnist(clocks):
+    """The shipped TFC on two MNIST test images; INFO carries the model's hash. Two clocks: the
+    network at 2.5 times the engine's clock, as on the iCEBreaker (30 MHz beside 12 MHz)."""
     model = Model.load(MODELS_DIR / "tfc.npz")
     frames = load(None, "test").images[[0, 300]].reshape(2, -1)
     network = Network(model, folding((16, 49, "bram"), (8, 32, "lut"), (32, 16, "bram"),
                                      (5, 16, "lut")))
-    dut = engine(network)
+    if clocks == "one":
+        dut, accel_period = engine(network), None
+    else:
+        dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
+                           network_domain="accel")
+        accel_period = 0.4e-6
     steps = [Step(packet(HELLO, 0), awaits=0)]
     steps += [Step(frame_packet(k + 1, f), awaits=k + 1) for k, f in enumerate(frames)]
-    replies, _ = run_host(dut, ByteLink(dut), steps, replies=3, drain=200)
+    replies, _ = run_host(dut, ByteLink(dut), steps, replies=3, drain=200,
+                          accel_period=accel_period)
     check_info(replies[0].payload, network, slots=2, gap_bits=GAP, clk_hz=1_000_000, divisor=1,
                model_hash=bytes.fromhex(model.content_hash))
     check_results(replies[1:], [1, 2], model, network, frames)
@@ -494,6 +541,34 @@ def test_bridge_hello_and_frames_in_flight():
     assert last.first - link.sent[crc_bytes[-1]] == dut.result_latency
     assert dut.result_latency == 4 // 2 + 9 * 4 + 7 + network.latency
     assert dut.frames_per_second == pytest.approx(CLK_HZ / 1040)
+
+
+@pytest.mark.parametrize("name", list(BOARDS))
+def test_bridge_board_clocks_and_default_rate(name):
+    """Each board's two clocks at their real periods (the bridge's clock and the accelerator's
+    PLL output at the board's default target) and its default bit rate (3 Mbaud: divisor 4 from
+    the iCEBreaker's 12 MHz, 20 from the ULX3S's 60 MHz CLKOS), on the pins: HELLO and 4 FRAMEs
+    with two in flight, every RESULT golden; the steady state is the link's frame time, within
+    the crossings' jitter."""
+    board = BOARDS[name]
+    pll = pll_config(board.family, board.clock_mhz, board.default_mhz,
+                     bridge_baud=board.default_baud)
+    model, network, frames = make("lanes4", frames=4, seed=21)
+    dut = SerialBridge(network, clk_hz=pll.bridge_hz, baud=board.default_baud,
+                       gap_bits=PIN_GAP, network_domain="accel", network_clk_hz=pll.clk_hz)
+    assert dut.divisor == {"ice40": 4, "ecp5": 20}[board.family]
+    assert pll.bridge_hz / dut.divisor == board.default_baud == 3_000_000
+    steps = [Step(packet(HELLO, 7), awaits=7)]
+    steps += [Step(frame_packet(k, f), awaits=k) for k, f in enumerate(frames)]
+    replies, _ = run_host(dut, PinLink(dut), steps, replies=5, drain=200,
+                          period=1 / pll.bridge_hz, accel_period=1 / pll.clk_hz)
+    assert replies[0].payload == dut.info.to_payload()
+    results = check_results(replies[1:], range(4), model, network, frames)
+    assert dut.frame_cycles == 10 * dut.divisor * (20 + 6)
+    # One RESULT per frame time; the crossings add a cycle or so of phase-dependent jitter.
+    gaps = [b.first - a.first for a, b in pairwise(results)][-2:]
+    assert all(abs(gap - dut.frame_cycles) <= 2 for gap in gaps), gaps
+    assert dut.frames_per_second == pytest.approx(3_000_000 / 260)
 
 
 def corrupt(data, index, mask=0x10):
@@ -596,6 +671,25 @@ def test_parameter_checks():
     with pytest.raises(TypeError, match=r"^network \(3\) must be a xnorflow\.hw\.tops\.network\."
                                         r"Network$"):
         PacketEngine(3, clk_hz=1, divisor=1)
+    for domain in ("sync", "", 3):
+        with pytest.raises(ValueError, match=r"^network_domain \(.*\) must be None or the name of "
+                                             r"a clock domain other than 'sync'$"):
+            PacketEngine(network, clk_hz=1, divisor=1, network_domain=domain)
+    with pytest.raises(ValueError, match=r"^network_clk_hz \(None\) must be an integer in "):
+        SerialBridge(network, clk_hz=1_000_000, baud=250_000, network_domain="accel")
+    with pytest.raises(ValueError, match=r"^network_clk_hz applies to a network in a domain of "
+                                         r"its own \(network_domain\)$"):
+        SerialBridge(network, clk_hz=1_000_000, baud=250_000, network_clk_hz=2_000_000)
+    assert network.ii == 20
+    for accel_hz, cycles in ((400_000, 10 * 4 * 26), (15_000, 1334)):
+        two = SerialBridge(network, clk_hz=1_000_000, baud=250_000, network_domain="accel",
+                           network_clk_hz=accel_hz)
+        # The link's 1040 cycles, or the network's II of 20 of its cycles in the bridge's
+        # (at 15 kHz: ceil(20 * 1e6 / 15e3) = 1334).
+        assert two.network_clk_hz == accel_hz and two.frame_cycles == cycles
+        assert two.frames_per_second == 1_000_000 / cycles
+    with pytest.raises(ValueError, match=r"exact only for a one-clock bridge"):
+        _ = two.result_latency
     wide = Network(random_model((300, 5), 1), folding((5, 100)))  # scores up to 255 * 300
     with pytest.raises(ValueError, match=r"^scores of 18 bits do not fit the protocol's 16 "
                                          r"bits$"):

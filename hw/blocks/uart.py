@@ -3,6 +3,9 @@
 8N1: a byte is a start bit (0), 8 data bits least significant bit first, a stop bit (1); the line
 idles at 1. Both blocks run from one clock and take ``divisor``, the clock cycles per bit
 (``clk_hz / baud``, rounded; see :class:`~xnorflow.hw.tops.bridge.SerialBridge` for the rate check).
+On the boards they run on the serial bridge's own clock: 3 Mbaud at divisor 4 from the
+iCEBreaker's 12 MHz oscillator, at divisor 20 from the ULX3S's 60 MHz ``CLKOS`` beside a
+100 MHz accelerator (both exact; see :mod:`xnorflow.hw.tops.board`).
 """
 
 from amaranth.hdl import Cat, Module, Signal

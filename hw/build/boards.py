@@ -2,14 +2,13 @@
 
 The boards are those of :data:`xnorflow.hw.tops.board.BOARDS` (the table there).
 
-:class:`~xnorflow.hw.tops.board.BoardTop` is the design: a PLL makes the accelerator's clock
-(domain ``sync``) from the oscillator, reset is held until the PLL has locked (and while button
-0 is pressed), and a :class:`~xnorflow.hw.tops.bridge.SerialBridge` with the
-:class:`~xnorflow.hw.tops.network.Network` inside sits on the board's USB serial pins (``uart``
-0). LED 1 blinks (about 1 Hz, a counter of the PLL clock: the clock runs and reset is released),
-LED 0 flashes on serial traffic and is lit steadily while reset is held or when the bridge's
-``frame_error`` is set (never, unless the bridge is faulty). On the iCEBreaker LED 0 is the red
-LED and LED 1 the green one.
+:class:`~xnorflow.hw.tops.board.BoardTop` is the design (its docstring has the details): the
+accelerator (:class:`~xnorflow.hw.tops.network.Network`) in clock domain ``accel`` on the PLL's
+main output, the :class:`~xnorflow.hw.tops.bridge.SerialBridge` (UART, packet engine, frame
+buffers) in domain ``sync`` on a slow clock of its own (the iCEBreaker's 12 MHz oscillator, the
+ULX3S's ``EHXPLLL`` ``CLKOS``), joined by a dual-clock frame buffer and asynchronous FIFOs, with
+reset held until the PLL has locked (and while button 0 is pressed) and synchronized into each
+domain.
 
 :func:`build_board` elaborates it with the board's platform and runs Amaranth's own toolchain
 commands for it (Yosys, nextpnr, icepack / ecppack, the commands of the platform's build plan,
@@ -21,9 +20,16 @@ Frequency
     ecppll compute them, except that the frequency chosen is the highest one not above the one
     asked for (icepll and ecppll take the closest, above or below). With ``freq_mhz=None``
     :func:`build_board` builds at the board's default target (:attr:`Board.default_mhz`) and,
-    when the routed design's Fmax is below the PLL's frequency, once more with the PLL at the
-    highest frequency it reaches not above that Fmax; both attempts are reported. In that mode
-    the PLL frequency is also chosen so that the asked baud rate passes the bridge's 2 % check.
+    when the accelerator domain's routed Fmax is below the PLL's frequency, once more with the
+    PLL at the highest frequency it reaches not above that Fmax; both attempts are reported.
+    The accelerator's frequency is chosen from its target alone: the baud rate only picks the
+    bridge's clock (:func:`~xnorflow.hw.build.pll.pll_config`'s ``bridge_baud``).
+
+Clock domains
+    nextpnr reports an Fmax per clock net; the report names the net of each domain (found by
+    its constraint: the PLL's output for ``accel``, the bridge clock for ``sync``) and gives
+    ``domains``: per domain its net, frequency, post-route Fmax and whether it met its own
+    frequency; ``timing_met`` is true when both did.
 
 Reproducibility
     As in :mod:`xnorflow.hw.build.synth` (both flows are built on :mod:`xnorflow.hw.build.flow`:
@@ -43,7 +49,6 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +70,12 @@ from xnorflow.hw.compiler import Folding, compile_plan
 from xnorflow.hw.compiler.devices import get_device
 from xnorflow.hw.tops.board import (
     BOARD_TOP_NAME,
-    DEFAULT_BAUD,
     Board,
     BoardTop,
     PllConfig,
-    baud_error,
     get_board,
     uart_baud,
 )
-from xnorflow.hw.tops.bridge import MAX_BAUD_ERROR
 from xnorflow.hw.tops.network import Network
 
 __all__ = ["DEFAULT_ROUTER", "ROUTERS", "STEPS", "BoardReport", "build_board", "write_reference"]
@@ -112,9 +114,11 @@ class BoardReport(FlowReport):
     (see :meth:`to_dict` for the field list)."""
 
     board: str
-    sync_clock: str
+    accel_clock: str
+    bridge_clock: str
     requested_mhz: float
     clock_mhz: float
+    bridge_mhz: float
     pll: dict[str, Any]
     bitstream: str
     baud: int
@@ -134,9 +138,23 @@ class BoardReport(FlowReport):
     critical_path: dict[str, Any] | None = None
 
     @property
-    def sync_fmax_mhz(self) -> float:
-        """Post-route Fmax of the accelerator's clock (``sync``)."""
-        return self.fmax_mhz[self.sync_clock]
+    def accel_fmax_mhz(self) -> float:
+        """Post-route Fmax of the accelerator's clock (domain ``accel``)."""
+        return self.fmax_mhz[self.accel_clock]
+
+    @property
+    def bridge_fmax_mhz(self) -> float:
+        """Post-route Fmax of the serial bridge's clock (domain ``sync``)."""
+        return self.fmax_mhz[self.bridge_clock]
+
+    @property
+    def domains(self) -> dict[str, dict[str, Any]]:
+        """Per clock domain (``accel``, ``sync``): ``clock`` (nextpnr's net), ``mhz`` (its
+        frequency), ``fmax_mhz`` (post-route) and ``timing_met`` (Fmax at least the frequency)."""
+        return {name: {"clock": net, "mhz": mhz, "fmax_mhz": self.fmax_mhz[net],
+                       "timing_met": self.fmax_mhz[net] >= mhz * (1 - 1e-9)}
+                for name, net, mhz in (("accel", self.accel_clock, self.clock_mhz),
+                                       ("sync", self.bridge_clock, self.bridge_mhz))}
 
     @property
     def frames_per_s_at_clock(self) -> float:
@@ -144,17 +162,21 @@ class BoardReport(FlowReport):
 
     @property
     def frames_per_s_at_fmax(self) -> float:
-        return self.sync_fmax_mhz * 1e6 / self.ii_cycles
+        return self.accel_fmax_mhz * 1e6 / self.ii_cycles
 
     def to_dict(self) -> dict[str, Any]:
         """``board``, ``device``, ``family``; nextpnr's utilization of the placed design:
         ``luts``/``luts_total``, ``ffs``/``ffs_total``, ``brams``/``brams_total``,
         ``dsps``/``dsps_total``, ``utilization`` (every cell type); ``yosys``: Yosys' count of
         the whole design (``luts``, ``ffs``, ``brams``, ``dsps``, ``carries``, ``cells``);
-        ``fmax_mhz`` (post-route, per clock net), ``constraint_mhz``, ``sync_clock`` (the
-        accelerator's clock net) and ``sync_fmax_mhz``; ``requested_mhz``, ``clock_mhz`` (the
-        PLL's output) and ``pll`` (:class:`PllConfig`); ``timing_met`` (every clock reached its
-        constraint); ``bitstream`` (path); ``baud``, ``baud_requested``, ``uart_divisor``,
+        ``fmax_mhz`` (post-route, per clock net), ``constraint_mhz``, ``accel_clock`` and
+        ``bridge_clock`` (the nets of the accelerator's and the bridge's clocks),
+        ``accel_fmax_mhz``, ``bridge_fmax_mhz`` and ``domains`` (per domain: net, frequency,
+        Fmax, timing met); ``requested_mhz``, ``clock_mhz`` (the PLL's output, the accelerator's
+        clock), ``bridge_mhz`` (the bridge's clock) and ``pll`` (:class:`PllConfig`);
+        ``timing_met`` (each domain's Fmax at least its own frequency, and every other clock
+        nextpnr reports at least its constraint); ``bitstream`` (path); ``baud``,
+        ``baud_requested``, ``uart_divisor`` (bridge clock cycles per bit),
         ``uart_frames_per_s`` (:attr:`SerialBridge.frames_per_second`); ``ii_cycles``,
         ``latency_cycles`` (the plan's predictions), ``frames_per_s_at_clock``,
         ``frames_per_s_at_fmax``; ``seed``, ``router`` (nextpnr's), ``tools``, ``seconds``
@@ -165,32 +187,36 @@ class BoardReport(FlowReport):
         routing (:class:`~xnorflow.hw.build.synth.CriticalPath`: its ends, delay, logic and routing
         shares, logic levels, longest net), or None."""
         data = dataclasses.asdict(self)
-        data["sync_fmax_mhz"] = self.sync_fmax_mhz
+        data["accel_fmax_mhz"] = self.accel_fmax_mhz
+        data["bridge_fmax_mhz"] = self.bridge_fmax_mhz
+        data["domains"] = self.domains
         data["frames_per_s_at_clock"] = round(self.frames_per_s_at_clock, 1)
         data["frames_per_s_at_fmax"] = round(self.frames_per_s_at_fmax, 1)
         return data
 
 
-def _sync_clock(fmax: Mapping[str, float], constraint: Mapping[str, float],
-                clk_hz: int) -> str:
-    """The clock net of the ``sync`` domain among nextpnr's clocks: the one constrained at the
-    PLL's frequency (the oscillator's, if it is reported at all, is constrained at its own)."""
-    target = clk_hz / 1e6
-    candidates = [name for name, mhz in constraint.items() if abs(mhz - target) < 1e-3 * target]
+def _domain_clock(domain: str, fmax: Mapping[str, float], constraint: Mapping[str, float],
+                  hz: int) -> str:
+    """The clock net of ``domain`` among nextpnr's clocks: the one constrained at ``hz`` (the two
+    domains' frequencies differ by construction; the oscillator's net, if it is reported and not
+    the bridge's, is constrained at the oscillator's frequency)."""
+    target = hz / 1e6
+    candidates = sorted(name for name, mhz in constraint.items()
+                        if abs(mhz - target) < 1e-3 * target and name in fmax)
     if len(candidates) == 1:
         return candidates[0]
-    if len(fmax) == 1:
-        return next(iter(fmax))
-    raise SynthError(f"Cannot tell the accelerator's clock among nextpnr's clocks "
-                     f"{sorted(fmax)} (constraints {dict(constraint)})", step="pnr")
+    raise SynthError(f"Cannot tell the clock of domain {domain!r} ({target:g} MHz) among "
+                     f"nextpnr's clocks {sorted(fmax)} (constraints {dict(constraint)})",
+                     step="pnr")
 
 
 def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, baud: int,
                 seed: int, router: str, build: Path, timeout_s: float | None,
                 steps: Steps) -> dict[str, Any]:
     """One build at ``pll``; returns the figures of this attempt: ``use``
-    (:func:`~xnorflow.hw.build.flow.device_use`), ``top``, ``stat`` (Yosys' count of the whole
-    design), ``pnr`` (nextpnr's report), ``sync_clock`` and ``bitstream``."""
+    (:func:`~xnorflow.hw.build.flow.device_use`, its ``timing_met`` per domain), ``top``,
+    ``stat`` (Yosys' count of the whole design), ``pnr`` (nextpnr's report), ``accel_clock``,
+    ``bridge_clock`` and ``bitstream``."""
     device = get_device(board.device)
     family = device.family
 
@@ -222,16 +248,22 @@ def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, ba
     stat = parse_stat(json.loads((build / "stat.json").read_text()), family)[None]
     pnr = parse_pnr_report(json.loads((build / "report.json").read_text()))
     use = device_use(device, stat, pnr, step="pnr")
-    sync = _sync_clock(pnr.fmax_mhz, pnr.constraint_mhz, pll.clk_hz)
+    accel = _domain_clock("accel", pnr.fmax_mhz, pnr.constraint_mhz, pll.clk_hz)
+    bridge = _domain_clock("sync", pnr.fmax_mhz, pnr.constraint_mhz, pll.bridge_hz)
+    # Each domain against its own frequency (nextpnr's constraints are the same frequencies;
+    # checked here by domain so that the report says which one missed).
+    use["timing_met"] = bool(use["timing_met"]
+                             and pnr.fmax_mhz[accel] >= pll.f_out_mhz * (1 - 1e-9)
+                             and pnr.fmax_mhz[bridge] >= pll.bridge_mhz * (1 - 1e-9))
     bitstream = build / board.bitstream_name
     if not bitstream.is_file() or bitstream.stat().st_size == 0:
         raise SynthError(f"The build left no bitstream {bitstream.name}", step="pack")
-    return {"use": use, "top": top, "stat": stat, "pnr": pnr, "sync_clock": sync,
-            "bitstream": bitstream}
+    return {"use": use, "top": top, "stat": stat, "pnr": pnr, "accel_clock": accel,
+            "bridge_clock": bridge, "bitstream": bitstream}
 
 
 def build_board(model, folding: Folding | None, board: str | Board, *,
-                freq_mhz: float | None = None, baud: int = DEFAULT_BAUD, seed: int = 1,
+                freq_mhz: float | None = None, baud: int | None = None, seed: int = 1,
                 router: str = DEFAULT_ROUTER,
                 build_dir: str | os.PathLike[str], progress: Progress | None = None,
                 timeout_s: float | None = None) -> BoardReport:
@@ -241,8 +273,10 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
 
     ``freq_mhz``: the PLL's target (the highest frequency it reaches not above it); ``None``: as
     fast as timing allows (see the module docstring; at most two builds). ``baud``: the serial
-    link's bit rate; when it fails the bridge's 2 % check at the PLL frequency the nearest rate
-    that passes is used (:func:`uart_baud`; ``baud`` and ``baud_requested`` in the report).
+    link's bit rate (None: the board's :attr:`~xnorflow.hw.tops.board.Board.default_baud`); it
+    picks the bridge's clock, never the accelerator's; when it fails the bridge's 2 % check at
+    the bridge clock the nearest rate that passes is used (:func:`uart_baud`; ``baud`` and
+    ``baud_requested`` in the report).
     ``seed``: nextpnr's seed; ``router``: nextpnr's router (:data:`ROUTERS`; the reference's
     command names it when it is not :data:`DEFAULT_ROUTER`). ``progress(step, state, seconds)``
     as in
@@ -258,6 +292,8 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
         raise ValueError(f"seed ({seed!r}) must be a non-negative integer")
     if router not in ROUTERS:
         raise ValueError(f"router ({router!r}) must be one of {', '.join(ROUTERS)}")
+    if baud is None:
+        baud = board.default_baud
     if not isinstance(baud, int) or isinstance(baud, bool) or baud < 1:
         raise ValueError(f"baud ({baud!r}) must be a positive integer")
     if freq_mhz is not None and not (isinstance(freq_mhz, (int, float)) and freq_mhz > 0):
@@ -266,43 +302,43 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
     build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
 
-    def baud_fits(f_out: Fraction) -> bool:
-        return baud_error(round(f_out * 10**6), baud)[1] <= MAX_BAUD_ERROR
-
     auto = freq_mhz is None
     requested = board.default_mhz if auto else float(freq_mhz)
-    pll = pll_config(board.family, board.clock_mhz, requested,
-                     accept=baud_fits if auto else None)
+    pll = pll_config(board.family, board.clock_mhz, requested, bridge_baud=baud)
     steps = Steps(progress)
     attempts: list[dict[str, Any]] = []
     while True:
         if progress is not None:
             progress("attempt", f"{len(attempts) + 1} {pll.f_out_mhz:g}", None)
-        used_baud = uart_baud(pll.clk_hz, baud)
+        used_baud = uart_baud(pll.bridge_hz, baud)
         before = dict(steps.seconds)
         result = _build_once(model, folding, board, pll, used_baud, seed, router, build,
                              timeout_s, steps)
         use, pnr = result["use"], result["pnr"]
-        sync_fmax = pnr.fmax_mhz[result["sync_clock"]]
+        accel_fmax = pnr.fmax_mhz[result["accel_clock"]]
         attempts.append({
-            "requested_mhz": requested, "clock_mhz": pll.f_out_mhz, "pll": pll.to_dict(),
-            "fmax_mhz": dict(pnr.fmax_mhz), "sync_fmax_mhz": sync_fmax,
+            "requested_mhz": requested, "clock_mhz": pll.f_out_mhz,
+            "bridge_mhz": pll.bridge_mhz, "pll": pll.to_dict(),
+            "fmax_mhz": dict(pnr.fmax_mhz), "accel_fmax_mhz": accel_fmax,
+            "bridge_fmax_mhz": pnr.fmax_mhz[result["bridge_clock"]],
             "timing_met": use["timing_met"], "luts": use["luts"], "brams": use["brams"],
             "seconds": {k: round(v - before.get(k, 0.0), 3) for k, v in steps.seconds.items()},
         })
-        if not auto or len(attempts) == 2 or sync_fmax >= pll.f_out_mhz:
+        if not auto or len(attempts) == 2 or accel_fmax >= pll.f_out_mhz:
             break
-        requested = sync_fmax
-        pll = pll_config(board.family, board.clock_mhz, requested, accept=baud_fits)
+        requested = accel_fmax
+        pll = pll_config(board.family, board.clock_mhz, requested, bridge_baud=baud)
 
     top: BoardTop = result["top"]
     stat = result["stat"]
     tools = tool_versions(board.family, packer=True)
     tools["amaranth-boards"] = package_version("amaranth-boards")
-    path = pnr.critical_path(result["sync_clock"])
+    path = pnr.critical_path(result["accel_clock"])
     report = BoardReport(
-        **use, board=board.name, sync_clock=result["sync_clock"], requested_mhz=requested,
-        clock_mhz=pll.f_out_mhz, pll=pll.to_dict(), bitstream=str(result["bitstream"]),
+        **use, board=board.name, accel_clock=result["accel_clock"],
+        bridge_clock=result["bridge_clock"], requested_mhz=requested,
+        clock_mhz=pll.f_out_mhz, bridge_mhz=pll.bridge_mhz, pll=pll.to_dict(),
+        bitstream=str(result["bitstream"]),
         baud=top.bridge.baud, baud_requested=baud, uart_divisor=top.bridge.divisor,
         uart_frames_per_s=round(top.bridge.frames_per_second, 1),
         ii_cycles=plan.ii, latency_cycles=plan.latency, seed=seed, router=router, tools=tools,
@@ -337,7 +373,8 @@ def write_reference(report: BoardReport, out_dir: str | os.PathLike[str],
     The manifest holds ``board``, ``device``, ``model`` (the model file's stem), ``model_file``
     (relative to ``repo_root``, default the current directory, when it lies inside), ``model_hash``,
     ``folding``, ``ii_cycles``, ``latency_cycles``, ``luts``, ``luts_total``, ``brams``,
-    ``brams_total``, ``clock_mhz``, ``fmax_mhz``, ``timing_met``, ``baud``,
+    ``brams_total``, ``clock_mhz``, ``bridge_mhz``, ``fmax_mhz``, ``domains``, ``timing_met``,
+    ``baud``,
     ``uart_frames_per_s``, ``frames_per_s`` (``clock_mhz * 1e6 / ii_cycles``), ``seed``,
     ``tools``, ``files`` (``{file name: sha256}`` of the other files), ``command`` (one that
     reproduces the build: ``command``, or one built from the report) and, when given,
@@ -398,7 +435,9 @@ def write_reference(report: BoardReport, out_dir: str | os.PathLike[str],
         "brams": report.brams,
         "brams_total": report.brams_total,
         "clock_mhz": report.clock_mhz,
+        "bridge_mhz": report.bridge_mhz,
         "fmax_mhz": report.fmax_mhz,
+        "domains": report.domains,
         "timing_met": report.timing_met,
         "baud": report.baud,
         "uart_frames_per_s": report.uart_frames_per_s,

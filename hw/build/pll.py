@@ -1,6 +1,14 @@
 """PLL parameters, searched in pure Python as icepll and ecppll compute them, except that the
 frequency chosen is the highest one not above the one asked for (icepll and ecppll take the
-closest, above or below)."""
+closest, above or below).
+
+The PLL's main output is the accelerator's clock, chosen from the accelerator's target alone.
+The serial bridge runs on a second, slower clock (:attr:`PllConfig.bridge_mhz`) that never sets
+the accelerator's: on the iCE40UP5K (one PLL, ``SB_PLL40_2_PAD``) it is the oscillator itself,
+passed through the PLL's port A; on the ECP5 it is the ``EHXPLLL``'s second output ``CLKOS``
+(``f_vco / CLKOS_DIV``), where, among the settings that give the accelerator's frequency, the
+VCO and ``CLKOS_DIV`` are chosen for the bridge's bit rate (:func:`ecp5_pll`).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,18 @@ from fractions import Fraction
 
 import numpy as np
 
+from xnorflow.hw.blocks.uart import UARTRx
 from xnorflow.hw.tops.board import PllConfig
+from xnorflow.hw.tops.bridge import MAX_BAUD_ERROR
 
-__all__ = ["Accept", "ecp5_pll", "ice40_pll", "pll_config"]
+__all__ = ["BRIDGE_MHZ", "ROBUST_DIVISOR", "Accept", "ecp5_pll", "ice40_pll", "pll_config"]
+
+#: The range of an ECP5 bridge clock (``CLKOS``), MHz: slow enough that the bridge's logic closes
+#: timing with room to spare, fast enough for a robust UART divisor at a few Mbaud.
+BRIDGE_MHZ = (10, 80)
+#: UART clock cycles per bit from which the receiver tolerates about 4 % of rate difference
+#: (:class:`~xnorflow.hw.blocks.uart.UARTRx`); an ECP5 bridge clock reaching it is preferred.
+ROBUST_DIVISOR = 16
 
 
 # iCE40 SB_PLL40 (iCE40 sysCLOCK PLL guide; icepll): simple feedback, f_pfd = f_in / (DIVR + 1),
@@ -83,9 +100,10 @@ def ice40_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None
     if best is None:
         raise _no_setting("SB_PLL40", f_in_mhz, f_out_mhz, _ICE40_OUT, accept)
     f_out, f_vco, f_pfd, divr, divf, divq = best
+    # The bridge's clock: the reference itself (SB_PLL40_2_PAD's PLLOUTGLOBALA).
     return PllConfig("ice40", float(f_in), float(f_out), float(f_vco), float(f_pfd),
                      {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
-                      "FILTER_RANGE": _ice40_filter_range(f_pfd)})
+                      "FILTER_RANGE": _ice40_filter_range(f_pfd)}, bridge_mhz=float(f_in))
 
 
 def _ecp5_cphase(f_out: Fraction, f_vco: Fraction) -> int:
@@ -96,12 +114,31 @@ def _ecp5_cphase(f_out: Fraction, f_vco: Fraction) -> int:
     return int(ns_phase * (fvco * 1e6))
 
 
-def ecp5_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None) -> PllConfig:
+def _baud_error(f_mhz: Fraction, baud: int) -> tuple[int, Fraction]:
+    divisor = round(f_mhz * 10**6 / baud)
+    if divisor < UARTRx.MIN_DIVISOR:
+        return divisor, Fraction(10**9)
+    return divisor, abs(f_mhz * 10**6 / divisor - baud) / baud
+
+
+def ecp5_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None,
+             bridge_baud: int | None = None) -> PllConfig:
     """The ``EHXPLLL`` setting (``CLKOP`` fed back) whose output is the highest frequency not
     above ``f_out_mhz`` (and, with ``accept``, for which ``accept(f_out)`` holds); among equal
     outputs the one with the VCO closest to 600 MHz, then the first in ecppll's search order
     (CLKI_DIV, CLKFB_DIV, CLKOP_DIV ascending). Phase detector 3.125-400 MHz, VCO 400-800 MHz,
-    output 10-400 MHz; CLKOP_CPHASE as ecppll sets it."""
+    output 10-400 MHz; CLKOP_CPHASE as ecppll sets it.
+
+    With ``bridge_baud``, the second output ``CLKOS`` = ``f_vco / CLKOS_DIV`` is the serial
+    bridge's clock (:data:`BRIDGE_MHZ`, not the accelerator's frequency): the output frequency is
+    chosen as above, then among the settings that give it, the VCO and ``CLKOS_DIV`` for which
+    the UART's rate ``f_bridge / round(f_bridge / bridge_baud)`` is closest to ``bridge_baud``
+    (to 0.01 %), then a divisor of at least :data:`ROBUST_DIVISOR`, then the VCO closest to
+    600 MHz, then the slowest bridge clock. ``CLKOS_CPHASE`` is ecppll's for phase 0 (that of
+    ``CLKOP``). A ``ValueError`` when no ``CLKOS`` is within the bridge's 2 % of the rate."""
+    if bridge_baud is not None and (not isinstance(bridge_baud, int)
+                                    or isinstance(bridge_baud, bool) or bridge_baud < 1):
+        raise ValueError(f"bridge_baud ({bridge_baud!r}) must be a positive integer")
     limit = _limit(f_out_mhz)
     f_in = Fraction(f_in_mhz)
     best = None
@@ -128,16 +165,49 @@ def ecp5_pll(f_in_mhz: float, f_out_mhz: float, *, accept: Accept | None = None)
     if best is None:
         raise _no_setting("EHXPLLL", f_in_mhz, f_out_mhz, _ECP5_OUT, accept)
     f_out, f_vco, f_pfd, clki_div, clkfb_div, clkop_div = best
-    return PllConfig("ecp5", float(f_in), float(f_out), float(f_vco), float(f_pfd),
-                     {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
-                      "CLKOP_CPHASE": _ecp5_cphase(f_out, f_vco)})
+    params = {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
+              "CLKOP_CPHASE": _ecp5_cphase(f_out, f_vco)}
+    if bridge_baud is None:
+        return PllConfig("ecp5", float(f_in), float(f_out), float(f_vco), float(f_pfd), params)
+    chosen = None
+    for clki_div in range(1, 129):
+        f_pfd = f_in / clki_div
+        if not _ECP5_PFD[0] <= f_pfd <= _ECP5_PFD[1] or (f_out / f_pfd).denominator != 1:
+            continue
+        clkfb_div = int(f_out / f_pfd)
+        if not 1 <= clkfb_div <= 80:
+            continue
+        for clkop_div in range(1, 129):
+            f_vco = f_out * clkop_div
+            if not _ECP5_VCO[0] <= f_vco <= _ECP5_VCO[1]:
+                continue
+            for clkos_div in range(1, 129):
+                f_bridge = f_vco / clkos_div
+                if not BRIDGE_MHZ[0] <= f_bridge <= BRIDGE_MHZ[1] or f_bridge == f_out:
+                    continue
+                divisor, error = _baud_error(f_bridge, bridge_baud)
+                key = (round(error, 4), divisor < ROBUST_DIVISOR, abs(f_vco - 600), f_bridge)
+                if chosen is None or key < chosen[0]:
+                    chosen = (key, error, f_bridge, f_vco, f_pfd, clki_div, clkfb_div,
+                              clkop_div, clkos_div)
+    if chosen is None or chosen[1] > MAX_BAUD_ERROR:
+        raise ValueError(f"No EHXPLLL CLKOS ({BRIDGE_MHZ[0]}-{BRIDGE_MHZ[1]} MHz) beside "
+                         f"{float(f_out):g} MHz from {f_in_mhz:g} MHz carries {bridge_baud} baud "
+                         f"within {MAX_BAUD_ERROR:.0%}")
+    _, _, f_bridge, f_vco, f_pfd, clki_div, clkfb_div, clkop_div, clkos_div = chosen
+    cphase = _ecp5_cphase(f_out, f_vco)
+    params = {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
+              "CLKOP_CPHASE": cphase, "CLKOS_DIV": clkos_div, "CLKOS_CPHASE": cphase}
+    return PllConfig("ecp5", float(f_in), float(f_out), float(f_vco), float(f_pfd), params,
+                     bridge_mhz=float(f_bridge))
 
 
 def pll_config(family: str, f_in_mhz: float, f_out_mhz: float, *,
-               accept: Accept | None = None) -> PllConfig:
-    """:func:`ice40_pll` or :func:`ecp5_pll` for ``family``."""
+               accept: Accept | None = None, bridge_baud: int | None = None) -> PllConfig:
+    """:func:`ice40_pll` or :func:`ecp5_pll` for ``family``; ``bridge_baud`` (ECP5 only; the
+    iCE40's bridge clock is always the oscillator) as for :func:`ecp5_pll`."""
     if family == "ice40":
         return ice40_pll(f_in_mhz, f_out_mhz, accept=accept)
     if family == "ecp5":
-        return ecp5_pll(f_in_mhz, f_out_mhz, accept=accept)
+        return ecp5_pll(f_in_mhz, f_out_mhz, accept=accept, bridge_baud=bridge_baud)
     raise ValueError(f"Unknown FPGA family {family!r}")

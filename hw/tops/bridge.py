@@ -4,14 +4,29 @@
 :class:`SerialBridge` is what a board top instantiates (``rx``/``tx`` pins of the board's USB
 serial chip). It is a :class:`~xnorflow.hw.blocks.uart.UARTRx` and a
 :class:`~xnorflow.hw.blocks.uart.UARTTx` around a :class:`PacketEngine`, which speaks the protocol
-on byte streams and holds the
-:class:`~xnorflow.hw.tops.network.Network`. Tests drive the engine's byte streams directly (fast) or
-the bridge's pins bit-serially.
+on byte streams and holds the :class:`~xnorflow.hw.tops.network.Network`, either on the engine's
+clock or (``network_domain``, as on the boards) in a clock domain of its own, joined to the
+engine's by clock-domain crossings (:class:`PacketEngine`, Clock domains).
+:class:`DualClockBridge` is the two-clock bridge with its own reset synchronizer, as the simulated
+board runs it. Tests drive the engine's byte streams directly (fast) or the bridge's pins
+bit-serially.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import (
+    Cat,
+    ClockDomain,
+    ClockSignal,
+    Const,
+    DomainRenamer,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+)
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+from amaranth.lib.fifo import AsyncFIFO, SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -39,11 +54,20 @@ from xnorflow.hw.tops.protocol import (
     result_layout,
 )
 
-__all__ = ["BRIDGE_BUFFER_STYLES", "MAX_BAUD_ERROR", "PacketEngine", "SerialBridge",
-           "bridge_buffer_style"]
+__all__ = ["BRIDGE_BUFFER_STYLES", "MAX_BAUD_ERROR", "NETWORK_DOMAIN", "RESULT_FIFO_DEPTH",
+           "DualClockBridge", "PacketEngine", "SerialBridge", "bridge_buffer_style"]
 
 #: Largest relative difference allowed between the asked baud rate and ``clk_hz / divisor``.
 MAX_BAUD_ERROR = 0.02
+
+#: The clock domain of the accelerator in a two-clock bridge (:class:`DualClockBridge`, the board
+#: tops): the bridge runs in ``sync``.
+NETWORK_DOMAIN = "accel"
+
+#: Entries of the asynchronous FIFO that carries results from the accelerator's domain to the
+#: bridge's (two-clock engines only). The serial link drains one result per frame-time, far
+#: slower than the FIFO's round trip; the network's own output FIFO holds more.
+RESULT_FIFO_DEPTH = 2
 
 #: An INFO or ERROR reply waiting to be sent (internal; the wire format is protocol's).
 _REPLY = data.StructLayout({"info": 1, "id": 8, "error": ErrorPayload})
@@ -51,6 +75,13 @@ _REPLY = data.StructLayout({"info": 1, "id": 8, "error": ErrorPayload})
 
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_domain(domain):
+    if domain is not None and (not isinstance(domain, str) or not domain.isidentifier()
+                               or domain == "sync"):
+        raise ValueError(f"network_domain ({domain!r}) must be None or the name of a clock "
+                         "domain other than 'sync'")
 
 
 def _check_range(name, value, lo, hi):
@@ -116,6 +147,11 @@ class PacketEngine(wiring.Component):
     buffer : "block", "distributed" or "logic"
         The frame buffer's ``ram_style`` (default ``"block"``; ``"distributed"``, LUT RAM, exists
         on ECP5 only).
+    network_domain : str or None
+        None (default): one clock; the network runs in ``sync`` with the engine. A domain name
+        (e.g. :data:`NETWORK_DOMAIN`): the network and the feeder run in that domain, on a clock
+        of their own, unrelated to ``sync`` (see Clock domains). The domain is the caller's to
+        define, with its reset synchronized to its clock.
 
     Ports
     -----
@@ -139,25 +175,52 @@ class PacketEngine(wiring.Component):
     a queue of :data:`~xnorflow.hw.tops.protocol.REPLY_QUEUE_DEPTH` and are sent before pending
     results.
 
+    Clock domains
+    -------------
+    With ``network_domain`` set, the engine is two clock domains joined by clock-domain crossings
+    that are safe for any ratio of the two clocks:
+
+    * the frame buffer is a dual-clock memory (``lib.memory`` with its write port in ``sync``,
+      its read port in the network's domain): a frame's pixels cross in the memory itself, so no
+      FIFO as wide as an ``s_axis`` beat (``8 * SIMD0 + 1`` bits, ~4 flip-flops and ~3 LUTs per
+      bit and entry on an iCE40) is spent on them;
+    * a committed slot's index crosses to the feeder through an ``AsyncFIFO`` (Gray-coded
+      pointers through 2-flip-flop synchronizers, Cummings' "style #2"), written at the commit,
+      long after the slot's last pixel was written; the feeder, now in the network's domain,
+      streams the slot into ``s_axis`` and sends the slot's index back through a second
+      ``AsyncFIFO`` when it has read its last beat, which clears the slot's ``full`` bit (so the
+      parser never writes a slot that is being read);
+    * results cross back through an ``AsyncFIFO`` of :data:`RESULT_FIFO_DEPTH` entries of
+      ``m_axis_tdata``;
+    * the network's sticky ``frame_error`` (a level) through an ``FFSynchronizer``.
+
+    Each ``AsyncFIFO`` is reset by the reset of its write domain; both domains are expected to be
+    reset together (as the board tops and :class:`DualClockBridge` do, from one source through a
+    ``ResetSynchronizer`` per domain). The Timing below then holds only for the bridge's own
+    cycles: the crossings add a few cycles of each clock (2 synchronizer stages and up to 2
+    cycles of the FIFO each way) that depend on the clocks' phase.
+
     Timing
     ------
-    Bytes are taken one per cycle. :attr:`result_latency`: cycles from the handshake of a FRAME's
-    crc byte to the first byte of its RESULT being valid on ``o_stream``, when the network is
-    empty and nothing else is being sent: ``3 + network.latency`` (commit 1, feeder 1, network,
-    sender 1). :attr:`reply_latency`: 3 cycles, the same for an INFO or ERROR reply from the
-    byte that decides it (the crc byte; the header's last byte for a length above N0; for
-    TIMEOUT the cycle the gap expires). Replies queue behind a packet being sent.
+    Bytes are taken one per cycle. :attr:`result_latency` (one clock only): cycles from the
+    handshake of a FRAME's crc byte to the first byte of its RESULT being valid on ``o_stream``,
+    when the network is empty and nothing else is being sent: ``3 + network.latency`` (commit 1,
+    feeder 1, network, sender 1). :attr:`reply_latency`: 3 cycles, the same for an INFO or
+    ERROR reply from the byte that decides it (the crc byte; the header's last byte for a length
+    above N0; for TIMEOUT the cycle the gap expires). Replies queue behind a packet being sent.
     """
 
     def __init__(self, network, *, model_hash=None, clk_hz, divisor,
-                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block"):
+                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block", network_domain=None):
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz, divisor=divisor,
                                   gap_bits=gap_bits, slots=slots)
         if buffer not in BRIDGE_BUFFER_STYLES:
             raise ValueError(f"buffer ({buffer!r}) must be one of "
                              f"{', '.join(BRIDGE_BUFFER_STYLES)}")
+        _check_domain(network_domain)
         self._buffer = buffer
         self._network = network
+        self._network_domain = network_domain
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(8)),
@@ -181,13 +244,22 @@ class PacketEngine(wiring.Component):
         return self._info.capacity
 
     @property
+    def network_domain(self) -> str | None:
+        """The network's clock domain; None: ``sync``, the engine's (one clock)."""
+        return self._network_domain
+
+    @property
     def gap_cycles(self) -> int:
         """Cycles without a byte after which a packet is abandoned."""
         return self._info.gap_bits * self._info.divisor
 
     @property
     def result_latency(self) -> int:
-        """Cycles from a FRAME's crc byte to its RESULT's first byte (see Timing)."""
+        """Cycles from a FRAME's crc byte to its RESULT's first byte (see Timing); one clock
+        only (with ``network_domain`` it depends on both clocks: a ``ValueError``)."""
+        if self._network_domain is not None:
+            raise ValueError("result_latency is exact only for a one-clock engine; this one "
+                             f"runs the network in domain {self._network_domain!r}")
         return 3 + self._network.latency
 
     @property
@@ -197,20 +269,40 @@ class PacketEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.network = net = self._network
+        net = self._network
+        nd = self._network_domain
         info = self._info
         lanes, beats, slots = net.lanes, net.beats_per_frame, info.capacity
-        m.d.comb += self.frame_error.eq(net.frame_error)
+        if nd is None:
+            m.submodules.network = net
+            m.d.comb += self.frame_error.eq(net.frame_error)
+        else:
+            m.submodules.network = DomainRenamer(nd)(net)
+            m.submodules.frame_error_sync = FFSynchronizer(net.frame_error, self.frame_error)
 
-        # Frame buffer: `slots` frames of `beats` words, one s_axis beat per word.
+        # Frame buffer: `slots` frames of `beats` words, one s_axis beat per word. Written in
+        # `sync`, read in the feeder's domain (with two clocks: a dual-clock memory).
         m.submodules.buffer = buffer = Memory(shape=8 * lanes, depth=slots * beats, init=[],
                                               attrs={"ram_style": self._buffer})
         wport = buffer.write_port(granularity=8)
-        rport = buffer.read_port()
+        rport = buffer.read_port(domain=nd or "sync")
         full = Signal(slots)                  # slot holds a whole frame not yet fed
         set_full = Signal(slots)
         clear_full = Signal(slots)
         m.d.sync += full.eq((full | set_full) & ~clear_full)
+        # Slots committed (sync -> feeder) and slots read out (feeder -> sync), by index.
+        committed = freed = None
+        if nd is not None:
+            depth = max(2, slots)             # never full: at most `slots` tokens in flight
+            m.submodules.committed = committed = AsyncFIFO(
+                width=max(1, (slots - 1).bit_length()), depth=depth, w_domain="sync",
+                r_domain=nd)
+            m.submodules.freed = freed = AsyncFIFO(
+                width=max(1, (slots - 1).bit_length()), depth=depth, w_domain=nd,
+                r_domain="sync")
+            m.d.comb += freed.r_en.eq(1)
+            with m.If(freed.r_rdy):
+                m.d.comb += clear_full.eq(Const(1, slots) << freed.r_data)
 
         # Ids of the frames committed and not yet answered, in order.
         m.submodules.ids = ids = SyncFIFOBuffered(width=8, depth=slots + 1)
@@ -227,8 +319,8 @@ class PacketEngine(wiring.Component):
         ]
 
         self._elaborate_parser(m, info, lanes, beats, slots, wport, full, set_full, ids, reply,
-                               reply_valid)
-        self._elaborate_feeder(m, net, beats, slots, rport, full, clear_full)
+                               reply_valid, committed)
+        self._elaborate_feeder(m, net, beats, slots, rport, full, clear_full, committed, freed)
         self._elaborate_sender(m, net, info, ids, replies, line_seen, dropped)
         # After the sender, whose snapshot clears the sticky flags: a new event wins.
         with m.If(reply_valid & ~replies.w_rdy):
@@ -238,7 +330,7 @@ class PacketEngine(wiring.Component):
         return m
 
     def _elaborate_parser(self, m, info, lanes, beats, slots, wport, full, set_full, ids, reply,
-                          reply_valid):
+                          reply_valid, committed):
         rx = self.i_stream
         byte = rx.payload
         got = rx.valid
@@ -343,6 +435,8 @@ class PacketEngine(wiring.Component):
                             ids.w_en.eq(1),
                             ids.w_data.eq(hdr.id),
                         ]
+                        if committed is not None:
+                            m.d.comb += [committed.w_en.eq(1), committed.w_data.eq(wr_slot)]
                         last = wr_slot == slots - 1
                         m.d.sync += [
                             wr_slot.eq(Mux(last, 0, wr_slot + 1)),
@@ -358,8 +452,11 @@ class PacketEngine(wiring.Component):
                     error(ErrorCode.TIMEOUT, hdr)
                     m.next = "HUNT"
 
-    def _elaborate_feeder(self, m, net, beats, slots, rport, full, clear_full):
-        """Full slots, in order, into s_axis: a registered read per beat, held while stalled."""
+    def _elaborate_feeder(self, m, net, beats, slots, rport, full, clear_full, committed, freed):
+        """Full slots, in order, into s_axis: a registered read per beat, held while stalled.
+        With two clocks it runs in the network's domain; a slot is full when its index has come
+        through ``committed``, and is handed back through ``freed`` after its last beat."""
+        fd = m.d[self._network_domain or "sync"]
         # The slots lie end to end in the buffer, so the read address just counts through
         # it. It is a register of its own (not slot base + beat): it drives every cell of a
         # frame buffer that may be hundreds of LUT-RAM cells wide.
@@ -372,7 +469,7 @@ class PacketEngine(wiring.Component):
         have = Signal()
         m.d.comb += [
             advance.eq(~out_valid | net.s_axis_tready),
-            have.eq(full.bit_select(rd_slot, 1)),
+            have.eq(full.bit_select(rd_slot, 1) if committed is None else committed.r_rdy),
             rport.en.eq(advance),
             rport.addr.eq(rd_addr),
             net.s_axis_tdata.eq(rport.data),
@@ -380,26 +477,44 @@ class PacketEngine(wiring.Component):
             net.s_axis_tlast.eq(out_last),
         ]
         with m.If(advance):
-            m.d.sync += [out_valid.eq(have), out_last.eq(rd_beat == beats - 1)]
+            fd += [out_valid.eq(have), out_last.eq(rd_beat == beats - 1)]
             with m.If(have):
                 with m.If(rd_beat == beats - 1):
                     last = rd_slot == slots - 1
-                    m.d.comb += clear_full.eq(Const(1, slots) << rd_slot)
-                    m.d.sync += [
+                    if committed is None:
+                        m.d.comb += clear_full.eq(Const(1, slots) << rd_slot)
+                    else:
+                        m.d.comb += [committed.r_en.eq(1),
+                                     freed.w_en.eq(1), freed.w_data.eq(committed.r_data)]
+                    fd += [
                         rd_beat.eq(0),
                         rd_slot.eq(Mux(last, 0, rd_slot + 1)),
                         rd_addr.eq(Mux(last, 0, rd_addr + 1)),
                     ]
                 with m.Else():
-                    m.d.sync += [rd_beat.eq(rd_beat + 1), rd_addr.eq(rd_addr + 1)]
+                    fd += [rd_beat.eq(rd_beat + 1), rd_addr.eq(rd_addr + 1)]
 
     def _elaborate_sender(self, m, net, info, ids, replies, line_seen, dropped):
-        """One reply packet at a time onto o_stream: queued INFO/ERROR first, then results."""
+        """One reply packet at a time onto o_stream: queued INFO/ERROR first, then results (from
+        ``m_axis``, or with two clocks from the result FIFO that ``m_axis`` fills)."""
         o = self.o_stream
         m.submodules.tx_crc = crc = CRC.create()
         pending = data.View(_REPLY, replies.r_data)
+        nd = self._network_domain
+        if nd is None:
+            res_valid, res_data, res_take = net.m_axis_tvalid, net.m_axis_tdata, net.m_axis_tready
+        else:
+            m.submodules.results = results = AsyncFIFO(
+                width=len(net.m_axis_tdata), depth=RESULT_FIFO_DEPTH, w_domain=nd,
+                r_domain="sync")
+            m.d.comb += [
+                results.w_data.eq(net.m_axis_tdata),
+                results.w_en.eq(net.m_axis_tvalid),
+                net.m_axis_tready.eq(results.w_rdy),
+            ]
+            res_valid, res_data, res_take = results.r_rdy, results.r_data, results.r_en
         am_layout = net.plan.argmax.output_layout
-        am = data.View(am_layout, net.m_axis_tdata[:am_layout.size])
+        am = data.View(am_layout, res_data[:am_layout.size])
         res_layout = result_layout(info.classes, info.with_scores, info.signed_scores)
 
         status = Signal(ResultStatus)
@@ -451,11 +566,11 @@ class PacketEngine(wiring.Component):
             m.d.sync += data_byte.eq(Sync.DEVICE)
             with m.If(replies.r_rdy):
                 m.d.sync += [busy.eq(1), is_result.eq(0), index.eq(0)]
-            with m.Elif(net.m_axis_tvalid & ids.r_rdy):
+            with m.Elif(res_valid & ids.r_rdy):
                 m.d.sync += [
                     busy.eq(1), is_result.eq(1), index.eq(0),
                     Value.cast(status).eq(
-                        Mux(net.frame_error, ResultStatus.FRAME_ERROR.value, 0)
+                        Mux(self.frame_error, ResultStatus.FRAME_ERROR.value, 0)
                         | Mux(line_seen, ResultStatus.LINE_ERROR.value, 0)
                         | Mux(dropped, ResultStatus.REPLY_DROPPED.value, 0)),
                     line_seen.eq(0),
@@ -471,7 +586,7 @@ class PacketEngine(wiring.Component):
             with m.If(last):
                 m.d.sync += busy.eq(0)
                 with m.If(is_result):
-                    m.d.comb += [net.m_axis_tready.eq(1), ids.r_en.eq(1)]
+                    m.d.comb += [res_take.eq(1), ids.r_en.eq(1)]
                 with m.Else():
                     m.d.comb += replies.r_en.eq(1)
 
@@ -489,8 +604,12 @@ class SerialBridge(wiring.Component):
     baud : int
         The link's bit rate. ``divisor = round(clk_hz / baud)`` clock cycles per bit, at least 4,
         and ``clk_hz / divisor`` within :data:`MAX_BAUD_ERROR` (2 %) of ``baud``.
-    model_hash, gap_bits, slots, buffer
-        As for :class:`PacketEngine`.
+    model_hash, gap_bits, slots, buffer, network_domain
+        As for :class:`PacketEngine`: with ``network_domain`` the network runs on a clock of its
+        own (the UART and the engine stay in ``sync``, at ``clk_hz``).
+    network_clk_hz : int or None
+        The network domain's clock frequency (required with ``network_domain``, else None): for
+        :attr:`frame_cycles` and :attr:`frames_per_second` only.
 
     Ports
     -----
@@ -511,7 +630,8 @@ class SerialBridge(wiring.Component):
     ``slots`` >= 2), one frame per :attr:`frame_cycles` = ``max(10 * divisor * (N0 + 6), 10 *
     divisor * (R + 6), network.ii, N0/SIMD0)`` cycles, that is :attr:`frames_per_second`: the
     UART's ``baud / (10 * (N0 + 6))`` in practice (14.6 frames/s for MNIST at 115200 baud,
-    126.6 at 1 Mbaud).
+    126.6 at 1 Mbaud, 379.7 at 3 Mbaud). With two clocks the network's terms are converted from
+    its clock: ``ceil(max(network.ii, N0/SIMD0) * clk_hz / network_clk_hz)``.
 
     Latency
     -------
@@ -519,7 +639,8 @@ class SerialBridge(wiring.Component):
     RESULT's start bit on ``tx``: :attr:`result_latency` = ``divisor // 2 + 9 * divisor + 3``
     (the receiver) ``+ 3 + network.latency`` (the engine) ``+ 1`` (the transmitter) cycles,
     when the network is empty and nothing else is being sent; the RESULT then takes ``10 *
-    divisor * (R + 6)`` cycles.
+    divisor * (R + 6)`` cycles. One clock only: with two, the crossings add a few cycles that
+    depend on the clocks' phase (:class:`PacketEngine`, Clock domains).
 
     Errors
     ------
@@ -531,8 +652,14 @@ class SerialBridge(wiring.Component):
     """
 
     def __init__(self, network, *, clk_hz, baud, model_hash=None, gap_bits=DEFAULT_GAP_BITS,
-                 slots=2, buffer="block"):
+                 slots=2, buffer="block", network_domain=None, network_clk_hz=None):
         _check_range("clk_hz", clk_hz, 1, 2**32 - 1)
+        _check_domain(network_domain)
+        if network_domain is None and network_clk_hz is not None:
+            raise ValueError("network_clk_hz applies to a network in a domain of its own "
+                             "(network_domain)")
+        if network_domain is not None:
+            _check_range("network_clk_hz", network_clk_hz, 1, 2**32 - 1)
         if not _is_int(baud) or baud < 1:
             raise ValueError(f"baud ({baud!r}) must be a positive integer")
         divisor = round(clk_hz / baud)
@@ -551,6 +678,8 @@ class SerialBridge(wiring.Component):
         self._buffer = buffer
         self._network = network
         self._baud = baud
+        self._network_domain = network_domain
+        self._network_clk_hz = network_clk_hz
         self._engine = None
         super().__init__({
             "rx": In(1, init=1),
@@ -566,8 +695,18 @@ class SerialBridge(wiring.Component):
             self._engine = PacketEngine(self._network, model_hash=info.model_hash,
                                         clk_hz=info.clk_hz, divisor=info.divisor,
                                         gap_bits=info.gap_bits, slots=info.capacity,
-                                        buffer=self._buffer)
+                                        buffer=self._buffer,
+                                        network_domain=self._network_domain)
         return self._engine
+
+    @property
+    def network_domain(self) -> str | None:
+        return self._network_domain
+
+    @property
+    def network_clk_hz(self) -> int | None:
+        """The network's clock (``clk_hz`` when it shares the bridge's; see Parameters)."""
+        return self._info.clk_hz if self._network_domain is None else self._network_clk_hz
 
     @property
     def network(self) -> Network:
@@ -590,8 +729,11 @@ class SerialBridge(wiring.Component):
         """Clock cycles per frame in the steady state (see Throughput)."""
         info, net = self.info, self.network
         per_byte = BITS_PER_BYTE * info.divisor
+        compute = max(net.ii, net.beats_per_frame)
+        if self._network_domain is not None:
+            compute = -(-compute * info.clk_hz // self._network_clk_hz)
         return max(per_byte * (info.n0 + OVERHEAD), per_byte * (info.result_bytes + OVERHEAD),
-                   net.ii, net.beats_per_frame)
+                   compute)
 
     @property
     def frames_per_second(self) -> float:
@@ -600,7 +742,10 @@ class SerialBridge(wiring.Component):
     @property
     def result_latency(self) -> int:
         """Cycles from the start bit of a FRAME's crc byte at ``rx`` to the start bit of its RESULT
-        at ``tx`` (see Latency)."""
+        at ``tx`` (see Latency); one clock only (else a ``ValueError``)."""
+        if self._network_domain is not None:
+            raise ValueError("result_latency is exact only for a one-clock bridge; this one "
+                             f"runs the network in domain {self._network_domain!r}")
         d = self._info.divisor
         return d // 2 + 9 * d + 3 + 3 + self._network.latency + 1
 
@@ -616,4 +761,59 @@ class SerialBridge(wiring.Component):
             engine.line_error.eq(rx.framing_error),
             self.tx.eq(tx.tx),
         ]
+        return m
+
+
+class DualClockBridge(wiring.Component):
+    """A :class:`SerialBridge` whose network runs on a clock of its own: the board tops' two clock
+    domains without the board (the simulated board of :mod:`xnorflow.sim.board` runs this).
+
+    The UART and the packet engine run in ``sync`` (the component's ``clk`` and ``rst``); the
+    network in :data:`NETWORK_DOMAIN` (``accel``), clocked by the ``accel_clk`` port, any
+    frequency, unrelated in phase. The network domain's reset comes from ``sync``'s reset through
+    a ``ResetSynchronizer`` (asserted at once, released on the second edge of ``accel_clk``
+    after ``rst`` falls), so one reset input resets both domains, as in the board tops. The
+    crossings are :class:`PacketEngine`'s (Clock domains).
+
+    Parameters
+    ----------
+    network, clk_hz, baud, model_hash, gap_bits, slots, buffer
+        As for :class:`SerialBridge` (``clk_hz``: the bridge's clock).
+    network_clk_hz : int
+        The frequency of ``accel_clk``.
+
+    Ports
+    -----
+    rx, tx : as for :class:`SerialBridge`.
+    accel_clk : In(1)
+        The network's clock.
+    """
+
+    def __init__(self, network, *, clk_hz, baud, network_clk_hz, model_hash=None,
+                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block"):
+        self._bridge = SerialBridge(network, clk_hz=clk_hz, baud=baud, model_hash=model_hash,
+                                    gap_bits=gap_bits, slots=slots, buffer=buffer,
+                                    network_domain=NETWORK_DOMAIN,
+                                    network_clk_hz=network_clk_hz)
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "accel_clk": In(1),
+        })
+
+    @property
+    def bridge(self) -> SerialBridge:
+        return self._bridge
+
+    @property
+    def info(self) -> DeviceInfo:
+        return self._bridge.info
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.accel = ClockDomain(NETWORK_DOMAIN)
+        m.d.comb += ClockSignal(NETWORK_DOMAIN).eq(self.accel_clk)
+        m.submodules.accel_reset = ResetSynchronizer(ResetSignal("sync"), domain=NETWORK_DOMAIN)
+        m.submodules.bridge = bridge = self._bridge
+        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx)]
         return m

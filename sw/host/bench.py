@@ -346,6 +346,11 @@ def load_build(manifest_path: str | Path, root: str | Path | None = None) -> Acc
         raise BenchError(f"{manifest_path}: the recorded simulation has {sim['mismatches']} "
                          "mismatches against the golden model; not benchmarking a wrong design")
     fmax = m.get("fmax_mhz") or r.get("fmax_mhz") or {}
+    accel = (m.get("domains") or {}).get("accel")
+    if accel is not None:
+        # A two-clock board build: the row is the accelerator's, so its clock's Fmax (the serial
+        # bridge's slow clock has its own in the manifest's `domains`).
+        fmax = {accel["clock"]: accel["fmax_mhz"]}
     try:
         rel = manifest_path.resolve().relative_to(root.resolve().parent)
     except ValueError:

@@ -153,10 +153,11 @@ __all__ = [
     "run_accelerator",
 ]
 
-#: The bit rates :func:`connect` tries, in order, when not given one: the reference builds'
-#: (1 Mbaud), the boards' USB-UART limits (ULX3S FT231X 3 Mbaud, iCEBreaker FT2232H 12 Mbaud)
-#: and the usual serial default.
-PROBE_BAUDS = (1_000_000, 3_000_000, 12_000_000, 115_200)
+#: The bit rates :func:`connect` tries, in order, when not given one: the boards' default
+#: (3 Mbaud on every board: :data:`xnorflow.hw.tops.board.DEFAULT_BAUD`) first, then the earlier
+#: reference builds' 1 Mbaud, the iCEBreaker FT2232H's 12 Mbaud limit (a build with a bridge
+#: clock that reaches it) and the usual serial default.
+PROBE_BAUDS = (3_000_000, 1_000_000, 12_000_000, 115_200)
 #: Seconds one probing HELLO waits for INFO (INFO is 6 + 54 bytes: 5 ms at 115,200 baud).
 PROBE_TIMEOUT = 0.5
 
