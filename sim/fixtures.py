@@ -14,6 +14,7 @@ import numpy as np
 from xnorflow import spec as specs
 from xnorflow.golden import GoldenModel
 from xnorflow.hw.compiler import Folding, LayerFolding
+from xnorflow.hw.compiler.folding import simd_choices
 from xnorflow.model import ConvLayer, DenseLayer, Model, PoolLayer, accumulator_range, pack_bits
 
 __all__ = ["conv_cycles", "folding", "random_conv_net", "random_conv_spec", "random_folding",
@@ -180,12 +181,16 @@ def random_folding(topology, rng: np.random.Generator, kind: str = "random") -> 
     SIMD = 1), ``"parallel"`` (PE = M, SIMD = N; a convolution's or pooling's M and N are its
     output and input channels) or ``"random"`` (random divisors, weight storage and sometimes a
     FIFO; for a convolution sometimes a place for its unit's input buffer and for its window
-    generator's line buffer, block RAM or logic). The choices are
-    the ones the compiler's folding rules allow (:meth:`Folding.check
+    generator's line buffer, block RAM or logic; for a convolution behind another layer, half
+    the time a SIMD of ``m*C``, m > 1 kernel columns a beat, where its kernel has such an m).
+    The choices are the ones the compiler's folding rules allow (:meth:`Folding.check
     <xnorflow.hw.compiler.folding.Folding.check>`: PE divides the output channels, SIMD the
-    input channels; a pooling passes its channels through, PE = SIMD)."""
+    input channels or, for a convolution, is ``m*C`` with m > 1 dividing K; a pooling passes
+    its channels through, PE = SIMD). (The first layer keeps a SIMD dividing C: the network
+    top's ``lanes``, pixels per ``s_axis`` beat, is read as the first layer's SIMD.)"""
     if isinstance(topology, Model):
-        folded = Folding(tuple(_layer_folding(layer, rng, kind) for layer in topology.layers))
+        folded = Folding(tuple(_layer_folding(layer, rng, kind, first=index == 0)
+                               for index, layer in enumerate(topology.layers)))
         folded.check(topology.layers)
         return folded
     layers = []
@@ -210,7 +215,7 @@ def _dense_folding(n, m, rng, kind):
                         str(rng.choice(["bram", "lut"])), fifo)
 
 
-def _layer_folding(layer, rng, kind):
+def _layer_folding(layer, rng, kind, first=False):
     if isinstance(layer, DenseLayer):
         return _dense_folding(layer.in_features, layer.out_features, rng, kind)
     channels = layer.in_shape[2]
@@ -223,8 +228,11 @@ def _layer_folding(layer, rng, kind):
         return _dense_folding(channels, layer.out_channels, rng, kind)
     entry = _dense_folding(channels, layer.out_channels, rng, kind)
     buffer, line_buffer = ([None, None, "logic", "block"][int(i)] for i in rng.integers(0, 4, 2))
-    return LayerFolding(entry.pe, entry.simd, entry.storage, entry.fifo_depth, buffer,
-                        line_buffer)
+    simd = entry.simd
+    columns = [s for s in simd_choices(layer) if s > channels]   # m*C, m > 1 dividing K
+    if columns and not first and rng.random() < 0.5:
+        simd = int(rng.choice(columns))
+    return LayerFolding(entry.pe, simd, entry.storage, entry.fifo_depth, buffer, line_buffer)
 
 
 def conv_cycles(spec: str) -> int:

@@ -19,7 +19,7 @@ from xnorflow.hw.compiler.autofold import (
     auto_folding,
 )
 from xnorflow.hw.compiler.devices import get_device
-from xnorflow.hw.compiler.folding import layer_cycles, layer_extents
+from xnorflow.hw.compiler.folding import LayerFolding, layer_cycles, simd_choices
 from xnorflow.hw.compiler.plan import lower
 from xnorflow.model import Model
 from xnorflow.sim.fixtures import random_model, random_net
@@ -35,8 +35,9 @@ def _check(model, result, device, board):
     plan = compile_plan(model, folding)
     assert plan.ii == result.ii
     estimate = plan.resources()
-    if board:
-        estimate += bridge_resources(model.layers[0].in_features, folding.layers[0].simd,
+    if board:  # the bridge sends the first layer's input beats: SIMD pixels, C where m*C
+        first = plan.layers[0]
+        estimate += bridge_resources(first.in_features, first.in_features // first.input_beats,
                                      family)
     assert estimate == result.estimate
     assert estimate.luts(family) <= LUT_BUDGET * device.luts
@@ -49,8 +50,7 @@ def _check(model, result, device, board):
     # (or, weights in block RAM, the wider words pack them into fewer blocks).
     for op in plan.layers:
         assert layer_cycles(op, op.pe, op.simd) <= result.ii
-        _, n = layer_extents(op)
-        smaller = [d for d in range(1, op.simd) if n % d == 0]
+        smaller = [d for d in simd_choices(op) if d < op.simd]
         if smaller and layer_cycles(op, op.pe, smaller[-1]) <= result.ii:
             assert op.storage == "bram", op.label
             narrow = op.folded(replace(op.layer_folding, simd=smaller[-1])).resources()
@@ -124,6 +124,20 @@ def test_cnv_on_85f_reaches_9150_frames_per_second_at_100mhz():
     _check(random_net(CNV, 1), result, "ecp5-85f", True)
 
 
+def test_cnv_first_layer_takes_three_kernel_columns_a_beat():
+    """The shipped CNV on the ECP5-85F at 75 MHz with the serial bridge: the first layer (one
+    channel, K = 3) is no longer held to SIMD 1, its floor with SIMD dividing C; it takes
+    SIMD = 3*C, three kernel columns a beat, and the network's II drops below that floor."""
+    model = Model.load("sw/models/cnv.npz")
+    result = auto_folding(model, "LFE5U-85F", freq_mhz=75, board=True)
+    _check(model, result, "LFE5U-85F", True)
+    first = lower(model).layers[0]
+    floor = min(first.folded(LayerFolding(pe, 1)).cycles_per_frame for pe in (16, 32, 64))
+    assert result.ii < floor
+    assert result.folding.layers[0].simd == 3 * first.in_shape[2]
+    assert compile_plan(model, result.folding).layers[0].in_width == 8
+
+
 @pytest.mark.parametrize("spec,device,t,board", [
     ("10x10x1-c6k3-p2-12-10", "up5k", 2000, True),
     ("10x10x1-c6k3-p2-12-10", "up5k", 600, False),
@@ -141,13 +155,16 @@ def test_combination_is_the_cheapest_of_all(spec, device, t, board):
         total = fixed
         for _, res in combo:
             total += res
+        # a layer's input beat: SIMD lanes, or a convolution's C where SIMD is m*C
+        folded = [op.folded(lf) for op, (lf, _) in zip(ops, combo, strict=True)]
         for i in range(len(ops) - 1):
-            pe, simd = combo[i][0].pe, combo[i + 1][0].simd
-            if pe != simd:
+            pe, width = combo[i][0].pe, folded[i + 1].in_width
+            if pe != width:
                 total += ConverterOp(after=i, frame_bits=ops[i].out_features, in_width=pe,
-                                     out_width=simd).resources()
+                                     out_width=width).resources()
         if board:
-            total += bridge_resources(ops[0].in_features, combo[0][0].simd, family)
+            total += bridge_resources(ops[0].in_features,
+                                      ops[0].in_features // folded[0].input_beats, family)
         cells = total.luts(family) + (-(-ICE40_FF_CELLS * total.ff // 1) if family == "ice40"
                                       else 0)
         if total.brams(family) <= device.brams and total.luts(family) <= LUT_BUDGET * device.luts:

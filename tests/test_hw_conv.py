@@ -44,6 +44,12 @@ CASES = {
     # converter 3 -> 6; a FIFO in front of the second conv
     "stride-mixed": ("7x7x3-c4k3s2p-c6k2-6", 6,
                      folding((2, 3), (3, 2, "bram", 3), (3, 6))),
+    # SIMD = m*C: the padded conv behind the pool 3 kernel columns a beat (SIMD 12 = 3*4, input
+    # 4 lanes, no converter); the k2 conv 2 columns a beat (SIMD 8 = 2*4, converter 2 -> 4)
+    "pool-columns": ("6x6x1-c4k3-p2-c4k3p-5", 7,
+                     folding((2, 1), (4, 4), (2, 12), (5, 4))),
+    "stride-columns": ("7x7x3-c4k3s2p-c6k2-6", 8,
+                       folding((2, 3), (3, 8, "bram"), (3, 6))),
 }
 
 
@@ -92,7 +98,7 @@ def test_conv_ii_bounds():
     model = random_net("8x8x3-c6k3p-p2-c5k3-7", 0)
     plan = lower(model)
     conv = plan.layers[0]
-    for pe, simd in [(1, 1), (2, 3), (6, 3), (6, 1)]:
+    for pe, simd in [(1, 1), (2, 3), (6, 3), (6, 1), (2, 9), (6, 9)]:
         op = conv.folded(folding((pe, simd)).layers[0])
         oh, ow, m = op.out_shape
         unit = oh * ow * (m // pe) * (op.window // simd)
@@ -104,7 +110,13 @@ def test_conv_ii_bounds():
 
 @pytest.mark.parametrize(("entries", "message"), [
     ([(1, 2), (1, 1), (1, 1), (1, 1)],
-     r"layer 0 \(conv0\): SIMD \(2\) must divide the input channels \(3\)"),
+     r"^layer 0 \(conv0\): SIMD \(2\) must divide the input channels \(3\) or be m\*C with "
+     r"m > 1 dividing the kernel \(3\)$"),
+    ([(1, 6), (1, 1), (1, 1), (1, 1)],   # 6 = 2*C, but 2 does not divide K = 3
+     r"^layer 0 \(conv0\): SIMD \(6\) must divide the input channels \(3\) or be m\*C with "
+     r"m > 1 dividing the kernel \(3\)$"),
+    ([(1, 1), (1, 1), (1, 1), (1, 14)],  # a dense layer: divisors only
+     r"^layer 3 \(fc3\): SIMD \(14\) must divide the input channels \(20\)$"),
     ([(4, 1), (1, 1), (1, 1), (1, 1)],
      r"layer 0 \(conv0\): PE \(4\) must divide the output channels \(6\)"),
     ([(1, 1), (4, 1), (1, 1), (1, 1)],
@@ -173,6 +185,167 @@ def test_ops_match_the_blocks():
             assert block.unit.latency == op.mvtu.latency
 
 
+# --- The convolution unit alone, several kernel columns a beat ----------------------------------
+
+
+def _ref_conv(v, weights, thresholds, directions, kernel, stride, padding, pad_value, bits):
+    """docs/semantics.md 3 and 5.2 with plain loops: the output bits of every position, row-major,
+    channels fastest, for the map ``v[r][col][ch]``."""
+    h, w, c = len(v), len(v[0]), len(v[0][0])
+
+    def u(r, col, ch):
+        r, col = r - padding, col - padding
+        return v[r][col][ch] if 0 <= r < h and 0 <= col < w else pad_value
+
+    out = []
+    for y in range((h + 2 * padding - kernel) // stride + 1):
+        for x in range((w + 2 * padding - kernel) // stride + 1):
+            win = [u(y * stride + ky, x * stride + kx, ch)
+                   for ky in range(kernel) for kx in range(kernel) for ch in range(c)]
+            for row, t, d in zip(weights, thresholds, directions, strict=True):
+                if bits == 1:
+                    acc = sum(1 for wt, a in zip(row, win, strict=True) if wt == a)
+                else:
+                    acc = sum(a if wt else -a for wt, a in zip(row, win, strict=True))
+                out.append(int(acc >= t) if d == 1 else int(acc <= t))
+    return out
+
+
+# (in_shape, M, K, S, P, V, bits, PE, SIMD): SIMD = m*C, m = 3 or 5 columns a beat
+UNIT_CONFIGS = [
+    pytest.param((6, 7, 1), 4, 3, 1, 1, 200, 8, 2, 3, id="6x7x1-k3p-px-m3"),
+    pytest.param((7, 5, 1), 3, 3, 2, 0, 0, 8, 3, 3, id="7x5x1-k3s2-px-m3"),
+    pytest.param((5, 5, 2), 4, 3, 1, 1, 1, 1, 4, 6, id="5x5x2-k3p-bits-m3"),
+    pytest.param((7, 6, 3), 3, 3, 2, 1, 0, 1, 1, 9, id="7x6x3-k3s2p-bits-m3"),
+    pytest.param((5, 6, 3), 2, 3, 1, 0, 1, 1, 2, 9, id="5x6x3-k3-bits-m3"),
+    pytest.param((6, 7, 1), 2, 5, 1, 2, 7, 8, 1, 5, id="6x7x1-k5p-px-m5"),
+]
+
+
+def _unit_run(in_shape, m, kernel, stride, padding, pad_value, bits, pe, simd, source_pause,
+              sink_pause, frames=3, seed=3):
+    from hwsim import Sink, Source, run_streams
+
+    from xnorflow.hw.blocks.conv import ConvUnit
+
+    rng = np.random.default_rng(seed)
+    h, w, c = in_shape
+    n = kernel * kernel * c
+    weights = rng.integers(0, 2, (m, n)).astype(bool)
+    maps = rng.integers(0, 1 << bits, (frames, h, w, c))
+    # thresholds inside the accumulator's range, both directions
+    top = n if bits == 1 else 255 * n
+    thresholds = rng.integers(-top // 4 if bits == 8 else n // 3, top // 4 if bits == 8
+                              else 2 * n // 3 + 1, m)
+    directions = np.where(np.arange(m) % 2 == 0, 1, -1)
+    op = ConvOp(0, "conv0", in_shape, m, kernel, stride, padding, pad_value, bits, weights,
+                thresholds.astype(np.int64), directions.astype(np.int64), pe, simd, "lut")
+    assert op.columns == simd // c and op.in_lanes == c and op.in_width == c * bits
+    dut = ConvUnit.from_op(op)
+    inputs = [sum(int(x) << (bits * ch) for ch, x in enumerate(pixel))
+              for v in maps for row in v for pixel in row]
+    expected = []
+    for v in maps:
+        out = _ref_conv(v.tolist(), weights.astype(int).tolist(), thresholds.tolist(),
+                        directions.tolist(), kernel, stride, padding, pad_value, bits)
+        expected += [sum(b << i for i, b in enumerate(out[j:j + pe]))
+                     for j in range(0, len(out), pe)]
+    assert np.array_equal(op.execute(maps.reshape(frames, -1)).reshape(-1),
+                          np.array([b >> i & 1 for b in expected for i in range(pe)]))
+    source = Source(dut.i_stream, inputs, source_pause, seed=seed + 1)
+    sink = Sink(dut.o_stream, len(expected), sink_pause, seed=seed + 2)
+    run_streams(dut, [source], [sink], timeout=400, drain=60)
+    assert sink.beats == expected
+    return op, source, sink
+
+
+@pytest.mark.parametrize("source_pause", ["none", "fixed", "random"])
+@pytest.mark.parametrize(
+    ("in_shape", "m", "kernel", "stride", "padding", "pad_value", "bits", "pe", "simd"),
+    UNIT_CONFIGS)
+def test_conv_unit_columns_timed(in_shape, m, kernel, stride, padding, pad_value, bits, pe,
+                                 simd, source_pause):
+    """SIMD = m*C, a source that pauses (or not) into a sink always ready: bit-exact against the
+    plain-loop reference, and every output beat valid in the cycle the op's beat-level schedule
+    (:func:`conv_schedule`) predicts from the cycles the input beats were taken, which are the
+    schedule's too."""
+    op, source, sink = _unit_run(in_shape, m, kernel, stride, padding, pad_value, bits, pe, simd,
+                                 source_pause, "none")
+    start = source.cycles[0]
+    accepted, outputs = op.schedule(tuple(t - start for t in source.cycles))
+    assert list(accepted) == [t - start for t in source.cycles]
+    assert [t - start for t in sink.cycles] == list(outputs)
+    if source_pause == "none":
+        assert sink.valid_cycles[0] - start == op.latency
+        per = op.output_beats
+        assert sink.cycles[-1] - sink.cycles[-1 - per] == op.cycles_per_frame
+
+
+@pytest.mark.parametrize(("source_pause", "sink_pause"),
+                         [("none", "fixed"), ("random", "random"), ("fixed", "random")])
+@pytest.mark.parametrize(
+    ("in_shape", "m", "kernel", "stride", "padding", "pad_value", "bits", "pe", "simd"),
+    UNIT_CONFIGS)
+def test_conv_unit_columns_stalls(in_shape, m, kernel, stride, padding, pad_value, bits, pe,
+                                  simd, source_pause, sink_pause):
+    """SIMD = m*C under stalls on both sides: every beat once, in order, bit-exact."""
+    _, _, sink = _unit_run(in_shape, m, kernel, stride, padding, pad_value, bits, pe, simd,
+                           source_pause, sink_pause)
+    assert len(sink.valid_cycles) > len(sink.beats)
+
+
+def test_columns_fold_and_widths():
+    """A folding of SIMD = m*C passes the checks, the conv takes one pixel a beat, the converter
+    in front is sized from that width, and the window generator's buffer is m banks."""
+    model, fold_cfg, _ = make("stride-columns")
+    plan = compile_plan(model, fold_cfg)
+    conv = plan.layers[1]
+    assert (conv.simd, conv.columns, conv.in_lanes, conv.in_width) == (8, 2, 4, 4)
+    assert conv.input_beats == 4 * 4 and conv.sf == 2 * 2 * 4 // 8
+    converters = [op for op in plan.ops if op.kind == "converter"]
+    assert [(op.in_width, op.out_width) for op in converters][0] == (2, 4)
+    block = block_for(conv)
+    Fragment.get(block, None)
+    assert block.window.columns == 2 and len(Value.cast(block.i_stream.payload)) == 4
+    assert len(Value.cast(block.window.o_stream.payload)) == 8
+    assert block.unit.simd == 8
+
+
+@pytest.mark.parametrize(("in_shape", "kernel", "stride", "bits", "simd"), [
+    ((32, 32, 1), 3, 1, 8, 3), ((16, 16, 64), 3, 1, 1, 192), ((13, 11, 32), 3, 2, 1, 96),
+    ((14, 14, 2), 5, 1, 1, 10), ((9, 7, 16), 4, 2, 1, 32), ((16, 16, 64), 3, 1, 1, 64)])
+def test_line_buffer_banks_and_block_rams(in_shape, kernel, stride, bits, simd):
+    """The window generator's line buffer in block RAM is m banks of (K+S) x ceil(W/m) pixels
+    (one bank of (K+S) x W*C/SIMD words for m = 1), as the gateware elaborates them, and the
+    op's estimate counts their block RAMs exactly, on both families."""
+    from amaranth.hdl import Shape
+
+    from xnorflow.hw.blocks.window import SlidingWindow
+    from xnorflow.hw.compiler.resources import Resources
+
+    h, w, c = in_shape
+    n = kernel * kernel * c
+    op = ConvOp(1, "conv", in_shape, 8, kernel, stride, 0, 0, bits,
+                np.zeros((8, n), dtype=bool), np.zeros(8, dtype=np.int64),
+                np.ones(8, dtype=np.int64), 1, simd, "bram", line_buffer="block")
+    window = SlidingWindow(in_shape, kernel=kernel, stride=stride, lane_bits=bits, simd=simd,
+                           buffer=op.line_buffer_style)
+    module = window.elaborate(None)
+    names = ["lines"] if op.columns == 1 else [f"lines{b}" for b in range(op.columns)]
+    memories = [module.submodules[name] for name in names]
+    Fragment.get(module, None)
+    rows, per_bank = kernel + stride, -(-w // op.columns) * (c // op.in_lanes)
+    assert [(mem.depth, Shape.cast(mem.shape).width) for mem in memories] == \
+        [(rows * per_bank, op.in_width)] * op.columns
+    built = Resources()
+    for mem in memories:
+        built += Resources.block_memory(mem.depth, Shape.cast(mem.shape).width)
+    window_only = op.resources()
+    for family in ("ice40", "ecp5"):
+        assert window_only.brams(family) - op.mvtu.resources().brams(family) == \
+            built.brams(family), family
+
+
 # --- Networks in the simulator ------------------------------------------------------------------
 
 
@@ -198,6 +371,40 @@ def test_conv_network_ii_and_latency(case):
     gaps = [b - a for a, b in pairwise(sink.cycles)]
     assert gaps[-2:] == [dut.ii] * 2, gaps
     assert sink.valid_cycles[0] - source.cycles[0] == dut.latency
+
+
+@pytest.mark.parametrize(("source_pause", "sink_pause"), [("none", "none"), ("random", "random")])
+def test_first_conv_with_kernel_columns(source_pause, sink_pause):
+    """The frame's convolution folded with SIMD = 3*C (C = 1, three kernel columns a beat): the
+    network takes one pixel per ``s_axis`` beat (its width, ``N0/SIMD_in`` beats a frame),
+    computes what the golden model does, and with no stalls its latency and II are the
+    prediction. (The beats are packed by the ``s_axis`` width here: the network top's ``lanes``
+    still reads the first layer's SIMD.)"""
+    from types import SimpleNamespace
+
+    from amaranth.hdl import Cat
+    from hwsim import Sink, Source, run_streams
+    from test_hw_network import input_beats
+
+    model = random_net("6x6x1-c4k3-p2-c4k3p-5", 9)
+    frames = random_frames(np.random.default_rng(59), 5, model.layers[0].in_features)
+    dut = Network(model, folding((2, 3), (4, 4), (2, 12), (5, 4)))
+    lanes = len(dut.s_axis_tdata) // 8
+    assert lanes == 1 and dut.beats_per_frame == 36
+    s_axis = SimpleNamespace(payload=Cat(dut.s_axis_tdata, dut.s_axis_tlast),
+                             valid=dut.s_axis_tvalid, ready=dut.s_axis_tready)
+    m_axis = SimpleNamespace(payload=Cat(dut.m_axis_tdata, dut.m_axis_tlast),
+                             valid=dut.m_axis_tvalid, ready=dut.m_axis_tready)
+    source = Source(s_axis, [b for f in frames for b in input_beats(f, lanes)], source_pause,
+                    seed=11)
+    sink = Sink(m_axis, len(frames), sink_pause, seed=12)
+    run_streams(dut, [source], [sink], timeout=4 * dut.ii + dut.latency + 50,
+                drain=2 * dut.ii + dut.latency + 20)
+    check_results(dut, model, frames, sink)
+    if source_pause == sink_pause == "none":
+        assert sink.valid_cycles[0] - source.cycles[0] == dut.latency
+        gaps = [b - a for a, b in pairwise(sink.cycles)]
+        assert gaps[-2:] == [dut.ii] * 2, gaps
 
 
 def test_first_conv_sets_the_input():

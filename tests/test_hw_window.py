@@ -74,6 +74,19 @@ CONFIGS = [
     pytest.param((3, 5, 3), 1, 1, 0, 0, 8, 3, id="3x5x3-k1s1-px"),
     pytest.param((5, 3, 8), 1, 2, 0, 0, 1, 4, id="5x3x8-k1s2-bits"),
     pytest.param((3, 3, 1), 3, 1, 0, 0, 8, 1, id="3x3x1-k3s1p0-one-window"),
+    # SIMD = m*C: m kernel columns per output beat, one pixel per input beat
+    pytest.param((5, 7, 1), 3, 1, 1, 7, 8, 3, id="5x7x1-k3s1p1-px-3cols"),
+    pytest.param((7, 5, 1), 3, 2, 0, 200, 8, 3, id="7x5x1-k3s2p0-px-3cols"),
+    pytest.param((6, 5, 2), 3, 1, 1, 1, 1, 6, id="6x5x2-k3s1p1-bits-3cols"),
+    pytest.param((5, 7, 3), 3, 2, 1, 0, 1, 9, id="5x7x3-k3s2p1-bits-3cols"),
+    pytest.param((5, 6, 3), 3, 1, 0, 1, 1, 9, id="5x6x3-k3s1p0-bits-3cols"),
+    pytest.param((7, 6, 1), 5, 1, 2, 3, 8, 5, id="7x6x1-k5s1p2-px-5cols"),
+    pytest.param((6, 7, 2), 4, 2, 0, 0, 1, 4, id="6x7x2-k4s2p0-bits-2cols"),
+    pytest.param((3, 3, 1), 3, 1, 0, 0, 8, 3, id="3x3x1-k3s1p0-one-window-3cols"),
+    # narrower than m (a bank holds no column), one row, W not a multiple of m
+    pytest.param((3, 2, 1), 3, 1, 1, 5, 8, 3, id="3x2x1-k3s1p1-px-3cols-narrow"),
+    pytest.param((2, 3, 2), 5, 1, 2, 1, 1, 10, id="2x3x2-k5s1p2-bits-5cols-narrow"),
+    pytest.param((1, 4, 1), 3, 2, 1, 9, 8, 3, id="1x4x1-k3s2p1-px-3cols-one-row"),
 ]
 
 
@@ -82,7 +95,9 @@ def _run(in_shape, kernel, stride, padding, pad_value, lane_bits, simd, frames, 
     rng = random.Random(seed)
     h, w, c = in_shape
     maps = [random_map(rng, h, w, c, lane_bits) for _ in range(frames)]
-    beats = [b for v in maps for b in map_beats(v, simd, lane_bits)]
+    # the input carries SIMD elements a beat where SIMD divides C, else one pixel (C elements)
+    in_lanes = simd if c % simd == 0 else c
+    beats = [b for v in maps for b in map_beats(v, in_lanes, lane_bits)]
     expected = [b for v in maps for window in ref_windows(v, kernel, stride, padding, pad_value)
                 for b in pack(window, simd, lane_bits)]
     dut = SlidingWindow(in_shape, kernel=kernel, stride=stride, padding=padding,
@@ -125,13 +140,16 @@ def test_window_rate_and_latency(in_shape, kernel, stride, padding, pad_value, l
     assert [b - a for a, b in pairwise(firsts[1:])] == [ii] * (frames - 2)
     h, w, c = in_shape
     oh, ow, n = dut.out_shape
-    bound = max(h * w * c // simd, oh * ow * n // simd)
+    row_in = w if simd > c else w * c // simd       # input beats per row
+    bound = max(h * row_in, oh * ow * n // simd)
     if padding or kernel <= stride:
         assert ii == bound
-    else:
-        assert bound < ii <= bound + (kernel - stride + (h - kernel) % stride) * w * c // simd
-    # Output beats of a frame leave back to back, one per cycle.
-    assert sink.cycles[per_frame - 1] - sink.cycles[0] == per_frame - 1 or kernel <= stride
+    else:  # the frame boundary's wait, hidden where the input is the bound
+        low = bound if h * row_in >= oh * ow * n // simd else bound + 1
+        assert low <= ii <= bound + (kernel - stride + (h - kernel) % stride) * row_in
+    # Output beats of a frame leave back to back, one per cycle (unless they wait for input).
+    assert (sink.cycles[per_frame - 1] - sink.cycles[0] == per_frame - 1 or kernel <= stride
+            or ow * n // simd < stride * row_in)
 
 
 def test_window_rule_bounds():
@@ -147,20 +165,32 @@ def test_window_rule_bounds():
                             continue
                         oh = (h + 2 * padding - kernel) // stride + 1
                         ow = (w + 2 * padding - kernel) // stride + 1
-                        bound = max(h * w, oh * ow * kernel * kernel)
-                        ii = window_cycles_per_frame((h, w, 1), kernel, stride, padding, 1)
-                        firsts = window_timeline((h, w, 1), kernel, stride, padding, 1, 6)
-                        assert {b - a for a, b in pairwise(firsts[1:])} == {ii}
-                        if padding or kernel <= stride:
-                            assert ii == bound
-                        else:
-                            extra = (kernel - stride + (h - kernel) % stride) * w
-                            assert bound < ii <= bound + extra
+                        # SIMD 1, and m kernel columns a beat for every m > 1 dividing K
+                        for cols in [m for m in range(1, kernel + 1) if kernel % m == 0]:
+                            bound = max(h * w, oh * ow * kernel * kernel // cols)
+                            ii = window_cycles_per_frame((h, w, 1), kernel, stride, padding,
+                                                         cols)
+                            firsts = window_timeline((h, w, 1), kernel, stride, padding, cols,
+                                                     6)
+                            assert {b - a for a, b in pairwise(firsts[1:])} == {ii}
+                            if padding or kernel <= stride:
+                                assert ii == bound
+                            else:  # the boundary's wait, hidden where the input is the bound
+                                extra = (kernel - stride + (h - kernel) % stride) * w
+                                low = bound + (h * w < bound)
+                                assert low <= ii <= bound + extra
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"in_shape": (4, 4, 6), "kernel": 3, "simd": 4},
-     r"^SIMD \(4\) must divide the channels \(6\)$"),
+     r"^SIMD \(4\) must divide the channels \(6\) or be m\*C with m > 1 dividing the kernel "
+     r"\(3\)$"),
+    ({"in_shape": (4, 4, 2), "kernel": 3, "simd": 4},
+     r"^SIMD \(4\) must divide the channels \(2\) or be m\*C with m > 1 dividing the kernel "
+     r"\(3\)$"),
+    ({"in_shape": (4, 4, 1), "kernel": 4, "simd": 3},
+     r"^SIMD \(3\) must divide the channels \(1\) or be m\*C with m > 1 dividing the kernel "
+     r"\(4\)$"),
     ({"in_shape": (4, 4, 6), "kernel": 3, "simd": 0},
      r"^SIMD \(0\) must be a positive integer$"),
     ({"in_shape": (4, 4), "kernel": 3},
@@ -199,5 +229,12 @@ def test_window_properties():
     assert dut.buffer == "logic"  # 5 rows x 14 words x 16 bits
     assert SlidingWindow((32, 32, 64), kernel=3, simd=16).buffer == "block"
     assert SlidingWindow((4, 4, 1), kernel=3, buffer="distributed").buffer == "distributed"
+    assert (dut.columns, dut.in_lanes) == (1, 2)
+    wide = SlidingWindow((32, 32, 1), kernel=3, padding=1, lane_bits=8, simd=3)
+    assert (wide.columns, wide.in_lanes, wide.window_beats) == (3, 1, 3)
+    assert len(wide.i_stream.payload) == 8 and len(wide.o_stream.payload) == 24
+    assert wide.latency == 2 * 32 + 1
+    assert wide.cycles_per_frame == max(32 * 32, 32 * 32 * 3)
+    assert wide.buffer == "logic"  # 4 rows x 3 banks x 11 words x 8 bits = 1,056 bits
     with pytest.raises(AttributeError):
         dut.kernel = 5

@@ -141,6 +141,12 @@ def random_map(rng, h, w, c, lane_bits):
             for _ in range(h)]
 
 
+def in_elements(c, simd):
+    """Elements per input beat: SIMD where it divides the channels, else (SIMD = m*C, m kernel
+    columns per window beat) one pixel, C elements (docs/semantics.md section 5.2)."""
+    return simd if c % simd == 0 else c
+
+
 class Case:
     """One block: its component, input and expected beats, the testbench's timing parameters,
     ``earliest`` (for output beat ``j``, the input beat it needs and the fewest cycles between
@@ -161,7 +167,8 @@ def window_case(name, in_shape, kernel, stride, padding, pad_value, lane_bits, s
     rng = random.Random(seed)
     h, w, c = in_shape
     maps = [random_map(rng, h, w, c, lane_bits) for _ in range(frames)]
-    inputs = [b for v in maps for b in beats(flatten(v), simd, lane_bits)]
+    in_lanes = in_elements(c, simd)
+    inputs = [b for v in maps for b in beats(flatten(v), in_lanes, lane_bits)]
     expected = [b for v in maps for win in windows(v, kernel, stride, padding, pad_value)
                 for b in beats(win, simd, lane_bits)]
     dut = SlidingWindow(in_shape, kernel=kernel, stride=stride, padding=padding,
@@ -169,7 +176,7 @@ def window_case(name, in_shape, kernel, stride, padding, pad_value, lane_bits, s
     oh, ow = output_size(h, kernel, stride, padding), output_size(w, kernel, stride, padding)
     window_beats = kernel * kernel * c // simd
     out_per_frame = oh * ow * window_beats
-    row_beats = w * c // simd
+    row_beats = w * c // in_lanes
     assert len(expected) == frames * out_per_frame
 
     def earliest(j):
@@ -253,7 +260,8 @@ def conv_case(name, in_shape, out_channels, kernel, stride, padding, pad_value, 
     thresholds[-1], directions[-1] = top + 1, 1
     bits = [[[threshold_bit(a[ch], thresholds[ch], directions[ch]) for ch in range(m)]
              for a in frame] for frame in accs]
-    inputs = [b for v in maps for b in beats(flatten(v), simd, input_bits)]
+    in_lanes = in_elements(c, simd)
+    inputs = [b for v in maps for b in beats(flatten(v), in_lanes, input_bits)]
     expected = [pack(pixel[f * pe:(f + 1) * pe], 1) for frame in bits for pixel in frame
                 for f in range(m // pe)]
     op = ConvOp(0, name, in_shape, m, kernel, stride, padding, pad_value, input_bits,
@@ -261,7 +269,7 @@ def conv_case(name, in_shape, out_channels, kernel, stride, padding, pad_value, 
                 np.array(directions, dtype=np.int64), pe, simd, storage)
     dut = ConvUnit.from_op(op)
     oh, ow = output_size(h, kernel, stride, padding), output_size(w, kernel, stride, padding)
-    nf, sf, row_beats = m // pe, n // simd, w * c // simd
+    nf, sf, row_beats = m // pe, n // simd, w * c // in_lanes
     out_per_frame, in_per_frame = oh * ow * nf, h * row_beats
     assert (op.nf, op.sf) == (nf, sf) and len(expected) == frames * out_per_frame
 
@@ -290,7 +298,8 @@ def cases():
     """Every block under test. The window generator: K 1, 2, 3 and 5, stride 1 and 2, padding 0
     and K // 2, pad bits 0 and 1 and a pad pixel, odd map sides, beats of 1, 3, 5 channels and of
     three 8-bit lanes, maps of 1, 3, 5 and 6 channels, a map with one window, maps whose last
-    row no window reads."""
+    row no window reads; beats of m = 3 or 5 kernel columns (SIMD = m*C) on 8-bit pixels and on
+    2 and 3 bit channels."""
     return [
         window_case("w_k3p_c3", (5, 7, 3), 3, 1, 1, 1, 1, 3, seed=1),
         window_case("w_k3s2_c1", (7, 5, 1), 3, 2, 0, 0, 1, 1, seed=2),
@@ -314,6 +323,13 @@ def cases():
         conv_case("c_k2_c2", (4, 5, 2), 3, 2, 1, 0, 0, 1, 3, 1, seed=19),
         # the stride skips the last row: no output row reads it, the input still sends it
         conv_case("c_k3s2_tail", (6, 5, 3), 2, 3, 2, 0, 0, 1, 1, 3, seed=21),
+        # SIMD = m*C: m kernel columns per window beat, one pixel per input beat
+        window_case("w_k3p_px1_m3", (5, 7, 1), 3, 1, 1, 200, 8, 3, seed=22),
+        window_case("w_k3s2_c2_m3", (7, 6, 2), 3, 2, 0, 0, 1, 6, seed=23),
+        window_case("w_k5p_px1_m5", (6, 7, 1), 5, 1, 2, 9, 8, 5, seed=24),
+        conv_case("c_k3p_px1_m3", (6, 7, 1), 4, 3, 1, 1, 0, 8, 2, 3, seed=25),
+        conv_case("c_k3s2_c3_m3", (7, 5, 3), 3, 3, 2, 0, 0, 1, 1, 9, seed=26, storage="bram"),
+        conv_case("c_k3p_c2_m3", (5, 5, 2), 4, 3, 1, 1, 1, 1, 4, 6, seed=27),
     ]
 
 

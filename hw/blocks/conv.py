@@ -19,7 +19,10 @@ __all__ = ["ConvUnit"]
 class ConvUnit(wiring.Component):
     """One convolution with threshold output: a :class:`~xnorflow.hw.blocks.window.SlidingWindow`
     whose windows (``N = K*K*C`` elements, order ``ky``, ``kx``, ``ch``) feed an
-    :class:`~xnorflow.hw.blocks.mvtu.MVTU` of ``M`` outputs, both on ``SIMD`` lanes.
+    :class:`~xnorflow.hw.blocks.mvtu.MVTU` of ``M`` outputs, both on ``SIMD`` lanes: SIMD divides
+    C, or is ``m*C`` for an ``m > 1`` dividing K (m kernel columns a window beat; the unit's
+    weight layout is the same, chunk ``j`` of a window its elements ``j*SIMD ... j*SIMD + SIMD
+    - 1``).
 
     Parameters
     ----------
@@ -32,9 +35,11 @@ class ConvUnit(wiring.Component):
 
     Ports
     -----
-    i_stream : In(stream.Signature(SIMD * bits))
-        The input map, ``H*W*C/SIMD`` beats per frame, in the order of docs/semantics.md section
-        5.1 (channels fastest, channel ``ch`` at lane ``ch mod SIMD``).
+    i_stream : In(stream.Signature(SIMD_in * bits))
+        The input map, ``H*W*C/SIMD_in`` beats per frame, in the order of docs/semantics.md
+        section 5.1 (channels fastest, channel ``ch`` at lane ``ch mod SIMD_in``); ``SIMD_in``
+        is the window generator's :attr:`~xnorflow.hw.blocks.window.SlidingWindow.in_lanes`:
+        SIMD where it divides C, else C (one pixel a beat).
     o_stream : Out(stream.Signature(PE))
         The output bit map, ``OH*OW*M/PE`` beats per frame in the same order: for every position
         its ``M/PE`` beats, channel ``f*PE + p`` at bit ``p`` of beat ``f``.
@@ -78,7 +83,7 @@ class ConvUnit(wiring.Component):
         self._window = window
         self._unit = unit
         super().__init__({
-            "i_stream": In(stream.Signature(window.simd * window.lane_bits)),
+            "i_stream": In(stream.Signature(window.in_lanes * window.lane_bits)),
             "o_stream": Out(stream.Signature(unit.pe)),
         })
 

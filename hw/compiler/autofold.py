@@ -4,10 +4,12 @@ device.
 :func:`auto_folding` searches the initiation intervals the layers can reach, fastest first. For
 an interval ``T`` each layer gets its candidate foldings: for every PE dividing its outputs (a
 convolution's or a pooling's: its output channels) every SIMD dividing its inputs (input
-channels) whose cycles per frame are at most ``T`` (``(M/PE)*(N/SIMD)``, a convolution's
-``OH*OW*(M/PE)*(K*K*C/SIMD)``, see :func:`~xnorflow.hw.compiler.folding.layer_cycles`): the
-smallest such SIMD with the weights in block RAM or in logic, the wider ones with the weights in
-block RAM (wider words can pack the memories into fewer blocks; in logic more lanes only cost),
+channels; a convolution's also ``m*C`` for every ``m > 1`` dividing its kernel, see
+:func:`~xnorflow.hw.compiler.folding.simd_choices`) whose cycles per frame are at most ``T``
+(``(M/PE)*(N/SIMD)``, a convolution's ``OH*OW*(M/PE)*(K*K*C/SIMD)``, see
+:func:`~xnorflow.hw.compiler.folding.layer_cycles`): the smallest such SIMD with the weights in
+block RAM or in logic, the wider ones with the weights in block RAM (wider words can pack the
+memories into fewer blocks; in logic more lanes only cost),
 each with the input buffer, and a convolution's line buffer, in every place the family has;
 candidates that cost more LUTs *and* more block RAM than another are dropped. The layers'
 candidates are then combined by a dynamic program over the layers (state: the block RAMs used so
@@ -47,6 +49,7 @@ from xnorflow.hw.compiler.folding import (
     divisors,
     layer_cycles,
     layer_extents,
+    simd_choices,
 )
 from xnorflow.hw.compiler.op import Op
 from xnorflow.hw.compiler.ops.plumbing import ConverterOp
@@ -101,15 +104,17 @@ class AutoFolding:
 
 def _candidates(op: Op, t: int, family: str):
     """Pareto-optimal ``(LayerFolding, Resources)`` of ``op`` with interval at most ``t``: for
-    every PE dividing its outputs (output channels) the smallest SIMD dividing its inputs (input
-    channels) whose cycles per frame (:func:`~xnorflow.hw.compiler.folding.layer_cycles`) are at
-    most ``t``, with the weights, where the op has any, in block RAM or in logic, the input
-    buffer in each place the family has, and a convolution's line buffer likewise."""
-    m, n = layer_extents(op)
+    every PE dividing its outputs (output channels) the smallest SIMD of
+    :func:`~xnorflow.hw.compiler.folding.simd_choices` (dividing its inputs or input channels,
+    or a convolution's ``m*C``) whose cycles per frame
+    (:func:`~xnorflow.hw.compiler.folding.layer_cycles`) are at most ``t``, with the weights,
+    where the op has any, in block RAM or in logic, the input buffer in each place the family
+    has, and a convolution's line buffer likewise."""
+    m = layer_extents(op)[0]
     weighted = hasattr(op, "weights")
     found = []
     for pe in divisors(m):
-        simds = [d for d in divisors(n) if layer_cycles(op, pe, d) <= t]
+        simds = [d for d in simd_choices(op) if layer_cycles(op, pe, d) <= t]
         if not simds:
             continue
         if not weighted:
@@ -147,8 +152,8 @@ def _intervals(dense) -> list[int]:
     candidates)."""
     values, floor = set(), 0
     for op in dense:
-        m, n = layer_extents(op)
-        own = {c for pe in divisors(m) for simd in divisors(n)
+        m = layer_extents(op)[0]
+        own = {c for pe in divisors(m) for simd in simd_choices(op)
                if math.isfinite(c := layer_cycles(op, pe, simd))}
         values |= own
         floor = max(floor, min(own))      # no interval below some layer's fastest
@@ -263,8 +268,17 @@ def _estimate(model, folding, with_scores, board, family):
     plan = compile_plan(model, folding, with_scores=with_scores)
     estimate = plan.resources()
     if board:
-        estimate += bridge_resources(plan.layers[0].in_features, folding.layers[0].simd, family)
+        first = plan.layers[0]
+        estimate += bridge_resources(first.in_features, _in_lanes(first, first.layer_folding),
+                                     family)
     return estimate
+
+
+def _in_lanes(op, entry) -> int:
+    """Elements per input beat of ``op`` folded by ``entry``: its SIMD, or a convolution's C
+    where SIMD is ``m*C`` (the serial bridge sends that many pixels a beat)."""
+    folded = op.folded(entry)
+    return folded.in_features // folded.input_beats
 
 
 def _best_combination(dense, t, device, fixed, board):
@@ -295,17 +309,18 @@ def _best_combination(dense, t, device, fixed, board):
     for lf, res in options[0]:
         total = fixed + res
         if board:
-            total += bridge_resources(dense[0].in_features, lf.simd, family)
+            total += bridge_resources(dense[0].in_features, _in_lanes(dense[0], lf), family)
         offer(states, total, (lf,))
     for i in range(1, len(dense)):
         step = {}
+        widths = [dense[i].folded(lf).in_width for lf, _ in options[i]]
         for _, total, layers in states.values():
             pe = layers[-1].pe
-            for lf, res in options[i]:
+            for (lf, res), width in zip(options[i], widths, strict=True):
                 res = total + res
-                if pe != lf.simd:
+                if pe != width:
                     res += ConverterOp(after=i - 1, frame_bits=dense[i - 1].out_features,
-                                       in_width=pe, out_width=lf.simd).resources()
+                                       in_width=pe, out_width=width).resources()
                 offer(step, res, (*layers, lf))
         states = step
     best = None

@@ -9,7 +9,9 @@ A small JSON object with one entry per model layer, in order::
 
 ``pe`` must divide the layer's outputs M, ``simd`` its inputs N; for a layer over a feature map
 (one with an ``in_shape``: a convolution, a pooling) the channels: ``pe`` divides its output
-channels, ``simd`` its input channels. ``storage`` (``"bram"`` or
+channels, ``simd`` its input channels C, or, for a convolution of kernel K only, ``simd`` is
+``m*C`` for an ``m > 1`` dividing K (each beat of a window then carries ``m`` kernel columns, see
+:class:`~xnorflow.hw.blocks.window.SlidingWindow`; :func:`simd_choices`). ``storage`` (``"bram"`` or
 ``"lut"``, default ``"bram"``) is where the weights live (see
 :class:`~xnorflow.hw.blocks.mvtu.MVTU`). ``fifo_depth`` (optional) overrides the depth rule
 for the FIFO in front of the layer: 0 for none (except the boundary FIFO that an unpadded
@@ -29,6 +31,8 @@ layer, the 8-bit first layer of an MNIST MLP, gets about 256 lanes) and, per lay
 pair with the fewest lanes ``PE*SIMD`` such that its cycles per frame are at most ``T``
 (``(M/PE)*(N/SIMD)``; an op may state its own, ``cycles_for(pe, simd)``; where no pair reaches
 ``T``, as for a convolution whose input beats alone take longer, the pair of fewest cycles);
+SIMD among the divisors of N (C) only: a convolution's ``m*C`` values are left to the
+auto-folder (:mod:`~xnorflow.hw.compiler.autofold`), which prices them;
 among equally many lanes the larger SIMD (one wide popcount costs less than several accumulators
 and threshold comparators). Weights go to block RAM when a PE's weight memory has at least
 :data:`BRAM_MIN_WORDS` words, else to LUTs.
@@ -43,8 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
+from xnorflow.hw.compiler.rules import window_simd_choices
+
 __all__ = ["BRAM_MIN_WORDS", "DEFAULT_LANES", "FULL_RATE_DEPTH", "Folding", "FoldingError",
-           "LayerFolding", "layer_cycles", "layer_extents"]
+           "LayerFolding", "layer_cycles", "layer_extents", "simd_choices"]
 
 #: Lanes (PE*SIMD) of the largest layer under the default folding.
 DEFAULT_LANES = 256
@@ -75,7 +81,8 @@ def divisors(n):
 
 @dataclass(frozen=True)
 class LayerFolding:
-    """How one layer is folded: ``pe`` divides M, ``simd`` divides N."""
+    """How one layer is folded: ``pe`` divides M, ``simd`` divides N (a convolution: see
+    :func:`simd_choices`)."""
 
     pe: int
     simd: int
@@ -104,6 +111,20 @@ def layer_extents(layer) -> tuple[int, int]:
     if hasattr(layer, "in_shape"):
         return layer.out_shape[2], layer.in_shape[2]
     return layer.out_features, layer.in_features
+
+
+def _is_conv(layer) -> bool:
+    return getattr(layer, "kind", None) == "conv2d"
+
+
+def simd_choices(layer) -> list[int]:
+    """The SIMD values ``layer`` accepts, ascending: the divisors of its inputs N (of a feature
+    map's channels C), and for a convolution also ``m*C`` for every ``m > 1`` dividing its
+    kernel K (:func:`~xnorflow.hw.compiler.rules.window_simd_choices`)."""
+    n = layer_extents(layer)[1]
+    if _is_conv(layer):
+        return window_simd_choices(n, layer.kernel)
+    return divisors(n)
 
 
 def layer_cycles(layer, pe: int, simd: int):
@@ -212,7 +233,8 @@ class Folding:
     def check(self, layers: Sequence) -> None:
         """Check against the model's layers (anything with ``name``, ``in_features`` and
         ``out_features``, or ``in_shape`` and ``out_shape``): one entry per layer, PE | M,
-        SIMD | N (channels of a feature map)."""
+        SIMD | N (channels of a feature map), or for a convolution SIMD = m*C with m > 1 dividing
+        K (:func:`simd_choices`)."""
         if len(self.layers) != len(layers):
             raise FoldingError(f"folding has {len(self.layers)} layer entries but the model has "
                                f"{len(layers)} layers")
@@ -221,7 +243,11 @@ class Folding:
             m, n = layer_extents(layer)
             if m % f.pe:
                 raise FoldingError(f"{where}: PE ({f.pe}) must divide the output channels ({m})")
-            if n % f.simd:
+            if _is_conv(layer) and f.simd not in simd_choices(layer):
+                raise FoldingError(f"{where}: SIMD ({f.simd}) must divide the input channels "
+                                   f"({n}) or be m*C with m > 1 dividing the kernel "
+                                   f"({layer.kernel})")
+            if not _is_conv(layer) and n % f.simd:
                 raise FoldingError(f"{where}: SIMD ({f.simd}) must divide the input channels "
                                    f"({n})")
             if f.line_buffer is not None and getattr(layer, "kind", None) != "conv2d":

@@ -20,7 +20,8 @@ Performance model
 -----------------
 Per op: cycles per frame (``MVTU``: ``(M/PE)*(N/SIMD)``; converter: ``M/min(in, out)``; FIFO: its
 beats per frame; ArgMax: ``classes/PE``). The network's initiation interval is the maximum
-(:func:`predict_ii`); the input needs ``N0/SIMD0`` beats, never more than layer 0's II. The
+(:func:`predict_ii`); the input needs ``N0/SIMD0`` beats (layer 0's ``input_beats``: a
+convolution folded with ``SIMD = m*C`` takes one pixel a beat), never more than layer 0's II. The
 latency (:func:`predict_latency`) follows one frame through an idle network, see there. Both are
 checked against simulation, exactly (the stated constant is 0).
 

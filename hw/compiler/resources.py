@@ -160,9 +160,10 @@ def _distributed_luts(depth, width):
 
 def bridge_resources(n0: int, simd0: int, family: str, slots: int = 2) -> Resources:
     """The serial bridge of a board build of ``family`` (:class:`~xnorflow.hw.tops.bridge.
-    SerialBridge`): its frame buffer (``slots`` frames of ``N0/SIMD0`` words of ``8*SIMD0``
-    bits, placed by :func:`~xnorflow.hw.tops.bridge.bridge_buffer_style`) and the UART and packet
-    engine (a constant, calibrated like :data:`LUT_MODEL`)."""
+    SerialBridge`): ``simd0`` pixels a beat (the first layer's input lanes: its SIMD, or C where a
+    convolution's SIMD is ``m*C``); its frame buffer (``slots`` frames of ``N0/SIMD0`` words of
+    ``8*SIMD0`` bits, placed by :func:`~xnorflow.hw.tops.bridge.bridge_buffer_style`) and the
+    UART and packet engine (a constant, calibrated like :data:`LUT_MODEL`)."""
     depth, width = slots * (n0 // simd0), 8 * simd0
     if bridge_buffer_style(family, depth) == "distributed":
         buffer = Resources.distributed_ram(depth, width)

@@ -146,8 +146,9 @@ def bridge_buffer_style(family: str, depth: int) -> str:
 # --- The sliding-window generator and the bit max-pool (xnorflow.hw.blocks.window, .pool) ------
 
 __all__ += ["WINDOW_BUFFER_STYLES", "pool_cycles_per_frame", "pool_latency",
-            "window_buffer_style", "window_cycles_per_frame", "window_latency",
-            "window_output_size", "window_rows", "window_timeline"]
+            "window_bank_words", "window_buffer_style", "window_columns",
+            "window_cycles_per_frame", "window_in_lanes", "window_latency", "window_output_size",
+            "window_rows", "window_simd_choices", "window_timeline"]
 
 #: The ``buffer`` choices of :class:`SlidingWindow` (None: :func:`window_buffer_style`).
 WINDOW_BUFFER_STYLES = (None, "block", "logic", "distributed")
@@ -161,6 +162,35 @@ def window_rows(kernel, stride):
     """Rows of ``W*C`` elements in the line buffer of a :class:`SlidingWindow`: ``K + S``, the
     ``K`` rows that one output row reads and the ``S`` rows that the input writes meanwhile."""
     return kernel + stride
+
+
+def window_columns(channels, simd):
+    """Kernel columns per output beat of a :class:`SlidingWindow`: ``m = SIMD/C`` when SIMD is a
+    multiple ``m > 1`` of the channels C (a beat then carries ``m`` consecutive kernel columns of
+    one kernel row, all channels each), else 1 (SIMD divides C: a beat is part of one column)."""
+    return simd // channels if simd > channels and simd % channels == 0 else 1
+
+
+def window_in_lanes(channels, simd):
+    """Elements per input beat of a :class:`SlidingWindow`: SIMD when SIMD divides C, else (SIMD
+    a multiple ``m*C`` of C) C, one pixel per beat."""
+    return channels if window_columns(channels, simd) > 1 else simd
+
+
+def window_simd_choices(channels, kernel):
+    """The SIMD values a convolution over ``channels`` input channels and a ``kernel x kernel``
+    kernel accepts, ascending: every divisor of C, and ``m*C`` for every ``m > 1`` dividing
+    K."""
+    divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+    return divisors + [m * channels for m in range(2, kernel + 1) if kernel % m == 0]
+
+
+def window_bank_words(width, channels, simd):
+    """Words per row of each of the ``m`` (:func:`window_columns`) banks of a
+    :class:`SlidingWindow`'s line buffer, one word per input beat: the pixels of column ``x``
+    go to bank ``x mod m``, so ``ceil(W/m) * C/SIMD_in`` (``W*C/SIMD`` for ``m = 1``)."""
+    m = window_columns(channels, simd)
+    return -(-width // m) * (channels // window_in_lanes(channels, simd))
 
 
 def window_buffer_style(rows, row_beats, width):
@@ -183,16 +213,17 @@ def window_timeline(in_shape, kernel, stride, padding, simd, frames):
 
     The block works row by row. Input row ``x`` (counted over all frames) goes into row slot
     ``x mod (K + S)`` and starts once row ``x - 1`` is complete and its slot is free; its
-    ``W*C/SIMD`` beats take one cycle each. Output row ``j`` (``OW*K*K*C/SIMD`` beats, one per
-    cycle) starts in the cycle after its last needed input row (:func:`_window_need`) is complete
-    and after output row ``j - 1`` has issued its last beat; its first beat is valid one cycle
-    later. When it has issued its last beat, the rows above the next output row's first row (all
-    rows of the frame, after the frame's last output row) are free from the next cycle.
+    ``W*C/SIMD_in`` beats (:func:`window_in_lanes`) take one cycle each. Output row ``j``
+    (``OW*K*K*C/SIMD`` beats, one per cycle) starts in the cycle after its last needed input
+    row (:func:`_window_need`) is complete and after output row ``j - 1`` has issued its last
+    beat; its first beat is valid one cycle later. When it has issued its last beat, the rows
+    above the next output row's first row (all rows of the frame, after the frame's last output
+    row) are free from the next cycle.
     """
     h, w, c = in_shape
     oh = window_output_size(h, kernel, stride, padding)
     ow = window_output_size(w, kernel, stride, padding)
-    row_in = w * c // simd
+    row_in = w * c // window_in_lanes(c, simd)
     row_out = ow * kernel * kernel * c // simd
     rows = window_rows(kernel, stride)
     in_end = []          # cycle of the last beat of each input row
@@ -222,10 +253,11 @@ def window_timeline(in_shape, kernel, stride, padding, simd, frames):
 def window_cycles_per_frame(in_shape, kernel, stride, padding, simd):
     """Initiation interval of a :class:`SlidingWindow` in cycles per frame: frames back to back,
     source always valid, sink always ready, the steady-state distance between the first output
-    beats of consecutive frames (:func:`window_timeline`). It is at least ``max(H*W*C/SIMD,
-    OH*OW*K*K*C/SIMD)``, equal to it when ``P = K // 2 > 0`` or ``K <= S``, and otherwise more
-    by at most ``(K - S + (H - K) mod S) * W*C/SIMD`` (the next frame's first rows wait for the
-    previous frame's last output row to free its rows)."""
+    beats of consecutive frames (:func:`window_timeline`). It is at least ``max(H*W*C/SIMD_in,
+    OH*OW*K*K*C/SIMD)`` (``SIMD_in``: :func:`window_in_lanes`), equal to it when ``P = K // 2 >
+    0`` or ``K <= S``, and otherwise more by at most ``(K - S + (H - K) mod S) * W*C/SIMD_in``
+    (the next frame's first rows wait for the previous frame's last output row to free its
+    rows)."""
     firsts = window_timeline(in_shape, kernel, stride, padding, simd, 4)
     return firsts[-1] - firsts[-2]
 
@@ -234,9 +266,9 @@ def window_latency(in_shape, kernel, padding, simd):
     """Cycles from the handshake of a frame's first input beat to its first output beat being
     valid (block idle, input back to back): the first output row waits for the input's first
     ``min(H, K - P)`` rows, then its first beat takes one cycle to issue and one to be read,
-    ``min(H, K - P) * W*C/SIMD + 1``."""
+    ``min(H, K - P) * W*C/SIMD_in + 1`` (``SIMD_in``: :func:`window_in_lanes`)."""
     h, w, c = in_shape
-    return min(h, kernel - padding) * w * c // simd + 1
+    return min(h, kernel - padding) * w * c // window_in_lanes(c, simd) + 1
 
 
 def pool_cycles_per_frame(in_shape, simd):

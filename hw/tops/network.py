@@ -156,8 +156,9 @@ class Network(wiring.Component):
 
     @property
     def lanes(self) -> int:
-        """SIMD0: pixels per ``s_axis`` beat."""
-        return self._plan.layers[0].simd
+        """Pixels per ``s_axis`` beat: the first layer's SIMD, or its C where a convolution's SIMD
+        is ``m*C`` (one pixel a beat; :attr:`~xnorflow.hw.compiler.ops.conv.ConvOp.in_width`)."""
+        return self._s_width // 8
 
     @property
     def beats_per_frame(self) -> int:

@@ -15,7 +15,10 @@ from xnorflow.hw.compiler.ops.dense import LEVELS_PER_STAGE, DenseOp
 from xnorflow.hw.compiler.ops.plumbing import FifoOp
 from xnorflow.hw.compiler.resources import Resources, counter_bits, mux_luts
 from xnorflow.hw.compiler.rules import (
+    window_bank_words,
     window_buffer_style,
+    window_columns,
+    window_in_lanes,
     window_output_size,
     window_rows,
 )
@@ -39,7 +42,8 @@ def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register
     """A beat-level model of a :class:`~xnorflow.hw.blocks.conv.ConvUnit` whose output is always
     ready: ``(accepted, outputs)``, the cycle each input beat is taken and the cycle each output
     beat is valid, for input beats offered from the cycles ``arrivals`` (a tuple, frames back to
-    back, ``H*W*C/SIMD`` beats each).
+    back, ``H*W*C/SIMD_in`` beats each: ``SIMD_in`` is SIMD, or C where SIMD is ``m*C``,
+    :func:`~xnorflow.hw.compiler.rules.window_in_lanes`).
 
     Window generator (:class:`~xnorflow.hw.blocks.window.SlidingWindow`, the rules of
     :func:`~xnorflow.hw.compiler.rules.window_timeline`): input row ``x`` (over all frames) goes
@@ -60,7 +64,7 @@ def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register
     h, w, c = in_shape
     oh = window_output_size(h, kernel, stride, padding)
     ow = window_output_size(w, kernel, stride, padding)
-    row_in = w * c // simd
+    row_in = w * c // window_in_lanes(c, simd)
     sf = kernel * kernel * c // simd
     rows = window_rows(kernel, stride)
     frames = len(arrivals) // (h * row_in)
@@ -120,7 +124,9 @@ def conv_schedule(in_shape, kernel, stride, padding, simd, nf, latency, register
 class ConvOp(Op, ConvShapes):
     """One convolution (docs/semantics.md section 5.2) as a sliding-window generator feeding a
     matrix-vector-threshold unit over its windows (``N = K*K*C`` inputs, ``M`` outputs), the two
-    sharing ``simd``: ``pe`` divides M, ``simd`` divides C."""
+    sharing ``simd``: ``pe`` divides M, ``simd`` divides C or is ``m*C`` for an ``m > 1``
+    dividing K (:attr:`columns` kernel columns per beat; the input is then one pixel, C
+    elements, a beat: :attr:`in_lanes`)."""
 
     index: int
     name: str
@@ -198,8 +204,20 @@ class ConvOp(Op, ConvShapes):
         return self.mvtu.sf
 
     @property
+    def columns(self) -> int:
+        """Kernel columns per window beat: ``m`` where SIMD is ``m*C``, else 1."""
+        return window_columns(self.in_shape[2], self.simd)
+
+    @property
+    def in_lanes(self) -> int:
+        """Elements per input beat: SIMD where it divides C, else C (one pixel a beat)."""
+        return window_in_lanes(self.in_shape[2], self.simd)
+
+    @property
     def in_width(self) -> int:
-        return self.mvtu.in_width
+        """Bits per input beat, ``in_lanes * input_bits`` (the unit's SIMD lanes are the window
+        generator's output)."""
+        return self.in_lanes * self.input_bits
 
     @property
     def out_width(self) -> int:
@@ -207,8 +225,8 @@ class ConvOp(Op, ConvShapes):
 
     @property
     def input_beats(self) -> int:
-        """Beats of input per frame, ``H*W*C/SIMD``."""
-        return self.in_features // self.simd
+        """Beats of input per frame, ``H*W*C/SIMD_in`` (:attr:`in_lanes`)."""
+        return self.in_features // self.in_lanes
 
     @property
     def output_beats(self) -> int:
@@ -227,16 +245,18 @@ class ConvOp(Op, ConvShapes):
         if self.line_buffer is not None:
             return self.line_buffer
         h, w, c = self.in_shape
-        return window_buffer_style(window_rows(self.kernel, self.stride), w * c // self.simd,
+        return window_buffer_style(window_rows(self.kernel, self.stride),
+                                   self.columns * window_bank_words(w, c, self.simd),
                                    self.in_width)
 
     # -- performance model ------------------------------------------------------------------
     def cycles_for(self, pe: int, simd: int) -> int:
         """A lower bound of the cycles per frame under ``(pe, simd)`` (what the default folding
-        ranks by): the input's ``H*W*C/SIMD`` beats and the unit's ``OH*OW*(M/PE)*(K*K*C/SIMD)``
-        cycles."""
+        ranks by): the input's ``H*W*C/SIMD_in`` beats (:attr:`in_lanes`) and the unit's
+        ``OH*OW*(M/PE)*(K*K*C/SIMD)`` cycles."""
         oh, ow, m = self.out_shape
-        return max(self.in_features // simd, oh * ow * (m // pe) * (self.window // simd))
+        lanes = window_in_lanes(self.in_shape[2], simd)
+        return max(self.in_features // lanes, oh * ow * (m // pe) * (self.window // simd))
 
     def schedule(self, arrivals) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """:func:`conv_schedule` of this op: ``(accepted, outputs)``, the cycle each input beat
@@ -308,9 +328,10 @@ class ConvOp(Op, ConvShapes):
         return k - s + (h - k) % s
 
     def fifo_before(self) -> FifoOp | None:
-        """The FIFO in front, SIMD lanes wide: the folding's ``fifo_depth``, and for a
-        convolution that does not take the frame (``index > 0``) and has
-        :attr:`boundary_rows`, at least those rows (``boundary_rows * W*C/SIMD`` beats, at least
+        """The FIFO in front, an input beat (:attr:`in_width`) wide: the folding's
+        ``fifo_depth``, and for a convolution that does not take the frame (``index > 0``) and
+        has :attr:`boundary_rows`, at least those rows (``boundary_rows * W*C/SIMD_in`` beats, at
+        least
         :data:`~xnorflow.hw.compiler.folding.FULL_RATE_DEPTH`; a ``fifo_depth`` of 0 does not
         remove it).
 
@@ -325,7 +346,7 @@ class ConvOp(Op, ConvShapes):
         depth = self.fifo_request or 0
         if self.index > 0 and self.boundary_rows:
             h, w, c = self.in_shape
-            depth = max(depth, FULL_RATE_DEPTH, self.boundary_rows * w * c // self.simd)
+            depth = max(depth, FULL_RATE_DEPTH, self.boundary_rows * w * c // self.in_lanes)
         if not depth:
             return None
         return FifoOp(self.label, self.in_width, depth, self.input_beats)
@@ -344,29 +365,52 @@ class ConvOp(Op, ConvShapes):
 
     def resources(self) -> Resources:
         """The unit's estimate (:meth:`DenseOp.resources` of :attr:`mvtu`, block RAMs exact) plus
-        the window generator: its line buffer of ``(K+S) x W*C/SIMD`` words of ``SIMD*bits``
-        bits placed by :func:`~xnorflow.hw.compiler.rules.window_buffer_style` (block RAMs
-        exact), its position counters and row bookkeeping (flip-flops counted, about two LUT4s
-        per counter bit), and its output register; the LUT4s of the line buffer's read
-        multiplexer and of the control times the calibrated factor ``win`` of
+        the window generator: its line buffer, :attr:`columns` = m banks of ``(K+S) x
+        ceil(W/m)*C/SIMD_in`` words of ``SIMD_in*bits`` bits
+        (:func:`~xnorflow.hw.compiler.rules.window_bank_words`; one bank of ``(K+S) x
+        W*C/SIMD`` words for m = 1) placed by
+        :func:`~xnorflow.hw.compiler.rules.window_buffer_style` (block RAMs exact, per bank), its
+        position counters and row bookkeeping (flip-flops counted, about two LUT4s per counter
+        bit), with m > 1 the banks' read address adders and the rotation (an AND-OR of the m
+        banks' words under registered one-hot selects, the pad value folded in), and its output
+        register; the LUT4s of the line buffer's read multiplexers,
+        the rotation and the control times the calibrated factor ``win`` of
         :data:`~xnorflow.hw.compiler.resources.LUT_MODEL`."""
         h, w, c = self.in_shape
         rows = window_rows(self.kernel, self.stride)
-        words, width = rows * (w * c // self.simd), self.in_width
+        banks = self.columns
+        words, width = rows * window_bank_words(w, c, self.simd), self.in_width
         style = self.line_buffer_style
         if style == "block":
-            buffer, read_mux = Resources.block_memory(words, width), 0
+            buffer, read_mux = Resources.block_memory(words, width, copies=banks), 0
         elif style == "distributed":
             lut_ram = Resources.distributed_ram(words, width)
-            buffer, read_mux = Resources(lut_ice40=lut_ram.lut_ice40,
-                                         lut_ecp5=lut_ram.lut_ecp5, ff=width), 0
+            buffer, read_mux = Resources(lut_ice40=banks * lut_ram.lut_ice40,
+                                         lut_ecp5=banks * lut_ram.lut_ecp5,
+                                         ff=banks * width), 0
         else:
-            buffer, read_mux = Resources(ff=words * width + width), width * mux_luts(words) + words
+            buffer = Resources(ff=banks * (words * width + width))
+            read_mux = banks * (width * mux_luts(words) + words)
         oh, ow, _ = self.out_shape
-        counters = (counter_bits(words) + counter_bits(w * c // self.simd) + counter_bits(oh)
-                    + counter_bits(ow) + 2 * counter_bits(self.kernel)
-                    + counter_bits(c // self.simd) + 4 * counter_bits(h + rows + 1)
+        row_beats = w * c // self.in_lanes
+        counters = (counter_bits(words) + counter_bits(row_beats) + counter_bits(oh)
+                    + counter_bits(ow) + counter_bits(self.kernel)
+                    + counter_bits(self.kernel // banks)
+                    + counter_bits(c // self.simd if banks == 1 else 1)
+                    + 4 * counter_bits(h + rows + 1)
                     + 2 * counter_bits(w + self.kernel) + 5 * counter_bits(rows))
-        window = Resources.calibrated("win", read_mux + 2 * counters + 20,
-                                      ff=counters + width + 2)
+        out_bits = banks * width
+        extra = selects = 0
+        if banks > 1:
+            # the input's bank and slot base, the column's quotient and remainder (twice); each
+            # bank's read address adder; the rotation, an AND-OR of m (select, data) pairs and
+            # the pad bit per output bit: 4m/3 LUT4s per bit and one more per pad bit of 1
+            # (fitted to Yosys' counts of window generators of m = 2, 3 and 5 on ECP5)
+            quotient = counter_bits((w + self.kernel) // banks + 2) + 1
+            counters += 2 * counter_bits(banks) + counter_bits(words) + 2 * quotient
+            ones = banks * self.in_lanes * bin(self.pad_value).count("1")
+            extra = (banks * counter_bits(words) + -(-4 * banks * out_bits // 3) + ones)
+            selects = banks * banks
+        window = Resources.calibrated("win", read_mux + extra + 2 * counters + 20,
+                                      ff=counters + out_bits + 2 + (banks - 1) + selects)
         return self.mvtu.resources() + buffer + window
