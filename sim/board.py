@@ -27,6 +27,12 @@ A :class:`SimLink` keeps the driver's transport contract (:class:`xnorflow.host.
 ``resync_quiet`` hints, a context manager); its failures raise :attr:`SimLink.error`
 (:class:`SimLinkError` here, the driver's ``TransportError`` in ``SimTransport``).
 
+Benchmark
+    The bridge takes BENCH (the on-device benchmark, :meth:`xnorflow.host.driver.Accelerator.
+    bench`); while a run lasts both lines are quiet, and the testbench keeps simulated time
+    running as long as the design's ``bench_busy`` output is high. REPORT's ``clock_hz`` is
+    ``accel_clk_hz``, the simulated network clock.
+
 Clocks
     The testbench drives two clocks: the bridge's ``clk_hz`` (1 MHz) and the network's
     ``accel_clk_hz`` (1.28 MHz by default: neither equal to the bridge's nor a multiple of it,

@@ -1,26 +1,27 @@
 """cocotb testbench that puts the simulated serial bridge on a TCP socket: the simulation side of
 :class:`xnorflow.sim.board.SimLink`.
 
-The design is a :class:`~xnorflow.hw.tops.bridge.DualClockBridge` (ports ``clk``, ``rst``,
-``rx``, ``tx`` and ``accel_clk``, the network's clock) compiled for Verilator; the testbench
-drives both clocks (``period_ps``, ``accel_period_ps``) and resets the design through ``rst``
-(the network domain's reset follows through the design's own reset synchronizer). One cocotb
-test, :func:`uart_bridge_session`, connects to ``127.0.0.1:<port>`` (the host process listens
-there), then moves bytes between the socket and the bridge's pins bit by bit: bytes read from
-the socket are driven on ``rx`` as 8N1 at the bridge's bit time
+The design is a :class:`~xnorflow.hw.tops.bridge.DualClockBridge` (ports ``clk``, ``rst``, ``rx``,
+``tx``, ``accel_clk``, the network's clock, and ``bench_busy``) compiled for Verilator; the
+testbench drives both clocks (``period_ps``, ``accel_period_ps``) and resets the design through
+``rst`` (the network domain's reset follows through the design's own reset synchronizer). One
+cocotb test, :func:`uart_bridge_session`, connects to ``127.0.0.1:<port>`` (the host process
+listens there), then moves bytes between the socket and the bridge's pins bit by bit: bytes read
+from the socket are driven on ``rx`` as 8N1 at the bridge's bit time
 (:class:`~xnorflow.sim.uart_model.UartLineDriver`), and every byte decoded on ``tx``
-(:class:`~xnorflow.sim.uart_model.UartLineMonitor`) is written to the socket at once. The
-testbench knows nothing of the packets: it is the wire.
+(:class:`~xnorflow.sim.uart_model.UartLineMonitor`) is written to the socket at once. The testbench
+knows nothing of the packets: it is the wire.
 
 Time
-    While bytes are being driven, or the device may still act (a packet in progress, a frame
-    being computed, a reply being sent), simulated time runs as fast as the simulator goes; the
-    socket is polled every ``poll_cycles`` cycles (without blocking) and new bytes follow the
-    previous ones back to back when they are already there. Once both lines have been quiet for
-    ``quiet_cycles`` cycles, which the host chooses longer than the bridge's gap timeout plus
-    the time to compute and answer everything it holds, nothing can happen inside the device
-    until the next byte arrives; the testbench then blocks on the socket without advancing
-    simulated time (an idle line lasting longer), so an idle session costs no CPU.
+    While bytes are being driven, or the device may still act (a packet in progress, a frame being
+    computed, a reply being sent), simulated time runs as fast as the simulator goes; the socket is
+    polled every ``poll_cycles`` cycles (without blocking) and new bytes follow the previous ones
+    back to back when they are already there. Once both lines have been quiet for ``quiet_cycles``
+    cycles, which the host chooses longer than the bridge's gap timeout plus the time to compute
+    and answer everything it holds, and the design's ``bench_busy`` output is low (no BENCH run in
+    progress, which may last any number of cycles with both lines quiet), nothing can happen inside
+    the device until the next byte arrives; the testbench then blocks on the socket without
+    advancing simulated time (an idle line lasting longer), so an idle session costs no CPU.
 
 Shutdown
     The session ends, and the test passes, when the host closes its end of the connection (end
@@ -144,7 +145,9 @@ async def uart_bridge_session(dut):
                 raise AssertionError(f"session still open after max_wall_s ({max_wall} s)")
             now = int(get_sim_time("step"))
             quiet_for = now - max(last_rx, monitor.last_steps)
-            idle = not monitor.busy and quiet_for >= quiet_steps
+            # A BENCH run keeps the device busy with both lines quiet.
+            running = bool(int(dut.bench_busy.value))
+            idle = not monitor.busy and not running and quiet_for >= quiet_steps
             t0 = time.perf_counter()
             data = link.poll(_BLOCK_S if idle else 0.0)
             if idle:

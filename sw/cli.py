@@ -725,6 +725,12 @@ def cmd_run(args) -> int:
     ``--cpu``, through the native CPU backend."""
     from xnorflow.host.driver import run_accelerator
 
+    if args.bench:
+        return _run_bench(args)
+    if args.repeat is not None:
+        raise UsageError("--repeat applies to --bench")
+    if args.frames is None:
+        args.frames = 100
     if args.cpu:
         return _run_cpu(args)
 
@@ -757,6 +763,42 @@ def cmd_run(args) -> int:
 
     _emit(args, obj, human)
     return 0 if obj["golden_agreement"] == 1.0 else 1
+
+
+def _run_bench(args) -> int:
+    """``run --bench``: the on-device benchmark (the frames stored on the device, replayed
+    ``--repeat`` times at the accelerator's rate), its checksum checked against the golden
+    model; exit status 1 on a checksum mismatch."""
+    from xnorflow.host.driver import bench_accelerator
+
+    if args.cpu:
+        raise UsageError("--bench measures an accelerator: use --port or --sim")
+    repeat = 200 if args.repeat is None else args.repeat
+    where = f"port {args.port}" if args.port else "the simulated board"
+    err.print(f"benchmarking {Path(args.model).name} on {where}: "
+              f"{args.frames or 'K'} stored frames x {repeat}")
+    obj = bench_accelerator(args.model, port=args.port, baud=args.baud, sim=args.sim,
+                            data=args.data, frames=args.frames, repeat=repeat,
+                            folding=args.folding, timeout=args.timeout)
+
+    def human(o):
+        t = Table(title=f"{Path(args.model).name} on-device benchmark via {o['transport']}")
+        for col in ("frames", "cycles", "predicted", "clock (MHz)", "frames/s",
+                    "predicted frames/s", "ratio", "checksum"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{o['frames']} x {o['repeat']}", f"{o['cycles']:,}",
+                  f"{o['predicted_cycles']:,}", f"{o['clock_hz'] / 1e6:g}",
+                  f"{o['frames_per_s']:,.1f}", f"{o['predicted_frames_per_s']:,.1f}",
+                  f"{o['ratio']:.4f}", "ok" if o["checksum_ok"] else "MISMATCH")
+        Console().print(t)
+
+    _emit(args, obj, human)
+    if not obj["checksum_ok"]:
+        err.print(f"[red]error:[/red] benchmark checksum mismatch: the device's "
+                  f"{obj['checksum']}, the golden model's {obj['expected_checksum']} "
+                  f"({obj['total_frames']} results)")
+        return 1
+    return 0
 
 
 # -- bench ---------------------------------------------------------------------------------------
@@ -954,9 +996,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--port: the board's bit rate (default: found by HELLO at "
                         "3,000,000, 1,000,000, 12,000,000 and 115,200 baud in turn)")
     data_arg(r)
-    r.add_argument("--frames", type=int, default=100,
-                   help="test frames, spread evenly over the test split (default 100)")
-    r.add_argument("--folding", metavar="FILE", help="folding for --sim")
+    r.add_argument("--frames", type=int, default=None,
+                   help="test frames, spread evenly over the test split (default 100; with "
+                        "--bench: the frames stored, at most the device's capacity K, default K)")
+    r.add_argument("--folding", metavar="FILE",
+                   help="folding for --sim (with --bench --port: the board's, for the "
+                        "prediction)")
+    r.add_argument("--bench", action="store_true",
+                   help="on-device benchmark: store the frames on the device, replay them "
+                        "--repeat times at the accelerator's rate, check the results' checksum "
+                        "against the golden model, report frames/s from the device's cycle "
+                        "count")
+    r.add_argument("--repeat", type=int, default=None, metavar="R",
+                   help="--bench: replays of the stored frames (default 200)")
     r.add_argument("--timeout", type=float, default=None, help="reply timeout in seconds")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.set_defaults(func=cmd_run)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from xnorflow.hw.build.boards import board_design_sha256
 from xnorflow.hw.build.synth import tool_versions
 from xnorflow.hw.compiler import Folding, compile_plan
 from xnorflow.hw.tops.board import BOARDS
@@ -77,11 +78,13 @@ def test_reference(manifest_path):
     # The report.
     report = load(where / "report.json")
     for key in ("board", "device", "luts", "luts_total", "brams", "brams_total", "fmax_mhz",
-                "clock_mhz", "baud", "uart_frames_per_s", "ii_cycles", "seed", "tools",
-                "model_hash", "timing_met"):
+                "clock_mhz", "bridge_mhz", "domains", "baud", "uart_frames_per_s", "ii_cycles",
+                "seed", "router", "tools", "model_hash", "timing_met", "design_sha256"):
         assert report[key] == manifest[key], key
     assert 0 < report["luts"] <= report["luts_total"]
-    assert report["sync_fmax_mhz"] == report["fmax_mhz"][report["sync_clock"]]
+    assert report["accel_fmax_mhz"] == report["fmax_mhz"][report["accel_clock"]]
+    assert report["bridge_fmax_mhz"] == report["fmax_mhz"][report["bridge_clock"]]
+    assert manifest["timing_met"] and all(d["timing_met"] for d in manifest["domains"].values())
 
     # Built with the tools installed now.
     current = tool_versions(board.family)
@@ -91,3 +94,23 @@ def test_reference(manifest_path):
     if simulation is not None:
         assert simulation["ii_cycles"] == manifest["ii_cycles"]
         assert simulation["frames"] > 0 and simulation["mismatches"] == 0
+
+
+@pytest.mark.parametrize("manifest_path", MANIFESTS,
+                         ids=[f"{p.parent.parent.name}/{p.parent.name}" for p in MANIFESTS])
+def test_reference_is_current(manifest_path):
+    """The design a reference was built from is the one the current code makes from its
+    manifest (model, folding, board, PLL setting, baud rate, seed, router): a change that alters
+    a reference's design must rebuild it (with the manifest's command) in the same submission."""
+    where = manifest_path.parent
+    manifest = load(manifest_path)
+    report = load(where / "report.json")
+    model = Model.load(REPO / manifest["model_file"])
+    folding = Folding.from_dict(manifest["folding"], model.layers)
+    current = board_design_sha256(model, folding, manifest["board"], pll=report["pll"],
+                                  baud=manifest["baud"], seed=manifest["seed"],
+                                  router=manifest["router"])
+    assert current == manifest["design_sha256"], (
+        f"{where.relative_to(REPO)} is stale: the current code makes another design from its "
+        f"manifest (sha256 {current}, built from {manifest['design_sha256']}); rebuild it: "
+        f"{manifest['command']}")

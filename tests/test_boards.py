@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from xnorflow.cli import main
-from xnorflow.hw.build.boards import build_board, write_reference
+from xnorflow.hw.build.boards import board_design_sha256, build_board, write_reference
 from xnorflow.hw.build.pll import ROBUST_DIVISOR, ecp5_pll, ice40_pll, pll_config
 from xnorflow.hw.build.synth import DoesNotFit
 from xnorflow.hw.compiler import Folding
@@ -138,6 +138,9 @@ def tiny_model():
 
 
 #: A small folding of the tiny model (II 60): a quick build.
+#: Time limit of each tool run in the real builds here.
+TOOL_TIMEOUT_S = 1800
+
 TINY_FOLDING = {"layers": [{"pe": 1, "simd": 4, "storage": "lut"},
                            {"pe": 1, "simd": 2, "storage": "lut"}]}
 
@@ -296,10 +299,19 @@ def test_icebreaker_build(tiny_model, tmp_path, capsys):
     assert manifest["frames_per_s"] == round(24e6 / 60, 1)
     assert "--freq 24.0" in manifest["command"] and "simulation" not in manifest
     assert report["router"] == "router1" and "--router" not in manifest["command"]
+    # The design's hash: what the build made, and what the code makes again from the manifest
+    # without any tool (the check of tests/test_bitstreams.py); another seed is another design.
+    assert manifest["design_sha256"] == report["design_sha256"]
+    model = Model.load(model_path)
+    again = {seed: board_design_sha256(model, Folding.from_dict(TINY_FOLDING), "icebreaker",
+                                       pll=report["pll"], baud=manifest["baud"], seed=seed)
+             for seed in (1, 2)}
+    assert again[1] == manifest["design_sha256"] != again[2]
 
     # The same inputs and seed in another (deeper) build directory: the same bitstream.
     again = build_board(tiny_model, Folding.from_dict(TINY_FOLDING), "icebreaker",
-                        freq_mhz=24, build_dir=tmp_path / "a" / "b" / "build")
+                        freq_mhz=24, build_dir=tmp_path / "a" / "b" / "build",
+                        timeout_s=TOOL_TIMEOUT_S)
     assert sha256(tmp_path / "a" / "b" / "build" / "top.bin") == sha256(bitstream)
     assert again.fmax_mhz == report["fmax_mhz"]
 
@@ -345,7 +357,8 @@ def test_does_not_fit(tmp_path):
                                             {"pe": 1, "simd": 4, "storage": "lut"}]})
     with pytest.raises(DoesNotFit, match=r"does not fit the iCE40UP5K: it needs \d+ ICESTORM_RAM "
                                          r"but the device has 30") as info:
-        build_board(model, folding, "icebreaker", freq_mhz=20, build_dir=tmp_path)
+        build_board(model, folding, "icebreaker", freq_mhz=20, build_dir=tmp_path,
+                    timeout_s=TOOL_TIMEOUT_S)
     assert info.value.resource == "ICESTORM_RAM" and info.value.used > 30
 
 
@@ -356,7 +369,7 @@ def test_ulx3s_build_as_fast_as_timing_allows(tiny_model, tmp_path):
     # frequency it makes not above the first build's Fmax.
     board = dataclasses.replace(BOARDS["ulx3s-25f"], default_mhz=200.0)
     report = build_board(tiny_model, Folding.from_dict(TINY_FOLDING), board,
-                         build_dir=tmp_path / "build")
+                         build_dir=tmp_path / "build", timeout_s=TOOL_TIMEOUT_S)
     data = report.to_dict()
     assert data["device"] == "LFE5U-25F" and 0 < data["luts"] <= data["luts_total"] == 24288
     first, second = data["attempts"]

@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -28,16 +29,19 @@ from xnorflow.golden import GoldenModel
 from xnorflow.host.driver import (
     PROBE_BAUDS,
     Accelerator,
+    BenchRefused,
     DeviceError,
     DeviceTimeout,
     FrameError,
     FrameFailed,
     ModelMismatch,
+    NetworkTiming,
     ProtocolVersionError,
     SerialTransport,
     SimTransport,
     Transport,
     TransportError,
+    bench_accelerator,
     connect,
     run_accelerator,
 )
@@ -389,6 +393,127 @@ def test_cli_run_sim_json(trained, device, monkeypatch, tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+# --- The on-device benchmark through the simulated board ------------------------------------------
+
+
+def golden_words_crc(golden, indexes, repeat, score_bits):
+    """zlib's CRC-32 of the golden result words of ``indexes`` (the test's own packing: index in
+    4 bits at bit 0, then 10 unsigned scores of ``score_bits``; whole bytes), ``repeat`` times."""
+    used = 4 + 10 * score_bits
+    block = b""
+    for k in indexes:
+        word = int(golden.classes[k])
+        for c in range(10):
+            word |= int(golden.scores[k][c]) << (4 + c * score_bits)
+        block += word.to_bytes(-(-used // 8), "little")
+    return zlib.crc32(block * repeat)
+
+
+def test_sim_bench_exact(trained, pool, device):
+    """BENCH through the simulated board's UART with the real driver: for several F and R the
+    device's cycle count equals latency + (F*R - 1) * II exactly and the checksum is the golden
+    results'; frames run right afterwards."""
+    model, _ = trained
+    x, _, golden = pool
+    network = NetworkTiming.of(model, FOLDING)
+    ii, latency = network.ii, network.latency
+    assert ii > network.beats_per_frame
+    with SimTransport(device) as transport:
+        acc = Accelerator(transport, model=model)
+        assert acc.info.bench
+        for frames, repeat, first in [(1, 1, 3), (2, 3, 0), (2, 5, 5), (1, 7, 15)]:
+            m = acc.bench(x[first:first + frames], repeat, network=network)
+            assert (m.frames, m.repeat, m.total_frames) == (frames, repeat, frames * repeat)
+            assert m.cycles == latency + (frames * repeat - 1) * ii == m.predicted_cycles
+            assert m.cycles_difference == 0
+            assert m.expected_from == "golden" and m.checksum_ok
+            assert m.checksum == golden_words_crc(golden, range(first, first + frames), repeat,
+                                                  acc.info.score_bits)
+            assert m.clock_hz == 10**12 // device.accel_period_ps == 1_280_000
+            assert m.frames_per_s == frames * repeat * 1_280_000 / m.cycles
+            assert m.predicted_frames_per_s == 1_280_000 / ii
+            assert m.ratio == m.frames_per_s / m.predicted_frames_per_s < 1
+            json.dumps(m.to_dict())
+        report = acc.infer(x[6:9])
+        # Without a model the expected checksum comes from the loads' RESULTs.
+        plain = Accelerator(transport).bench(x[9:11], 2)
+    assert report.predictions.tolist() == golden.classes[6:9].tolist()
+    assert report.scores.tolist() == golden.scores[6:9].tolist()
+    assert plain.expected_from == "device" and plain.checksum_ok
+    assert plain.predicted_cycles is None and plain.ratio is None
+    assert plain.cycles == latency + 3 * ii
+
+
+def test_sim_bench_refusals(trained, pool, device):
+    """Requests the driver refuses before sending, and the device's own BAD_BENCH (F above the
+    frames stored since reset: a fresh session, nothing stored) raised as BenchRefused."""
+    from xnorflow.hw.tops.protocol import ErrorCode, ErrorReply, encode_bench
+
+    model, _ = trained
+    x, _, _ = pool
+    with SimTransport(device) as transport:
+        acc = Accelerator(transport, model=model)
+        with pytest.raises(ValueError, match=r"^frames: 3 given; the device stores 1 to 2 "):
+            acc.bench(x[:3], 1)
+        with pytest.raises(ValueError, match=r"^repeat \(0\) must be an integer in \[1, "
+                                             r"16777215\]$"):
+            acc.bench(x[:1], 0)
+        # The device's check: a BENCH with nothing stored (sent as the driver would).
+        transport.write(encode_bench(77, 1, 1))
+        packets = []
+        deadline = time.monotonic() + 30
+        while not packets and time.monotonic() < deadline:
+            packets, _ = acc._receive(deadline)
+        assert [(p.cmd.value, p.id, p.payload) for p in packets] == [(ERROR, 77, bytes([6, 3]))]
+        error = acc._bench_refused(ErrorReply.from_payload(packets[0].payload), 1, 1)
+        assert isinstance(error, BenchRefused) and error.code == ErrorCode.BAD_BENCH
+        assert str(error).startswith("the device refused BENCH (1 frames x 1) with ERROR "
+                                     "BAD_BENCH: frames (1) or repeat (1) out of range")
+
+
+def test_bench_accelerator_and_cli(trained, device, monkeypatch, tmp_path, capsys):
+    """``xnorflow run --sim --bench --json``: the report's fields; a checksum is checked."""
+    from xnorflow.cli import main
+
+    model, path = trained
+    monkeypatch.setenv("XNORFLOW_SIM_CACHE", str(device.build_dir.parent))
+    folding = tmp_path / "folding.json"
+    folding.write_text(json.dumps(FOLDING.to_dict()))
+    assert main(["run", str(path), "--sim", "--bench", "--repeat", "4", "--folding",
+                 str(folding), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["frames"], out["repeat"], out["total_frames"]) == (2, 4, 8)
+    assert out["checksum_ok"] and out["checksum"] == out["expected_checksum"]
+    assert out["cycles"] == out["predicted_cycles"] == out["latency_cycles"] + 7 * out[
+        "ii_cycles"]
+    assert out["cycles_difference"] == 0 and out["folding"] == "given"
+    assert out["clock_hz"] == 1_280_000 and out["sim"]["end"] == "eof"
+    assert out["predicted_frames_per_s"] == round(1_280_000 / out["ii_cycles"], 3)
+    direct = bench_accelerator(path, sim=True, frames=1, repeat=2, folding=FOLDING.to_dict())
+    assert direct["cycles"] == direct["latency_cycles"] + direct["ii_cycles"]
+    assert direct["checksum_ok"]
+    with pytest.raises(ValueError, match="either a port"):
+        bench_accelerator(path)
+    assert main(["run", str(path), "--sim", "--repeat", "3"]) == 2
+    assert "--repeat applies to --bench" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_bench_tfc_at_the_networks_rate(capsys):
+    """``xnorflow run tfc --sim --bench --repeat 200``: the shipped TFC (default folding) in the
+    simulated board, 2 frames x 200: exact cycles, golden checksum, and frames/s within 1 % of
+    clock / II."""
+    from xnorflow.cli import main
+
+    assert main(["run", "tfc", "--sim", "--bench", "--repeat", "200", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["ii_cycles"], out["latency_cycles"]) == (196, 622)
+    assert out["cycles"] == out["predicted_cycles"] == 622 + 399 * 196
+    assert out["checksum_ok"] and out["expected_from"] == "golden"
+    assert out["ratio"] == pytest.approx(1.0, rel=0.01)
+    assert out["frames_per_s"] == pytest.approx(1_280_000 / 196, rel=0.01)
+
+
 def test_sim_session_failure_is_a_transport_error(device, tmp_path):
     """A simulation that cannot start (its build is gone): the driver's TransportError, naming
     the exit and quoting the session's log, which names the missing simulator executable."""
@@ -424,7 +549,7 @@ class FakeDevice(Transport):
     reply_timeout = 0.3
     resync_quiet = 0.02
 
-    def __init__(self, *, capacity=2, classes=10, n0=N0, version=1, model_hash=bytes(32),
+    def __init__(self, *, capacity=2, classes=10, n0=N0, version=2, model_hash=bytes(32),
                  script=None, silent=False):
         self.capacity, self.classes, self.n0 = capacity, classes, n0
         self.version, self.model_hash = version, model_hash
@@ -602,9 +727,9 @@ def test_fake_silent_device():
 
 
 def test_fake_handshake_checks():
-    with pytest.raises(ProtocolVersionError, match=r"^the device speaks protocol version 2, "
-                                                   r"this driver version 1$"):
-        Accelerator(FakeDevice(version=2))
+    with pytest.raises(ProtocolVersionError, match=r"^the device speaks protocol version 1, "
+                                                   r"this driver version 2$"):
+        Accelerator(FakeDevice(version=1))
     tfc, sfc = Model.load(shipped()["tfc"]), Model.load(shipped()["sfc"])
     fake = FakeDevice(model_hash=bytes.fromhex(sfc.content_hash))
     with pytest.raises(ModelMismatch, match=rf"^the device holds model {sfc.content_hash}, but "

@@ -8,6 +8,7 @@ the docstring of hw/tops/protocol.py (offsets by hand, a bitwise CRC), not with 
 and results are checked against the golden model."""
 
 import itertools
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
@@ -275,12 +276,12 @@ def check_results(replies, ids, model, network, frames):
     return results
 
 
-def check_info(payload, network, *, slots, gap_bits, clk_hz, divisor, model_hash):
+def check_info(payload, network, *, slots, gap_bits, clk_hz, divisor, model_hash, bench=True):
     """INFO by the docstring's offsets."""
     assert len(payload) == 50
     flags = (1 if network.with_scores else 0) | (
-        2 if network.with_scores and network.score_shape.signed else 0)
-    assert payload[0] == 1 and payload[1] == flags and payload[2] == slots
+        2 if network.with_scores and network.score_shape.signed else 0) | (4 if bench else 0)
+    assert payload[0] == 2 and payload[1] == flags and payload[2] == slots
     assert payload[3] == (network.score_shape.width if network.with_scores else 0)
     assert int.from_bytes(payload[4:6], "little") == network.plan.layers[0].in_features
     assert int.from_bytes(payload[6:8], "little") == network.classes
@@ -355,7 +356,8 @@ def test_engine_two_clocks(case, clock, in_pause, out_pause):
     for slots in (1, 3) if clock == "faster" and in_pause == "none" else (2,):
         model, network, frames = make(case, frames=7, seed=11 + slots)
         dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP, slots=slots,
-                           network_domain="accel")
+                           network_domain="accel",
+                           network_clk_hz=round(1 / ACCEL_PERIODS[clock] * 1e6))
         assert dut.network_domain == "accel"
         ids = [(250 + k) % 256 for k in range(len(frames))]
         steps = [Step(packet(HELLO, 9), awaits=9)]
@@ -495,7 +497,7 @@ def test_engine_tfc_mnist(clocks):
         dut, accel_period = engine(network), None
     else:
         dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
-                           network_domain="accel")
+                           network_domain="accel", network_clk_hz=2_500_000)
         accel_period = 0.4e-6
     steps = [Step(packet(HELLO, 0), awaits=0)]
     steps += [Step(frame_packet(k + 1, f), awaits=k + 1) for k, f in enumerate(frames)]
@@ -699,3 +701,198 @@ def test_parameter_checks():
     ok = SerialBridge(network, clk_hz=12_000_000, baud=115_200)
     assert (ok.divisor, ok.info.capacity, ok.info.gap_bits) == (104, 2, 1000)
     assert ok.info.model_hash == bytes.fromhex(model.content_hash)
+
+
+# --- The on-device benchmark (BENCH -> REPORT) ---------------------------------------------------
+
+BENCH, REPORT = 0x03, 0x83
+BAD_BENCH, BUSY = 6, 7
+
+
+def bench_packet(id, frames, repeat):
+    """BENCH by the docstring: frames u8, repeat u32 LE."""
+    return packet(BENCH, id, bytes([frames]) + repeat.to_bytes(4, "little"))
+
+
+def decode_report(payload):
+    """REPORT by the docstring: frames u8, repeat u32, cycles u64, checksum u32, clock_hz u32."""
+    assert len(payload) == 21
+    return (payload[0], int.from_bytes(payload[1:5], "little"),
+            int.from_bytes(payload[5:13], "little"), int.from_bytes(payload[13:17], "little"),
+            int.from_bytes(payload[17:21], "little"))
+
+
+def expected_checksum(model, network, frames, repeat):
+    """zlib's CRC-32 over the golden results of ``frames`` repeated ``repeat`` times, each as the
+    result word by the Network docstring (index at bit 0 in ceil(log2(classes)) bits, then each
+    score in S bits, two's complement; little endian, whole bytes, at least one)."""
+    golden = GoldenModel(model).run(frames)
+    index_bits = (model.classes - 1).bit_length()
+    s = network.score_shape.width if network.with_scores else 0
+    used = index_bits + model.classes * s
+    nbytes = max(1, -(-used // 8))
+    block = b""
+    for k in range(len(frames)):
+        word = int(golden.classes[k])
+        for c in range(model.classes if s else 0):
+            word |= (int(golden.scores[k][c]) % (1 << s)) << (index_bits + c * s)
+        block += word.to_bytes(nbytes, "little")
+    return zlib.crc32(block * repeat)
+
+
+def bench_session(dut, model, network, frames, runs, *, accel_period=None, after=None):
+    """Load ``frames`` as FRAMEs (one at a time), then one BENCH per ``(frames, repeat)`` of
+    ``runs`` (the last ``frames`` loaded), then ``after`` more frames as FRAMEs. Checks every
+    RESULT and REPORT; returns the REPORTs."""
+    after = [] if after is None else list(after)
+    ids = list(range(len(frames)))
+    steps = [Step(frame_packet(i, f), awaits=i) for i, f in zip(ids, frames, strict=True)]
+    for k, _ in enumerate(runs):
+        steps.append(Step(bench_packet(100 + k, *runs[k]), awaits=100 + k))
+    steps += [Step(frame_packet(200 + k, f), awaits=200 + k) for k, f in enumerate(after)]
+    longest = max(dut.bench_cycles(f, r) for f, r in runs)
+    if accel_period is not None:
+        longest = int(longest * accel_period / 1e-6) + 100
+    replies, _ = run_host(dut, ByteLink(dut), steps, replies=len(steps), window=1,
+                          timeout=longest + 1000, drain=100, accel_period=accel_period)
+    reports = [r for r in replies if r.cmd == REPORT]
+    assert [r.id for r in reports] == [100 + k for k in range(len(runs))]
+    check_results([r for r in replies if r.cmd == RESULT], ids + [200 + k for k in
+                                                                  range(len(after))],
+                  model, network, np.concatenate([frames] + ([np.array(after)] if after else [])))
+    out = []
+    for (f, r), rep in zip(runs, reports, strict=True):
+        frames_, repeat, cycles, checksum, clock_hz = decode_report(rep.payload)
+        assert (frames_, repeat) == (f, r)
+        assert clock_hz == dut.network_clk_hz
+        assert checksum == expected_checksum(model, network, frames[len(frames) - f:], r)
+        out.append(cycles)
+    return out
+
+
+# (frames, repeat) per BENCH of a session: one frame, both, a frame again, several passes.
+RUNS = [(2, 1), (1, 1), (2, 3), (1, 4)]
+
+
+@pytest.mark.parametrize(("case", "clock"), [
+    ("lanes4", None),
+    ("lanes1", None),          # one pixel a beat, II 240
+    ("lanes20", None),         # a whole frame a beat
+    ("no-scores", None),
+    ("single-signed", None),
+    ("lanes4", "faster"),
+    ("lanes4", "slower"),
+    ("lanes20", "faster"),
+])
+def test_engine_bench_cycles_exact(case, clock):
+    """BENCH after loading two frames: every REPORT's cycles (counted in the network's clock)
+    equal ``latency + (F*R - 1) * max(II, N0/SIMD0)`` exactly, its checksum is zlib's CRC-32 of
+    the golden result words, and FRAMEs after the runs still get their own results (the feeder
+    is back where the ring expects it)."""
+    model, network, frames = make(case, frames=5, seed=5)
+    if clock is None:
+        dut, accel_period = engine(network), None
+    else:
+        accel_period = ACCEL_PERIODS[clock] * 1e-6
+        dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
+                           network_domain="accel", network_clk_hz=round(1 / accel_period))
+    period = max(network.ii, network.beats_per_frame)
+    assert dut.bench_period == period
+    cycles = bench_session(dut, model, network, frames[:2], RUNS, accel_period=accel_period,
+                           after=frames[2:])
+    assert cycles == [network.latency + (f * r - 1) * period for f, r in RUNS]
+    assert cycles == [dut.bench_cycles(f, r) for f, r in RUNS]
+
+
+def test_engine_bench_three_slots_wrap():
+    """Three slots, five frames loaded (the ring has wrapped): BENCH replays the last F."""
+    model, network, frames = make("lanes4", frames=6, seed=8)
+    dut = engine(network, slots=3)
+    runs = [(3, 2), (2, 2), (1, 1)]
+    cycles = bench_session(dut, model, network, frames[:5], runs, after=frames[5:])
+    assert cycles == [dut.bench_cycles(f, r) for f, r in runs]
+
+
+def test_engine_bench_large_repeat_rate():
+    """R = 200: frames per cycle within 1 % of 1 / II."""
+    model, network, frames = make("lanes4", frames=2, seed=9)
+    dut = engine(network)
+    (cycles,) = bench_session(dut, model, network, frames, [(2, 200)])
+    assert cycles == network.latency + 399 * network.ii
+    assert 400 / cycles == pytest.approx(1 / network.ii, rel=0.01)
+
+
+def test_engine_bench_errors():
+    """BAD_BENCH for F = 0, F > K, F above the frames stored and R out of [1, 2**24 - 1];
+    BAD_LENGTH for a short BENCH; BUSY for a BENCH while a frame is outstanding and for a FRAME
+    during a run; HELLO is answered during a run; the run's REPORT is still right."""
+    model, network, frames = make("lanes4", frames=4, seed=4)
+    dut = engine(network)
+    steps = [
+        Step(bench_packet(1, 1, 1), awaits=1),           # nothing stored yet
+        Step(frame_packet(10, frames[0]), awaits=10),
+        Step(bench_packet(2, 2, 1), awaits=2),           # one frame stored
+        Step(frame_packet(11, frames[1]), awaits=11),
+        Step(bench_packet(3, 0, 1), awaits=3),
+        Step(bench_packet(4, 3, 1), awaits=4),
+        Step(bench_packet(5, 2, 0), awaits=5),
+        Step(bench_packet(6, 2, 1 << 24), awaits=6),
+        Step(packet(BENCH, 7, b"\x02\x01\x00\x00"), awaits=7),
+        # A frame and, at once, a BENCH: the frame is still outstanding.
+        Step(frame_packet(12, frames[2])),
+        Step(bench_packet(8, 1, 1), awaits=8),
+        # A long run; a FRAME and a HELLO arrive during it.
+        Step(bench_packet(9, 2, 30), idle=200),
+        Step(frame_packet(13, frames[3]), awaits=13),
+        Step(packet(HELLO, 14), awaits=14),
+    ]
+    link = ByteLink(dut)
+    replies, _ = run_host(dut, link, steps, replies=14, window=4, timeout=3000, drain=200)
+    by_id = {r.id: r for r in replies}
+    errors = {r.id: r.error() for r in replies if r.cmd == ERROR}
+    assert errors == {1: (BAD_BENCH, BENCH), 2: (BAD_BENCH, BENCH), 3: (BAD_BENCH, BENCH),
+                      4: (BAD_BENCH, BENCH), 5: (BAD_BENCH, BENCH), 6: (BAD_BENCH, BENCH),
+                      7: (BAD_LENGTH, BENCH), 8: (BUSY, BENCH), 13: (BUSY, FRAME)}
+    assert by_id[14].cmd == INFO and by_id[9].cmd == REPORT
+    # The HELLO and the FRAME were answered during the run, before its REPORT.
+    assert by_id[14].last < by_id[9].first and by_id[13].last < by_id[9].first
+    check_results([r for r in replies if r.cmd == RESULT], [10, 11, 12], model, network,
+                  frames[:3])
+    f, r, cycles, checksum, clock_hz = decode_report(by_id[9].payload)
+    # The frames committed last are frames 1 and 2.
+    assert (f, r, cycles) == (2, 30, dut.bench_cycles(2, 30))
+    assert checksum == expected_checksum(model, network, frames[1:3], 30)
+    assert clock_hz == 1_000_000
+
+
+def test_engine_without_bench():
+    """bench=False: INFO has no BENCH flag and BENCH is an unknown command."""
+    model, network, frames = make("lanes4", frames=1)
+    dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP, bench=False)
+    assert not dut.info.bench and not dut.bench
+    steps = [Step(packet(HELLO, 1), awaits=1), Step(frame_packet(2, frames[0]), awaits=2),
+             Step(bench_packet(3, 1, 1), awaits=3)]
+    replies, _ = run_host(dut, ByteLink(dut), steps, replies=3, window=1, drain=200)
+    check_info(replies[0].payload, network, slots=2, gap_bits=GAP, clk_hz=1_000_000, divisor=1,
+               model_hash=bytes.fromhex(model.content_hash), bench=False)
+    assert replies[2].error() == (UNKNOWN_CMD, BENCH)
+
+
+@pytest.mark.parametrize("clock", [None, "faster"])
+def test_engine_bench_conv_net(clock):
+    """A small convolutional net (conv, pool, conv+pool, dense): the same exact law."""
+    from xnorflow.sim.fixtures import random_net
+
+    model = random_net("8x8x1-c4k3-p2-c4k3p-5", 3)
+    network = Network(model)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 64))
+    if clock is None:
+        dut, accel_period = engine(network), None
+    else:
+        accel_period = ACCEL_PERIODS[clock] * 1e-6
+        dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
+                           network_domain="accel", network_clk_hz=round(1 / accel_period))
+    runs = [(2, 1), (1, 2), (2, 3)]
+    cycles = bench_session(dut, model, network, frames[:2], runs, accel_period=accel_period,
+                           after=frames[2:])
+    assert cycles == [network.latency + (f * r - 1) * network.ii for f, r in runs]

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The wire format of hw/tops/protocol.py against hand-computed bytes.
 
 The expected bytes below are written out by hand from the module docstring's tables; the CRC is
@@ -5,6 +6,7 @@ checked against the standard check value and against a bitwise CRC written here 
 definition (polynomial 0x07, init 0, MSB first, no final XOR)."""
 
 import random
+import zlib
 
 import pytest
 from amaranth.hdl import Value
@@ -88,7 +90,7 @@ def test_example_info():
     payload = EXAMPLE_INFO.to_payload()
     assert len(payload) == 50
     expected = bytes.fromhex(
-        "01"           # version
+        "02"           # version
         "01"           # flags: WITH_SCORES
         "02"           # capacity K
         "10"           # score_bits
@@ -118,8 +120,9 @@ def test_layout_sizes_and_offsets():
     assert layout.size == 8 * 22
     assert layout["scores"].offset == 8 and layout["status"].offset == 8 * 21
     assert P.result_layout(10, False).size == 16
-    assert [c.value for c in P.Command] == [0x01, 0x02, 0x81, 0x82, 0xFF]
-    assert [c.value for c in P.ErrorCode] == [1, 2, 3, 4, 5]
+    assert [c.value for c in P.Command] == [0x01, 0x02, 0x03, 0x81, 0x82, 0x83, 0xFF]
+    assert [c.value for c in P.ErrorCode] == [1, 2, 3, 4, 5, 6, 7]
+    assert (P.BENCH_REQUEST_BYTES, P.BENCH_REPORT_BYTES) == (5, 21)
     assert (P.Sync.HOST.value, P.Sync.DEVICE.value) == (0xA5, 0x5A)
 
 
@@ -208,3 +211,114 @@ def test_value_errors():
         P.result_layout(257, True)
     with pytest.raises(P.ProtocolError, match=r"^RESULT status 0x80 has unknown bits$"):
         P.Result.from_payload(b"\x00" + bytes(6) + b"\x80", EXAMPLE_INFO)
+
+
+# --- The on-device benchmark ----------------------------------------------------------------------
+
+
+def test_bench_packets_by_hand():
+    """BENCH with id 7, 2 frames x 200 (0xC8): payload 02 C8 00 00 00; REPORT fields in order."""
+    packet = P.encode_bench(7, 2, 200)
+    body = bytes.fromhex("03 07 05 00 02 C8 00 00 00")
+    assert packet == bytes([0xA5]) + body + bytes([bitwise_crc8(body)])
+    payload = bytes.fromhex("02" "C8 00 00 00" "10 32 54 76 98 00 00 00" "26 39 F4 CB"
+                            "00 88 13 00")
+    report = P.BenchResult.from_payload(payload)
+    assert report == P.BenchResult(frames=2, repeat=200, cycles=0x9876543210,
+                                   checksum=0xCBF43926, clock_hz=1_280_000)
+    assert P.to_bytes(P.BenchReport, {"frames": 2, "repeat": 200, "cycles": 0x9876543210,
+                                      "checksum": 0xCBF43926, "clock_hz": 1_280_000}) == payload
+
+
+@pytest.mark.parametrize(("payload", "crc"), [
+    (b"123456789", 0xCBF43926),   # the catalogue's check value of CRC-32/ISO-HDLC
+    (b"", 0x00000000),
+    (b"a", 0xE8B7BE43),
+    (b"\x00" * 4, 0x2144DF1C),
+])
+def test_crc32_vectors(payload, crc):
+    assert P.crc32(payload) == crc == zlib.crc32(payload)
+
+
+def test_crc32_and_bench_checksum_match_zlib():
+    """The pure-Python CRC-32, continued across calls, and the repeated-block checksum (by
+    squaring) equal zlib's CRC-32 of the bytes written out."""
+    rng = random.Random(3)
+    for length in (1, 7, 10, 33):
+        block = bytes(rng.randrange(256) for _ in range(length))
+        assert P.crc32(block[3:], P.crc32(block[:3])) == zlib.crc32(block)
+        for repeat in (0, 1, 2, 3, 8, 13, 200):
+            assert P.bench_checksum(block, repeat) == zlib.crc32(block * repeat)
+    block = bytes(range(20))
+    big = 100_003
+    assert P.bench_checksum(block, big) == zlib.crc32(block * big)
+    with pytest.raises(ValueError, match=r"^repeat \(-1\) must be a non-negative integer$"):
+        P.bench_checksum(block, -1)
+
+
+def test_amaranth_crc32_parameters_equal_the_definition():
+    """BENCH_CRC as the gateware uses it: k bytes a word (little endian) give the CRC of the
+    bytes."""
+    rng = random.Random(4)
+    data_bytes = bytes(rng.randrange(256) for _ in range(24))
+    for k in (1, 2, 3, 4, 6, 12):
+        words = [int.from_bytes(data_bytes[i:i + k], "little") for i in range(0, 24, k)]
+        assert P.BENCH_CRC(data_width=8 * k).compute(words) == zlib.crc32(data_bytes)
+
+
+def test_result_word_by_hand():
+    """10 classes (index 4 bits) and 7-bit unsigned scores: index 3, scores 0..9 ->
+    3 | k << (4 + 7k), 74 bits in 10 bytes; signed 5-bit scores; no scores: one byte."""
+    info = P.DeviceInfo(capacity=2, n0=784, classes=10, score_bits=7, with_scores=True,
+                        signed_scores=False, gap_bits=1000, clk_hz=1, divisor=1,
+                        model_hash=bytes(32))
+    word = 3
+    for k in range(10):
+        word |= k << (4 + 7 * k)
+    assert P.result_word_bytes(3, range(10), info) == word.to_bytes(10, "little")
+    signed = P.DeviceInfo(capacity=2, n0=4, classes=3, score_bits=5, with_scores=True,
+                          signed_scores=True, gap_bits=1000, clk_hz=1, divisor=1,
+                          model_hash=bytes(32))
+    # index 2 bits: 1; scores -1 (0b11111), 2, -16 (0b10000) at bits 2, 7, 12.
+    assert P.result_word_bytes(1, [-1, 2, -16], signed) == \
+        (1 | 0b11111 << 2 | 2 << 7 | 0b10000 << 12).to_bytes(3, "little")
+    plain = P.DeviceInfo(capacity=2, n0=4, classes=2, score_bits=0, with_scores=False,
+                         signed_scores=False, gap_bits=1000, clk_hz=1, divisor=1,
+                         model_hash=bytes(32))
+    assert P.result_word_bytes(1, (), plain) == b"\x01"
+
+
+@pytest.mark.parametrize("case", ["tfc", "signed", "no-scores"])
+def test_result_word_layout_is_the_networks_tdata(case):
+    """The layout the host derives from INFO is the network's m_axis_tdata layout."""
+    from xnorflow.hw.tops.bridge import PacketEngine
+    from xnorflow.hw.tops.network import Network
+    from xnorflow.model import Model
+    from xnorflow.models import MODELS_DIR
+    from xnorflow.sim.fixtures import random_model
+
+    if case == "tfc":
+        network = Network(Model.load(MODELS_DIR / "tfc.npz"))
+    else:
+        network = Network(random_model((20, 5) if case == "signed" else (20, 12, 5), 0),
+                          with_scores=case != "no-scores")
+    info = PacketEngine(network, clk_hz=1, divisor=1).info
+    layout = P.result_word_layout(info.classes, info.score_bits if info.with_scores else 0,
+                                  info.signed_scores)
+    tdata = network.tdata_layout
+    assert layout.size == tdata["width"] == len(network.m_axis_tdata)
+    assert (layout["index"].offset, layout["index"].width) == (0, tdata["index"]["width"])
+    if tdata["scores"] is not None:
+        scores = layout["scores"]
+        assert scores.offset == tdata["scores"]["offset"]
+        assert scores.shape.elem_shape.width == tdata["scores"]["width"]
+        assert scores.shape.elem_shape.signed == tdata["scores"]["signed"]
+    else:
+        assert "scores" not in [name for name, _ in layout]
+
+
+
+def test_bench_cycles_law():
+    assert P.bench_cycles(622, 196, 49, 2, 200) == 622 + 399 * 196
+    assert P.bench_cycles(43, 12, 20, 1, 1) == 43
+    assert P.bench_cycles(43, 12, 20, 2, 2) == 43 + 3 * 20

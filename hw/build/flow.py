@@ -397,13 +397,22 @@ class ToolRun:
                 and "--pack-only" not in self.args)
 
 
+#: The time limit of one tool run when the caller gives none (``timeout_s=None``): no synthesis
+#: or place-and-route step runs unbounded. The largest reference build's longest step takes
+#: about 17 minutes here (LFC on the ECP5-85F, place and route on 2 shared cores).
+DEFAULT_STEP_TIMEOUT_S = 3 * 3600
+
+
 def run_tools(runs: Iterable[ToolRun], steps: Steps, *, build: Path, device: Device,
               timeout_s: float | None) -> None:
     """Run ``runs`` in order in the build directory ``build``, each timed as its step of
-    ``steps``, each limited to ``timeout_s`` seconds. Raises
+    ``steps``, each limited to ``timeout_s`` seconds (None: :data:`DEFAULT_STEP_TIMEOUT_S`).
+    Raises
     :class:`~xnorflow.hw.build.tools.ToolNotFound`,
     :class:`~xnorflow.hw.build.tools.ToolFailed` or, when a nextpnr run that packs fails because
     the design does not fit ``device``, :class:`DoesNotFit`."""
+    if timeout_s is None:
+        timeout_s = DEFAULT_STEP_TIMEOUT_S
     for run in runs:
         with steps.step(run.step):
             try:

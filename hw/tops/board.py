@@ -39,6 +39,11 @@ So the iCEBreaker's bridge runs on the 12 MHz oscillator at 3 Mbaud, divisor 4: 
 exactly the FT2232H's 3 Mbaud (its 120 MHz / 40), well inside the receiver's tolerance (about
 2 % at divisor 4).
 
+The bridge takes BENCH, the on-device benchmark (:mod:`xnorflow.hw.tops.protocol`): the frames
+stored in its two frame buffers replayed at the accelerator's rate, timed in ``accel`` cycles
+(REPORT's ``clock_hz`` is :attr:`PllConfig.clk_hz`) and checksummed; it adds counters, a CRC-32
+and a little control, no memory.
+
 The build (:func:`xnorflow.hw.build.boards.build_board`) finds the PLL setting
 (:func:`xnorflow.hw.build.pll.pll_config`) and runs the tools.
 """
@@ -214,13 +219,16 @@ class BoardTop(Elaboratable):
         bridge's check at ``pll.bridge_hz`` (see :func:`uart_baud`).
     model_hash : bytes or None
         As for :class:`~xnorflow.hw.tops.bridge.SerialBridge`.
+    bench : bool
+        The bridge takes BENCH, the on-device benchmark (default True); False leaves its
+        counters and CRC out, for a design that does not fit with them.
 
     Pins: the oscillator, ``uart`` 0 (``rx``, ``tx``), ``button`` 0 (reset while pressed),
     ``led`` 0 (serial traffic; steady: in reset or ``frame_error``) and ``led`` 1 (heartbeat).
     """
 
     def __init__(self, network: Network, board: str | Board, pll: PllConfig, *,
-                 baud: int | None = None, model_hash: bytes | None = None):
+                 baud: int | None = None, model_hash: bytes | None = None, bench: bool = True):
         self._board = get_board(board)
         if not isinstance(pll, PllConfig):
             raise TypeError(f"pll must be a PllConfig, not {pll!r}")
@@ -245,6 +253,9 @@ class BoardTop(Elaboratable):
         self._network = network
         self._baud = baud
         self._model_hash = model_hash
+        if not isinstance(bench, bool):
+            raise ValueError(f"bench ({bench!r}) must be a bool")
+        self._bench = bench
         self._bridge = None
 
     @property
@@ -266,7 +277,7 @@ class BoardTop(Elaboratable):
                                         model_hash=self._model_hash,
                                         buffer=bridge_buffer_style(self._board.family, depth),
                                         network_domain=NETWORK_DOMAIN,
-                                        network_clk_hz=self._pll.clk_hz)
+                                        network_clk_hz=self._pll.clk_hz, bench=self._bench)
         return self._bridge
 
     def _pll_instance(self, m, platform, clk, bridge_clk, lock):

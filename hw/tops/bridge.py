@@ -12,6 +12,8 @@ board runs it. Tests drive the engine's byte streams directly (fast) or the brid
 bit-serially.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import (
     Cat,
     ClockDomain,
@@ -34,15 +36,22 @@ from xnorflow.hw.blocks.uart import UARTRx, UARTTx
 from xnorflow.hw.compiler.rules import BRIDGE_BUFFER_STYLES, bridge_buffer_style
 from xnorflow.hw.tops.network import Network
 from xnorflow.hw.tops.protocol import (
+    BENCH_CRC,
+    BENCH_CYCLE_BITS,
+    BENCH_REPORT_BYTES,
+    BENCH_REQUEST_BYTES,
     BITS_PER_BYTE,
     CRC,
     DEFAULT_GAP_BITS,
     ERROR_BYTES,
     HEADER_BYTES,
     INFO_BYTES,
+    MAX_BENCH_REPEAT,
     MIN_GAP_BITS,
     OVERHEAD,
     REPLY_QUEUE_DEPTH,
+    BenchReport,
+    BenchRequest,
     Command,
     DeviceInfo,
     ErrorCode,
@@ -51,6 +60,7 @@ from xnorflow.hw.tops.protocol import (
     InfoPayload,
     ResultStatus,
     Sync,
+    bench_cycles,
     result_layout,
 )
 
@@ -89,7 +99,7 @@ def _check_range(name, value, lo, hi):
         raise ValueError(f"{name} ({value!r}) must be an integer in [{lo}, {hi}]")
 
 
-def _device_info(network, *, model_hash, clk_hz, divisor, gap_bits, slots):
+def _device_info(network, *, model_hash, clk_hz, divisor, gap_bits, slots, bench=True):
     """Check the parameters of a PacketEngine; what its INFO says."""
     if not isinstance(network, Network):
         raise TypeError(f"network ({network!r}) must be a xnorflow.hw.tops.network.Network")
@@ -119,7 +129,15 @@ def _device_info(network, *, model_hash, clk_hz, divisor, gap_bits, slots):
         score_bits=score.width if network.with_scores else 0,
         with_scores=network.with_scores,
         signed_scores=network.with_scores and score.signed,
-        gap_bits=gap_bits, clk_hz=clk_hz, divisor=divisor, model_hash=model_hash)
+        gap_bits=gap_bits, clk_hz=clk_hz, divisor=divisor, model_hash=model_hash,
+        bench=bool(bench))
+
+
+def bench_chunk_bytes(word_bytes: int, period: int) -> int:
+    """Bytes of a result word the benchmark's CRC takes per cycle: the fewest that divide the word
+    into at most ``period`` (the network's cycles per frame) pieces, so the CRC keeps up."""
+    return next(k for k in range(1, word_bytes + 1)
+                if word_bytes % k == 0 and word_bytes // k <= period)
 
 
 class PacketEngine(wiring.Component):
@@ -152,6 +170,12 @@ class PacketEngine(wiring.Component):
         (e.g. :data:`NETWORK_DOMAIN`): the network and the feeder run in that domain, on a clock
         of their own, unrelated to ``sync`` (see Clock domains). The domain is the caller's to
         define, with its reset synchronized to its clock.
+    network_clk_hz : int or None
+        The network domain's clock frequency, sent as REPORT's ``clock_hz`` (required with
+        ``network_domain``; None or ``clk_hz`` in a one-clock engine).
+    bench : bool
+        Take BENCH, the on-device benchmark (default True; INFO's ``BENCH`` flag). False leaves
+        its logic out (BENCH is then UNKNOWN_CMD).
 
     Ports
     -----
@@ -164,6 +188,9 @@ class PacketEngine(wiring.Component):
         Pulse per byte the UART dropped for a bad stop bit (for RESULT's ``LINE_ERROR`` status).
     frame_error : Out(1)
         The network's sticky ``frame_error`` (0 unless the bridge is faulty).
+    bench_busy : Out(1)
+        A BENCH run holds the engine: from its acceptance (the BENCH's crc byte) to the last
+        byte of its REPORT (0 without ``bench``). The lines may be quiet all that time.
 
     Behaviour
     ---------
@@ -174,6 +201,34 @@ class PacketEngine(wiring.Component):
     (the network keeps frame order, so ids and results pair up). INFO and ERROR replies go through
     a queue of :data:`~xnorflow.hw.tops.protocol.REPLY_QUEUE_DEPTH` and are sent before pending
     results.
+
+    On-device benchmark
+    -------------------
+    As the protocol's docstring says (BENCH). A BENCH is accepted when its ``frames`` F is 1 to
+    ``slots`` and at most the frames committed since reset, its ``repeat`` R is 1 to
+    :data:`~xnorflow.hw.tops.protocol.MAX_BENCH_REPEAT`, and nothing is outstanding (no full
+    slot, no id queued, no run). Then, in the network's domain, the feeder replays the F slots
+    committed last (the slot ring's ``wr_slot - F ... wr_slot - 1``) R times: it reads one beat
+    per cycle whenever ``s_axis`` takes one, jumping from a pass's last beat to the first
+    slot's first beat with no cycle lost, and after the last pass stands at ``wr_slot`` again,
+    where the ring expects it. The results go to a CRC-32 (:data:`~xnorflow.hw.tops.protocol.
+    BENCH_CRC`) instead of the reply side: each ``m_axis_tdata`` word is fed to the CRC
+    straight from ``m_axis``, ``k`` bytes per cycle, and taken (``m_axis_tready``) with its last
+    piece, ``W / (8k)`` cycles after it became valid, ``k`` the fewest bytes that make that at
+    most :attr:`bench_period` (:func:`bench_chunk_bytes`), so the output FIFO is empty again
+    before the next result and the network is never held back. A 48-bit counter counts the
+    network's cycles from the handshake of the run's first ``s_axis`` beat to the first cycle
+    the run's last result is valid on ``m_axis`` (the ends of the network's latency), found by
+    a count of the frames read out and not yet taken; the run ends when that result has been
+    checksummed. :meth:`bench_cycles` gives the count: ``network.latency + (F*R - 1) *
+    max(network.ii, N0/SIMD0)``, exactly (both clocks; tests/test_hw_bridge.py).
+
+    Crossings: the request (F, R, the first slot and its address, the REPORT's id) is held in
+    ``sync`` registers from its acceptance to the REPORT's last byte; a toggle carries the start
+    through an ``FFSynchronizer`` to the network's domain, which reads the request two of its
+    cycles later (stable by then). The end comes back the same way, a toggle through an
+    ``FFSynchronizer``; the count and the checksum are network-domain registers that stay put
+    until the next run, which cannot start before the REPORT has been sent. No FIFO, no memory.
 
     Clock domains
     -------------
@@ -211,21 +266,34 @@ class PacketEngine(wiring.Component):
     """
 
     def __init__(self, network, *, model_hash=None, clk_hz, divisor,
-                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block", network_domain=None):
+                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block", network_domain=None,
+                 network_clk_hz=None, bench=True):
+        if not isinstance(bench, bool):
+            raise ValueError(f"bench ({bench!r}) must be a bool")
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz, divisor=divisor,
-                                  gap_bits=gap_bits, slots=slots)
+                                  gap_bits=gap_bits, slots=slots, bench=bench)
         if buffer not in BRIDGE_BUFFER_STYLES:
             raise ValueError(f"buffer ({buffer!r}) must be one of "
                              f"{', '.join(BRIDGE_BUFFER_STYLES)}")
         _check_domain(network_domain)
+        if network_domain is None:
+            if network_clk_hz is not None and network_clk_hz != clk_hz:
+                raise ValueError(f"network_clk_hz ({network_clk_hz!r}) differs from clk_hz "
+                                 f"({clk_hz}) in a one-clock engine")
+            network_clk_hz = clk_hz
+        else:
+            _check_range("network_clk_hz", network_clk_hz, 1, 2**32 - 1)
         self._buffer = buffer
         self._network = network
         self._network_domain = network_domain
+        self._network_clk_hz = network_clk_hz
+        self._bench = bench
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(8)),
             "line_error": In(1),
             "frame_error": Out(1),
+            "bench_busy": Out(1),
         })
 
     # Parameters (read-only).
@@ -247,6 +315,27 @@ class PacketEngine(wiring.Component):
     def network_domain(self) -> str | None:
         """The network's clock domain; None: ``sync``, the engine's (one clock)."""
         return self._network_domain
+
+    @property
+    def network_clk_hz(self) -> int:
+        """The network's clock (``clk_hz`` in a one-clock engine): REPORT's ``clock_hz``."""
+        return self._network_clk_hz
+
+    @property
+    def bench(self) -> bool:
+        """The engine takes BENCH (see On-device benchmark)."""
+        return self._bench
+
+    @property
+    def bench_period(self) -> int:
+        """Cycles per frame of a BENCH replay: ``max(network.ii, N0/SIMD0)``."""
+        return max(self._network.ii, self._network.beats_per_frame)
+
+    def bench_cycles(self, frames: int, repeat: int) -> int:
+        """The ``cycles`` a REPORT gives for ``frames`` x ``repeat`` (see On-device benchmark):
+        :func:`~xnorflow.hw.tops.protocol.bench_cycles` of the network."""
+        net = self._network
+        return bench_cycles(net.latency, net.ii, net.beats_per_frame, frames, repeat)
 
     @property
     def gap_cycles(self) -> int:
@@ -318,10 +407,25 @@ class PacketEngine(wiring.Component):
             replies.w_en.eq(reply_valid & replies.w_rdy),
         ]
 
+        bench = None
+        if self._bench:
+            # The benchmark's state. `sync`: the request (stable from its acceptance to the
+            # REPORT's last byte, so the network's domain reads it directly), `busy` over that
+            # span, `report` once the run is over, `go` toggled to start a run. Network domain:
+            # `run` to the run's end, `done` toggled at the end, `cycles` and the checksum
+            # (stable from then until the next run, so `sync` reads them directly).
+            bench = SimpleNamespace(
+                busy=Signal(), report=Signal(), frames=Signal(8),
+                repeat=Signal(range(MAX_BENCH_REPEAT + 1)), id=Signal(8),
+                start_slot=Signal(range(slots)), start_addr=Signal(range(slots * beats)),
+                go=Signal(), done=Signal(), run=Signal(), crc_ready=Signal(),
+                cycles=Signal(BENCH_CYCLE_BITS), checksum=Signal(32))
+            m.d.comb += self.bench_busy.eq(bench.busy)
         self._elaborate_parser(m, info, lanes, beats, slots, wport, full, set_full, ids, reply,
-                               reply_valid, committed)
-        self._elaborate_feeder(m, net, beats, slots, rport, full, clear_full, committed, freed)
-        self._elaborate_sender(m, net, info, ids, replies, line_seen, dropped)
+                               reply_valid, committed, bench)
+        self._elaborate_feeder(m, net, beats, slots, rport, full, clear_full, committed, freed,
+                               bench)
+        self._elaborate_sender(m, net, info, ids, replies, line_seen, dropped, bench)
         # After the sender, whose snapshot clears the sticky flags: a new event wins.
         with m.If(reply_valid & ~replies.w_rdy):
             m.d.sync += dropped.eq(1)
@@ -330,7 +434,7 @@ class PacketEngine(wiring.Component):
         return m
 
     def _elaborate_parser(self, m, info, lanes, beats, slots, wport, full, set_full, ids, reply,
-                          reply_valid, committed):
+                          reply_valid, committed, bench):
         rx = self.i_stream
         byte = rx.payload
         got = rx.valid
@@ -347,7 +451,8 @@ class PacketEngine(wiring.Component):
                 with m.Case(k):
                     m.d.comb += Value.cast(hdr_now)[8 * k:8 * k + 8].eq(byte)
 
-        count = Signal(range(info.n0 + 1))    # payload bytes read
+        limit = max(info.n0, BENCH_REQUEST_BYTES) if bench else info.n0  # longest payload
+        count = Signal(range(limit + 1))      # payload bytes read
         store = Signal()                      # this packet's pixels go to slot wr_slot
         wr_slot = Signal(range(slots))
         wr_base = Signal(range(slots * beats))
@@ -360,6 +465,10 @@ class PacketEngine(wiring.Component):
 
         frame_ok = Signal()                   # a FRAME with the right length (from hdr)
         m.d.comb += frame_ok.eq((hdr.cmd == Command.FRAME) & (hdr.length == info.n0))
+        hdr_busy = Signal()                   # a BENCH run held the buffers when the header ended
+        stored = Signal(range(slots + 1))     # frames committed since reset, at most `slots`
+        arg = Signal(8 * BENCH_REQUEST_BYTES)  # the last payload bytes, the first at bit 0
+        bench_busy = bench.busy if bench else Const(0)
         m.d.comb += [
             wport.addr.eq(w_addr),
             wport.data.eq(Cat(*[byte] * lanes)),
@@ -389,14 +498,15 @@ class PacketEngine(wiring.Component):
                     m.d.sync += [hdr.eq(hdr_now), hpos.eq(hpos + 1)]
                     with m.If(hpos == HEADER_BYTES - 1):
                         is_frame = (hdr_now.cmd == Command.FRAME) & (hdr_now.length == info.n0)
-                        room = ~full.bit_select(wr_slot, 1) & ids.w_rdy
+                        room = ~full.bit_select(wr_slot, 1) & ids.w_rdy & ~bench_busy
                         m.d.sync += [
+                            hdr_busy.eq(bench_busy),
                             store.eq(is_frame & room),
                             count.eq(0),
                             w_addr.eq(wr_base),
                             w_lanes.eq(1),
                         ]
-                        with m.If(hdr_now.length > info.n0):
+                        with m.If(hdr_now.length > limit):
                             error(ErrorCode.BAD_LENGTH, hdr_now)
                             m.next = "HUNT"
                         with m.Elif(hdr_now.length == 0):
@@ -408,7 +518,7 @@ class PacketEngine(wiring.Component):
             with m.State("PAYLOAD"):
                 with m.If(got):
                     m.d.comb += crc.valid.eq(1)
-                    m.d.sync += count.eq(count + 1)
+                    m.d.sync += [count.eq(count + 1), arg.eq(Cat(arg[8:], byte))]
                     with m.If(store):
                         m.d.comb += wport.en.eq(w_lanes)
                         m.d.sync += w_lanes.eq(w_lanes.rotate_left(1))
@@ -442,9 +552,19 @@ class PacketEngine(wiring.Component):
                             wr_slot.eq(Mux(last, 0, wr_slot + 1)),
                             wr_base.eq(Mux(last, 0, wr_base + beats)),
                         ]
+                        with m.If(stored != slots):
+                            m.d.sync += stored.eq(stored + 1)
+                    with m.Elif(frame_ok & hdr_busy):
+                        error(ErrorCode.BUSY, hdr)
                     with m.Elif(frame_ok):
                         error(ErrorCode.OVERFLOW, hdr)
-                    with m.Elif((hdr.cmd == Command.HELLO) | (hdr.cmd == Command.FRAME)):
+                    if bench is not None:
+                        with m.Elif((hdr.cmd == Command.BENCH)
+                                    & (hdr.length == BENCH_REQUEST_BYTES)):
+                            self._bench_request(m, bench, arg, hdr, stored, full, ids, wr_slot,
+                                                wr_base, slots, beats, error)
+                    with m.Elif((hdr.cmd == Command.HELLO) | (hdr.cmd == Command.FRAME)
+                                | (Const(bench is not None) & (hdr.cmd == Command.BENCH))):
                         error(ErrorCode.BAD_LENGTH, hdr)
                     with m.Else():
                         error(ErrorCode.UNKNOWN_CMD, hdr)
@@ -452,7 +572,38 @@ class PacketEngine(wiring.Component):
                     error(ErrorCode.TIMEOUT, hdr)
                     m.next = "HUNT"
 
-    def _elaborate_feeder(self, m, net, beats, slots, rport, full, clear_full, committed, freed):
+    def _bench_request(self, m, bench, arg, hdr, stored, full, ids, wr_slot, wr_base, slots,
+                       beats, error):
+        """A whole BENCH packet: reject it (BAD_BENCH, BUSY) or start the run (toggle ``go``,
+        the request held in registers that stay put until the REPORT has been sent)."""
+        req = data.View(BenchRequest, arg)
+        frames, repeat = req.frames, req.repeat
+        with m.If((frames == 0) | (frames > slots) | (frames > stored) | (repeat == 0)
+                  | (repeat > MAX_BENCH_REPEAT)):
+            error(ErrorCode.BAD_BENCH, hdr)
+        with m.Elif(bench.busy | (full != 0) | (ids.level != 0)):
+            error(ErrorCode.BUSY, hdr)
+        with m.Else():
+            m.d.sync += [
+                bench.busy.eq(1),
+                bench.frames.eq(frames),
+                bench.repeat.eq(repeat),
+                bench.id.eq(hdr.id),
+                bench.go.eq(~bench.go),
+            ]
+            # The F frames committed last: slots wr_slot - F ... wr_slot - 1 of the ring.
+            with m.Switch(frames):
+                for f in range(1, slots + 1):
+                    with m.Case(f):
+                        m.d.sync += [
+                            bench.start_slot.eq(Mux(wr_slot >= f, wr_slot - f,
+                                                    wr_slot + (slots - f))),
+                            bench.start_addr.eq(Mux(wr_base >= f * beats, wr_base - f * beats,
+                                                    wr_base + (slots - f) * beats)),
+                        ]
+
+    def _elaborate_feeder(self, m, net, beats, slots, rport, full, clear_full, committed, freed,
+                          bench):
         """Full slots, in order, into s_axis: a registered read per beat, held while stalled.
         With two clocks it runs in the network's domain; a slot is full when its index has come
         through ``committed``, and is handed back through ``freed`` after its last beat."""
@@ -467,9 +618,16 @@ class PacketEngine(wiring.Component):
         out_last = Signal()
         advance = Signal()
         have = Signal()
+        waiting = full.bit_select(rd_slot, 1) if committed is None else committed.r_rdy
+        if bench is not None:
+            feed = Signal()                   # replaying (network domain)
+            in_pass = Signal(range(slots))    # frame of the current pass
+            pass_left = Signal(range(MAX_BENCH_REPEAT + 1))  # passes left, this one included
+            frame_fed = Signal()              # a replayed frame's last beat read this cycle
+            waiting = Mux(bench.run, feed, waiting)
         m.d.comb += [
             advance.eq(~out_valid | net.s_axis_tready),
-            have.eq(full.bit_select(rd_slot, 1) if committed is None else committed.r_rdy),
+            have.eq(waiting),
             rport.en.eq(advance),
             rport.addr.eq(rd_addr),
             net.s_axis_tdata.eq(rport.data),
@@ -481,36 +639,126 @@ class PacketEngine(wiring.Component):
             with m.If(have):
                 with m.If(rd_beat == beats - 1):
                     last = rd_slot == slots - 1
-                    if committed is None:
-                        m.d.comb += clear_full.eq(Const(1, slots) << rd_slot)
-                    else:
-                        m.d.comb += [committed.r_en.eq(1),
-                                     freed.w_en.eq(1), freed.w_data.eq(committed.r_data)]
                     fd += [
                         rd_beat.eq(0),
                         rd_slot.eq(Mux(last, 0, rd_slot + 1)),
                         rd_addr.eq(Mux(last, 0, rd_addr + 1)),
                     ]
+                    if bench is not None:
+                        with m.If(feed):
+                            # A replayed frame: nothing to hand back. After the pass's last
+                            # frame, back to its first, except after the last pass: then on
+                            # to the slot after the stored frames, where the feeder stood.
+                            m.d.comb += frame_fed.eq(1)
+                            with m.If(in_pass + 1 == bench.frames):
+                                fd += in_pass.eq(0)
+                                with m.If(pass_left == 1):
+                                    fd += feed.eq(0)
+                                with m.Else():
+                                    fd += [pass_left.eq(pass_left - 1),
+                                           rd_slot.eq(bench.start_slot),
+                                           rd_addr.eq(bench.start_addr)]
+                            with m.Else():
+                                fd += in_pass.eq(in_pass + 1)
+                    with m.If(Const(1) if bench is None else ~bench.run):
+                        if committed is None:
+                            m.d.comb += clear_full.eq(Const(1, slots) << rd_slot)
+                        else:
+                            m.d.comb += [committed.r_en.eq(1),
+                                         freed.w_en.eq(1), freed.w_data.eq(committed.r_data)]
                 with m.Else():
                     fd += [rd_beat.eq(rd_beat + 1), rd_addr.eq(rd_addr + 1)]
+        if bench is not None:
+            self._elaborate_bench(m, net, fd, bench, feed, in_pass, pass_left, frame_fed,
+                                  rd_slot, rd_addr, rd_beat)
 
-    def _elaborate_sender(self, m, net, info, ids, replies, line_seen, dropped):
+    def _elaborate_bench(self, m, net, fd, bench, feed, in_pass, pass_left, frame_fed, rd_slot,
+                         rd_addr, rd_beat):
+        """The benchmark in the network's domain: start on ``go``, count cycles and frames in
+        flight, checksum the results, toggle ``done`` at the end."""
+        domain = self._network_domain or "sync"
+        go = Signal()
+        go_seen = Signal()
+        m.submodules.bench_go_sync = FFSynchronizer(bench.go, go, o_domain=domain)
+        start = Signal()
+        m.d.comb += start.eq(go != go_seen)
+        first = Signal()                      # the first beat's handshake is still to come
+        counting = Signal()
+        ending = Signal()                     # the last result has been checksummed
+        # Replayed frames read out, results not yet taken: at most about latency / period + 2
+        # (the feeder is held to one frame a period, the checksum never holds results back).
+        pending = Signal(range(2 * (net.latency // self.bench_period) + 16))
+        s_hs = net.s_axis_tvalid & net.s_axis_tready
+        valid = Signal()                      # a result of the run on m_axis
+        result = Signal()                     # ... taken
+        m.d.comb += [valid.eq(bench.run & net.m_axis_tvalid),
+                     result.eq(valid & net.m_axis_tready)]
+        last = Signal()                       # ... and it is the run's last
+        m.d.comb += last.eq(valid & ~feed & (pending == 1))
+        fd += pending.eq(pending + frame_fed - result)
+        with m.If(first & s_hs):
+            fd += [first.eq(0), counting.eq(1), bench.cycles.eq(0)]
+        with m.Elif(counting):
+            fd += bench.cycles.eq(bench.cycles + 1)
+        with m.If(last):     # the count stops when the last result is valid (taken at once
+            fd += counting.eq(0)  # when the checksum takes a word in one cycle)
+        with m.If(last & result):
+            fd += ending.eq(1)
+
+        # The checksum: each result word straight from m_axis into the CRC, `chunk` bytes per
+        # cycle, the word taken with its last piece (in at most `bench_period` cycles, so the
+        # checksum never holds the network back).
+        width = len(net.m_axis_tdata)
+        chunk = bench_chunk_bytes(width // 8, self.bench_period)
+        pieces = width // 8 // chunk
+        crc = BENCH_CRC(data_width=8 * chunk).create()
+        m.submodules.bench_crc = DomainRenamer(domain)(crc) if domain != "sync" else crc
+        m.d.comb += [
+            crc.start.eq(start),
+            crc.valid.eq(valid),
+            bench.checksum.eq(crc.crc),
+        ]
+        if pieces == 1:
+            m.d.comb += [crc.data.eq(net.m_axis_tdata), bench.crc_ready.eq(1)]
+        else:
+            piece = Signal(range(pieces))     # the piece of the word on m_axis checksummed now
+            m.d.comb += [crc.data.eq(net.m_axis_tdata.word_select(piece, 8 * chunk)),
+                         bench.crc_ready.eq(piece == pieces - 1)]
+            with m.If(valid):
+                fd += piece.eq(Mux(piece == pieces - 1, 0, piece + 1))
+        with m.If(ending):
+            fd += [ending.eq(0), bench.run.eq(0), bench.done.eq(~bench.done)]
+        with m.If(start):
+            fd += [
+                go_seen.eq(go), bench.run.eq(1), feed.eq(1), first.eq(1), counting.eq(0),
+                ending.eq(0), pending.eq(0), in_pass.eq(0), pass_left.eq(bench.repeat),
+                rd_slot.eq(bench.start_slot), rd_addr.eq(bench.start_addr), rd_beat.eq(0),
+            ]
+
+    def _elaborate_sender(self, m, net, info, ids, replies, line_seen, dropped, bench):
         """One reply packet at a time onto o_stream: queued INFO/ERROR first, then results (from
         ``m_axis``, or with two clocks from the result FIFO that ``m_axis`` fills)."""
         o = self.o_stream
         m.submodules.tx_crc = crc = CRC.create()
         pending = data.View(_REPLY, replies.r_data)
         nd = self._network_domain
+        # During a BENCH run the network's results go to the run's checksum, not to RESULTs.
+        bench_run = Const(0) if bench is None else bench.run
+        crc_ready = Const(0) if bench is None else bench.crc_ready
         if nd is None:
-            res_valid, res_data, res_take = net.m_axis_tvalid, net.m_axis_tdata, net.m_axis_tready
+            res_valid, res_data, res_take = Signal(), net.m_axis_tdata, Signal()
+            m.d.comb += [
+                res_valid.eq(net.m_axis_tvalid & ~bench_run),
+                net.m_axis_tready.eq(Mux(bench_run, crc_ready, res_take)),
+            ]
         else:
             m.submodules.results = results = AsyncFIFO(
                 width=len(net.m_axis_tdata), depth=RESULT_FIFO_DEPTH, w_domain=nd,
                 r_domain="sync")
             m.d.comb += [
                 results.w_data.eq(net.m_axis_tdata),
-                results.w_en.eq(net.m_axis_tvalid),
-                net.m_axis_tready.eq(results.w_rdy),
+                results.w_en.eq(net.m_axis_tvalid & ~bench_run),
+                net.m_axis_tready.eq(Mux(bench_run, crc_ready, results.w_rdy)),
             ]
             res_valid, res_data, res_take = results.r_rdy, results.r_data, results.r_en
         am_layout = net.plan.argmax.output_layout
@@ -536,6 +784,24 @@ class PacketEngine(wiring.Component):
             "error": packet(Command.ERROR, pending.id, pending.error, ERROR_BYTES),
             "result": packet(Command.RESULT, ids.r_data, result, res_layout.size // 8),
         }
+        is_report = Signal()
+        if bench is not None:
+            # The run's end crosses back as the toggle `done`; the request, the count and the
+            # checksum are stable registers by then (until the REPORT's last byte).
+            done = Signal()
+            done_seen = Signal()
+            m.submodules.bench_done_sync = FFSynchronizer(bench.done, done)
+            with m.If(done != done_seen):
+                m.d.sync += [done_seen.eq(done), bench.report.eq(1)]
+            report = Signal(BenchReport)
+            m.d.comb += [
+                report.frames.eq(bench.frames),
+                report.repeat.eq(bench.repeat),
+                report.cycles.eq(bench.cycles),
+                report.checksum.eq(bench.checksum),
+                report.clock_hz.eq(self._network_clk_hz),
+            ]
+            packets["report"] = packet(Command.REPORT, bench.id, report, BENCH_REPORT_BYTES)
         longest = max(length for _, length in packets.values())
 
         busy = Signal()
@@ -557,6 +823,9 @@ class PacketEngine(wiring.Component):
             m.d.comb += next_byte.eq(bits.word_select(index + 1, 8))
         with m.If(is_result):
             select("result")
+        if bench is not None:
+            with m.Elif(is_report):
+                select("report")
         with m.Elif(pending.info):
             select("info")
         with m.Else():
@@ -565,10 +834,12 @@ class PacketEngine(wiring.Component):
         with m.If(~busy):
             m.d.sync += data_byte.eq(Sync.DEVICE)
             with m.If(replies.r_rdy):
-                m.d.sync += [busy.eq(1), is_result.eq(0), index.eq(0)]
+                m.d.sync += [busy.eq(1), is_result.eq(0), is_report.eq(0), index.eq(0)]
+            with m.Elif(bench.report if bench is not None else Const(0)):
+                m.d.sync += [busy.eq(1), is_result.eq(0), is_report.eq(1), index.eq(0)]
             with m.Elif(res_valid & ids.r_rdy):
                 m.d.sync += [
-                    busy.eq(1), is_result.eq(1), index.eq(0),
+                    busy.eq(1), is_result.eq(1), is_report.eq(0), index.eq(0),
                     Value.cast(status).eq(
                         Mux(self.frame_error, ResultStatus.FRAME_ERROR.value, 0)
                         | Mux(line_seen, ResultStatus.LINE_ERROR.value, 0)
@@ -587,6 +858,9 @@ class PacketEngine(wiring.Component):
                 m.d.sync += busy.eq(0)
                 with m.If(is_result):
                     m.d.comb += [res_take.eq(1), ids.r_en.eq(1)]
+                if bench is not None:
+                    with m.Elif(is_report):
+                        m.d.sync += [bench.report.eq(0), bench.busy.eq(0)]
                 with m.Else():
                     m.d.comb += replies.r_en.eq(1)
 
@@ -604,12 +878,12 @@ class SerialBridge(wiring.Component):
     baud : int
         The link's bit rate. ``divisor = round(clk_hz / baud)`` clock cycles per bit, at least 4,
         and ``clk_hz / divisor`` within :data:`MAX_BAUD_ERROR` (2 %) of ``baud``.
-    model_hash, gap_bits, slots, buffer, network_domain
+    model_hash, gap_bits, slots, buffer, network_domain, bench
         As for :class:`PacketEngine`: with ``network_domain`` the network runs on a clock of its
         own (the UART and the engine stay in ``sync``, at ``clk_hz``).
     network_clk_hz : int or None
         The network domain's clock frequency (required with ``network_domain``, else None): for
-        :attr:`frame_cycles` and :attr:`frames_per_second` only.
+        :attr:`frame_cycles`, :attr:`frames_per_second` and REPORT's ``clock_hz``.
 
     Ports
     -----
@@ -617,6 +891,8 @@ class SerialBridge(wiring.Component):
         The line from the host (asynchronous; synchronized inside).
     tx : Out(1), idle 1
         The line to the host, from a register.
+    bench_busy : Out(1)
+        The engine's (a BENCH run in progress).
 
     Inside: a :class:`~xnorflow.hw.blocks.uart.UARTRx` -> :attr:`engine` (its
     ``i_stream``/``o_stream`` are the packet-level byte streams) -> a
@@ -652,7 +928,7 @@ class SerialBridge(wiring.Component):
     """
 
     def __init__(self, network, *, clk_hz, baud, model_hash=None, gap_bits=DEFAULT_GAP_BITS,
-                 slots=2, buffer="block", network_domain=None, network_clk_hz=None):
+                 slots=2, buffer="block", network_domain=None, network_clk_hz=None, bench=True):
         _check_range("clk_hz", clk_hz, 1, 2**32 - 1)
         _check_domain(network_domain)
         if network_domain is None and network_clk_hz is not None:
@@ -670,8 +946,10 @@ class SerialBridge(wiring.Component):
         if error > MAX_BAUD_ERROR:
             raise ValueError(f"baud ({baud}) is {error:.1%} off clk_hz / {divisor} = "
                              f"{clk_hz / divisor:.0f}; at most {MAX_BAUD_ERROR:.0%} allowed")
+        if not isinstance(bench, bool):
+            raise ValueError(f"bench ({bench!r}) must be a bool")
         self._info = _device_info(network, model_hash=model_hash, clk_hz=clk_hz,
-                                  divisor=divisor, gap_bits=gap_bits, slots=slots)
+                                  divisor=divisor, gap_bits=gap_bits, slots=slots, bench=bench)
         if buffer not in BRIDGE_BUFFER_STYLES:
             raise ValueError(f"buffer ({buffer!r}) must be one of "
                              f"{', '.join(BRIDGE_BUFFER_STYLES)}")
@@ -680,10 +958,12 @@ class SerialBridge(wiring.Component):
         self._baud = baud
         self._network_domain = network_domain
         self._network_clk_hz = network_clk_hz
+        self._bench = bench
         self._engine = None
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
+            "bench_busy": Out(1),
         })
 
     @property
@@ -696,7 +976,8 @@ class SerialBridge(wiring.Component):
                                         clk_hz=info.clk_hz, divisor=info.divisor,
                                         gap_bits=info.gap_bits, slots=info.capacity,
                                         buffer=self._buffer,
-                                        network_domain=self._network_domain)
+                                        network_domain=self._network_domain,
+                                        network_clk_hz=self.network_clk_hz, bench=self._bench)
         return self._engine
 
     @property
@@ -760,6 +1041,7 @@ class SerialBridge(wiring.Component):
             rx.rx.eq(self.rx),
             engine.line_error.eq(rx.framing_error),
             self.tx.eq(tx.tx),
+            self.bench_busy.eq(engine.bench_busy),
         ]
         return m
 
@@ -777,28 +1059,29 @@ class DualClockBridge(wiring.Component):
 
     Parameters
     ----------
-    network, clk_hz, baud, model_hash, gap_bits, slots, buffer
+    network, clk_hz, baud, model_hash, gap_bits, slots, buffer, bench
         As for :class:`SerialBridge` (``clk_hz``: the bridge's clock).
     network_clk_hz : int
         The frequency of ``accel_clk``.
 
     Ports
     -----
-    rx, tx : as for :class:`SerialBridge`.
+    rx, tx, bench_busy : as for :class:`SerialBridge`.
     accel_clk : In(1)
         The network's clock.
     """
 
     def __init__(self, network, *, clk_hz, baud, network_clk_hz, model_hash=None,
-                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block"):
+                 gap_bits=DEFAULT_GAP_BITS, slots=2, buffer="block", bench=True):
         self._bridge = SerialBridge(network, clk_hz=clk_hz, baud=baud, model_hash=model_hash,
                                     gap_bits=gap_bits, slots=slots, buffer=buffer,
                                     network_domain=NETWORK_DOMAIN,
-                                    network_clk_hz=network_clk_hz)
+                                    network_clk_hz=network_clk_hz, bench=bench)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
             "accel_clk": In(1),
+            "bench_busy": Out(1),
         })
 
     @property
@@ -815,5 +1098,6 @@ class DualClockBridge(wiring.Component):
         m.d.comb += ClockSignal(NETWORK_DOMAIN).eq(self.accel_clk)
         m.submodules.accel_reset = ResetSynchronizer(ResetSignal("sync"), domain=NETWORK_DOMAIN)
         m.submodules.bridge = bridge = self._bridge
-        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx)]
+        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
+                     self.bench_busy.eq(bridge.bench_busy)]
         return m

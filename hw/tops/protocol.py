@@ -45,6 +45,17 @@ Commands (:class:`Command`; a reply's code is its request's code with bit 7 set)
     per class, class 0 first (the integer score of docs/semantics.md 3.3, zero-extended; when
     SIGNED_SCORES, two's complement sign-extended to 16 bits), then ``status``
     (:class:`ResultStatus` flags). L = 2 + 2 * classes with scores, 2 without.
+``BENCH`` (0x03), host -> device, L = 5, payload :class:`BenchRequest`: ``frames`` u8 (F),
+    ``repeat`` u32 (R). Only on a device whose INFO has the ``BENCH`` flag (elsewhere: UNKNOWN_CMD).
+    The on-device benchmark (see "On-device benchmark" below): the last F frames the device
+    committed (FRAMEs answered by RESULT) are replayed R times back to back into the accelerator,
+    their results checksummed and discarded, and the run timed in accelerator clock cycles.
+    Answered, once the run is over, by ``REPORT`` (0x83) with the same id; payload
+    :class:`BenchReport` (21 bytes): ``frames`` u8 and ``repeat`` u32 (the request's), ``cycles``
+    u64, ``checksum`` u32 (:data:`BENCH_CRC`, below), ``clock_hz`` u32 (the accelerator's clock,
+    the unit of ``cycles``). Rejected with ERROR BAD_BENCH (F = 0, F > K, F more than the frames
+    committed since reset, R = 0 or R > :data:`MAX_BENCH_REPEAT`) or BUSY (frames outstanding: a
+    FRAME answered by neither RESULT nor ERROR yet; or a BENCH run not yet reported).
 ``ERROR`` (0xFF), device -> host: a packet was rejected; the id is the rejected packet's (as read
     from its header, which the crc protects only after the fact); payload :class:`ErrorPayload`:
     ``code`` (:class:`ErrorCode`) and ``cmd``, the rejected packet's command byte.
@@ -55,7 +66,10 @@ Error codes (:class:`ErrorCode`)
 one its command needs (0 for HELLO, N0 for FRAME), or exceeds N0. ``UNKNOWN_CMD`` (3): ``cmd`` is
 no host command. ``OVERFLOW`` (4): a well-formed FRAME arrived while the device had no free frame
 buffer; the frame was not run (send it again). ``TIMEOUT`` (5): the line went quiet for
-``gap_bits`` bit-times in the middle of a packet (after its header).
+``gap_bits`` bit-times in the middle of a packet (after its header). ``BAD_BENCH`` (6): a BENCH
+whose ``frames`` or ``repeat`` is out of range (see BENCH). ``BUSY`` (7): a BENCH while frames
+are outstanding or a BENCH run is not yet reported; or a FRAME that arrived (its header ended)
+while a BENCH run held the frame buffers: it was not run (send it again after the REPORT).
 
 Device rules (what :class:`~xnorflow.hw.tops.bridge.SerialBridge` does)
 -----------------------------------------------------------------
@@ -72,18 +86,45 @@ Device rules (what :class:`~xnorflow.hw.tops.bridge.SerialBridge` does)
 - **Replies are queued.** INFO/ERROR replies wait in a queue of :data:`REPLY_QUEUE_DEPTH`; a reply
   that finds the queue full is dropped and the next RESULT has ``REPLY_DROPPED`` set.
 - **Resynchronisation.** Bytes are ignored until a SYNC (0xA5). After the header, a length above N0
-  is answered at once with BAD_LENGTH and the device hunts for SYNC again; otherwise the device
-  reads ``length`` payload bytes and the crc, then answers (checks in this order: crc, command,
-  length, buffer). If no byte arrives for ``gap_bits`` bit-times (counted from the middle of the
-  previous byte's stop bit, where the receiver takes it), a packet in progress is abandoned: with
-  its header read the device answers TIMEOUT, before that silently; then it hunts for SYNC. After
-  BAD_CRC, when the byte taken as crc was 0xA5 it is taken as the SYNC of the next packet (so a
-  packet short by one byte, followed at once by the next, costs only itself); otherwise the device
-  hunts for SYNC. A packet short by more than one byte and followed at once by the next usually
-  costs that next packet too (no reply: the host's own timeout catches it).
+  (above ``max(N0, 5)`` on a device with BENCH) is answered at once with BAD_LENGTH and the device
+  hunts for SYNC again; otherwise the device reads ``length`` payload bytes and the crc, then
+  answers (checks in this order: crc, command, length, buffer; for BENCH: crc, length, ``frames``
+  and ``repeat``, busy). If no byte arrives for ``gap_bits`` bit-times (counted from the middle of
+  the previous byte's stop bit, where the receiver takes it), a packet in progress is abandoned:
+  with its header read the device answers TIMEOUT, before that silently; then it hunts for SYNC.
+  After BAD_CRC, when the byte taken as crc was 0xA5 it is taken as the SYNC of the next packet (so
+  a packet short by one byte, followed at once by the next, costs only itself); otherwise the
+  device hunts for SYNC. A packet short by more than one byte and followed at once by the next
+  usually costs that next packet too (no reply: the host's own timeout catches it).
 - **Garbage** containing 0xA5 may start a false packet; it ends at a wrong crc, a length above N0
   or the gap timeout, and may cause an ERROR reply with any id. A host that wants a clean start
   stays quiet for ``gap_bits`` bit-times, then sends HELLO.
+
+On-device benchmark (devices with the ``BENCH`` flag)
+----------------------------------------------------
+- **Frame store.** BENCH reuses the K frame buffers: a FRAME's pixels stay in its buffer after its
+  RESULT, until a later FRAME packet overwrites them (any FRAME packet may, even one rejected for
+  its crc). A host loads F <= K frames by sending them as FRAMEs, one at a time (so that they are
+  committed in order, each once), then sends BENCH; the device replays the F frames committed
+  last, oldest first.
+- **Replay.** Frames 1, ..., F, 1, ..., F, ...: R passes (F * R frames), the beats back to back,
+  one ``s_axis`` beat per accelerator cycle whenever the accelerator is ready: the replay adds no
+  bubbles, so the accelerator's own initiation interval is the limit. While the run lasts (from the
+  BENCH's crc byte to the REPORT's last byte) FRAMEs are answered BUSY; HELLO is answered.
+- **cycles**: accelerator clock cycles from the cycle of the handshake of the first replayed
+  frame's first ``s_axis`` beat to the first cycle in which the last result is valid on
+  ``m_axis`` (their difference; the ends of the accelerator's latency, so a single frame counts
+  its latency). For a network of
+  latency ``L`` and initiation interval ``II`` (the manifest's ``latency_cycles`` and
+  ``ii_cycles``) with ``B = N0/SIMD0`` beats per frame: ``cycles = L + (F*R - 1) * max(II, B)``,
+  exactly (:func:`bench_cycles`; the manifest's II counts the input beats already, so this is
+  ``L + (F*R - 1) * II``). So ``F*R * f_clk / cycles`` tends to ``f_clk / II`` as R grows.
+- **checksum**: :data:`BENCH_CRC` (CRC-32/ISO-HDLC, the CRC of zlib, Ethernet and PNG: reflected
+  polynomial 0xEDB88320, init and final XOR 0xFFFFFFFF; check value 0xCBF43926 for
+  ``b"123456789"``) over the F*R result words in order, each word the accelerator's
+  ``m_axis_tdata`` as :func:`result_word_bytes` bytes, little endian (:func:`result_word_layout`:
+  the class index at bit 0, then with scores each score in ``score_bits`` bits, two's
+  complement when SIGNED_SCORES; zeros above). :func:`bench_checksum` computes it on the host.
 
 Host rules (for the driver): number packets with ids that differ among outstanding ones; keep at
 most K FRAMEs outstanding; ignore replies whose id is not outstanding; treat an ERROR for an
@@ -106,8 +147,8 @@ a FRAME with id 0x2B whose crc was wrong with::
 
     5A FF 2B 02 00 01 02 43             ERROR  id 0x2B, L 2: code BAD_CRC, cmd FRAME, crc 0x43
 
-and the HELLO with an INFO of L = 50 whose payload starts ``01 01 02 10 04 00 03 00 ...``
-(version 1, WITH_SCORES, K = 2, 16-bit scores, N0 = 4, 3 classes, ...). tests/test_hw_protocol.py
+and the HELLO with an INFO of L = 50 whose payload starts ``02 01 02 10 04 00 03 00 ...``
+(version 2, WITH_SCORES, K = 2, 16-bit scores, N0 = 4, 3 classes, ...). tests/test_hw_protocol.py
 checks every byte of this example.
 
 Throughput: a FRAME packet is N0 + 6 bytes, so a link of ``baud`` carries at most
@@ -125,6 +166,10 @@ from amaranth.lib import data, enum
 from amaranth.lib.crc import catalog
 
 __all__ = [
+    "BENCH_CRC",
+    "BENCH_CYCLE_BITS",
+    "BENCH_REPORT_BYTES",
+    "BENCH_REQUEST_BYTES",
     "BITS_PER_BYTE",
     "CRC",
     "DEFAULT_GAP_BITS",
@@ -132,10 +177,14 @@ __all__ = [
     "HEADER_BYTES",
     "HOST_COMMANDS",
     "INFO_BYTES",
+    "MAX_BENCH_REPEAT",
     "MIN_GAP_BITS",
     "OVERHEAD",
     "PROTOCOL_VERSION",
     "REPLY_QUEUE_DEPTH",
+    "BenchReport",
+    "BenchRequest",
+    "BenchResult",
     "Command",
     "DeviceInfo",
     "ErrorCode",
@@ -150,17 +199,24 @@ __all__ = [
     "Result",
     "ResultStatus",
     "Sync",
+    "bench_checksum",
+    "bench_cycles",
+    "crc32",
     "crc8",
+    "encode_bench",
     "encode_frame",
     "encode_hello",
     "encode_packet",
     "from_bytes",
     "result_layout",
+    "result_word_bytes",
+    "result_word_layout",
     "to_bytes",
 ]
 
-#: ``version`` in INFO; changes whenever a layout or rule here changes.
-PROTOCOL_VERSION = 1
+#: ``version`` in INFO; changes whenever a layout or rule here changes (2: BENCH, REPORT,
+#: BAD_BENCH, BUSY and the INFO flag BENCH).
+PROTOCOL_VERSION = 2
 
 #: The packet checksum: CRC-8/SMBUS (width 8, polynomial 0x07, init 0, no reflection, no final
 #: XOR; check value 0xF4 for ``b"123456789"``), as :class:`amaranth.lib.crc.Parameters` for bytes.
@@ -187,13 +243,15 @@ class Command(enum.Enum, shape=8):
     """``cmd``: the kind of packet. Replies have bit 7 set."""
     HELLO = 0x01
     FRAME = 0x02
+    BENCH = 0x03
     INFO = 0x81
     RESULT = 0x82
+    REPORT = 0x83
     ERROR = 0xFF
 
 
 #: Commands a host may send.
-HOST_COMMANDS = (Command.HELLO, Command.FRAME)
+HOST_COMMANDS = (Command.HELLO, Command.FRAME, Command.BENCH)
 
 
 class ErrorCode(enum.Enum, shape=8):
@@ -203,12 +261,15 @@ class ErrorCode(enum.Enum, shape=8):
     UNKNOWN_CMD = 3
     OVERFLOW = 4
     TIMEOUT = 5
+    BAD_BENCH = 6
+    BUSY = 7
 
 
 class InfoFlags(enum.Flag, shape=8):
     """``flags`` of INFO."""
     WITH_SCORES = 0x01    #: RESULT carries the scores
     SIGNED_SCORES = 0x02  #: scores are two's complement (a one-layer network on pixels)
+    BENCH = 0x04          #: the device takes BENCH (the on-device benchmark)
 
 
 class ResultStatus(enum.Flag, shape=8):
@@ -244,6 +305,21 @@ class InfoPayload(data.Struct):
     model_hash: data.ArrayLayout(unsigned(8), 32)
 
 
+class BenchRequest(data.Struct):
+    """Payload of BENCH."""
+    frames: unsigned(8)
+    repeat: unsigned(32)
+
+
+class BenchReport(data.Struct):
+    """Payload of REPORT, the reply to BENCH."""
+    frames: unsigned(8)
+    repeat: unsigned(32)
+    cycles: unsigned(64)
+    checksum: unsigned(32)
+    clock_hz: unsigned(32)
+
+
 class ErrorPayload(data.Struct):
     """Payload of ERROR."""
     code: ErrorCode
@@ -258,6 +334,78 @@ INFO_BYTES = InfoPayload.as_shape().size // 8
 assert Header.as_shape()["sync"].offset == 0
 _SYNC_BYTES = Shape.cast(Sync).width // 8
 ERROR_BYTES = ErrorPayload.as_shape().size // 8
+BENCH_REQUEST_BYTES = BenchRequest.as_shape().size // 8
+BENCH_REPORT_BYTES = BenchReport.as_shape().size // 8
+
+#: The largest ``repeat`` a device takes (its repeat counter has 24 bits).
+MAX_BENCH_REPEAT = 2**24 - 1
+#: Bits of the device's cycle counter (``cycles`` is sent zero-extended to 64 bits): 2**48 cycles
+#: are 32 days at 100 MHz.
+BENCH_CYCLE_BITS = 48
+#: The benchmark checksum's algorithm, CRC-32/ISO-HDLC (see the module docstring), as an
+#: :class:`amaranth.lib.crc.Algorithm`: the gateware makes its processor with
+#: ``BENCH_CRC(data_width=8 * k).create()`` (``k`` bytes of a result word per cycle; a reflected
+#: CRC over a ``8k``-bit word is the CRC over its ``k`` bytes in little-endian order); the host uses
+#: :func:`crc32` and :func:`bench_checksum`.
+BENCH_CRC = catalog.CRC32_ISO_HDLC
+
+
+def _crc32_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    return tuple(table)
+
+
+_CRC32_TABLE = _crc32_table()
+
+
+def crc32(payload: bytes, crc: int = 0) -> int:
+    """CRC-32/ISO-HDLC of ``payload`` (:data:`BENCH_CRC`), continuing from ``crc`` (the CRC of the
+    bytes before, as ``zlib.crc32``'s second argument): pure Python, table-driven."""
+    c = crc ^ 0xFFFFFFFF
+    for byte in bytes(payload):
+        c = _CRC32_TABLE[(c ^ byte) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _gf2_apply(matrix, vector):
+    out, k = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[k]
+        vector >>= 1
+        k += 1
+    return out
+
+
+def bench_checksum(block: bytes, repeat: int) -> int:
+    """:func:`crc32` of ``block`` repeated ``repeat`` times, in ``O(len(block) + log(repeat))``:
+    ``c -> crc32(block, c)`` is affine over GF(2) (``c -> M c + v``), so its ``repeat``-th power is
+    found by squaring."""
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 0:
+        raise ValueError(f"repeat ({repeat!r}) must be a non-negative integer")
+    block = bytes(block)
+    v = crc32(block, 0)
+    m = [crc32(block, 1 << k) ^ v for k in range(32)]   # the linear part, column k
+    # (M, v) composed with itself: x -> M(Mx + v) + v.
+    acc_m, acc_v = [1 << k for k in range(32)], 0        # identity
+    while repeat:
+        if repeat & 1:
+            acc_m = [_gf2_apply(m, col) for col in acc_m]
+            acc_v = _gf2_apply(m, acc_v) ^ v
+        m, v = [_gf2_apply(m, col) for col in m], _gf2_apply(m, v) ^ v
+        repeat >>= 1
+    return _gf2_apply(acc_m, 0) ^ acc_v
+
+
+def bench_cycles(latency: int, ii: int, beats: int, frames: int, repeat: int) -> int:
+    """The ``cycles`` of a REPORT (see the module docstring): ``latency + (frames * repeat - 1) *
+    max(ii, beats)``; ``latency``, ``ii`` and ``beats`` (N0/SIMD0) are the network's."""
+    return latency + (frames * repeat - 1) * max(ii, beats)
 
 
 def result_layout(classes: int, with_scores: bool, signed_scores: bool = False) \
@@ -271,6 +419,34 @@ def result_layout(classes: int, with_scores: bool, signed_scores: bool = False) 
                                             classes)
     fields["status"] = ResultStatus
     return data.StructLayout(fields)
+
+
+def result_word_layout(classes: int, score_bits: int = 0, signed_scores: bool = False) \
+        -> data.StructLayout:
+    """The accelerator's ``m_axis_tdata`` (the result word of the BENCH checksum), from what INFO
+    says: ``index`` (``ceil(log2(classes))`` bits) at bit 0, then, with scores (``score_bits`` >
+    0), ``scores``: ``classes`` x ``score_bits`` bits (two's complement when ``signed_scores``),
+    then ``padding``, zeros up to the used width rounded up to whole bytes, at least 8 bits."""
+    if not isinstance(classes, int) or isinstance(classes, bool) or not 1 <= classes <= 256:
+        raise ValueError(f"classes ({classes!r}) must be an integer in [1, 256] (u8 index)")
+    fields = {"index": range(classes)}
+    if score_bits:
+        fields["scores"] = data.ArrayLayout(signed(score_bits) if signed_scores
+                                            else unsigned(score_bits), classes)
+    used = data.StructLayout(fields).size
+    fields["padding"] = unsigned(max(8, -(-used // 8) * 8) - used)
+    return data.StructLayout(fields)
+
+
+def result_word_bytes(index: int, scores, info: "DeviceInfo") -> bytes:
+    """The result word of a result (``scores``: one per class, ignored without scores) on the
+    device ``info`` describes, as the BENCH checksum takes it: little-endian bytes."""
+    layout = result_word_layout(info.classes, info.score_bits if info.with_scores else 0,
+                                info.signed_scores)
+    values = {"index": int(index), "padding": 0}
+    if info.with_scores:
+        values["scores"] = [int(v) for v in scores]
+    return to_bytes(layout, values)
 
 
 # --- Bytes from layouts and back ----------------------------------------------------------------
@@ -387,6 +563,12 @@ def encode_hello(id: int) -> bytes:
     return encode_packet(Command.HELLO, id)
 
 
+def encode_bench(id: int, frames: int, repeat: int) -> bytes:
+    """A BENCH packet (values checked only against the field widths)."""
+    return encode_packet(Command.BENCH, id,
+                         to_bytes(BenchRequest, {"frames": frames, "repeat": repeat}))
+
+
 def encode_frame(id: int, pixels) -> bytes:
     """A FRAME packet; ``pixels``: a sequence of N0 integers in [0, 255] (or ``bytes``)."""
     values = [int(p) for p in pixels]
@@ -473,6 +655,7 @@ class DeviceInfo:
     divisor: int
     model_hash: bytes
     version: int = PROTOCOL_VERSION
+    bench: bool = False  #: the device takes BENCH (INFO flag BENCH)
 
     def fields(self) -> dict:
         """The :class:`InfoPayload` field values."""
@@ -481,6 +664,8 @@ class DeviceInfo:
             flags |= InfoFlags.WITH_SCORES
         if self.signed_scores:
             flags |= InfoFlags.SIGNED_SCORES
+        if self.bench:
+            flags |= InfoFlags.BENCH
         return {"version": self.version, "flags": flags, "capacity": self.capacity,
                 "score_bits": self.score_bits, "n0": self.n0, "classes": self.classes,
                 "gap_bits": self.gap_bits, "clk_hz": self.clk_hz, "divisor": self.divisor,
@@ -498,7 +683,8 @@ class DeviceInfo:
                    with_scores=bool(flags & InfoFlags.WITH_SCORES),
                    signed_scores=bool(flags & InfoFlags.SIGNED_SCORES),
                    gap_bits=f["gap_bits"], clk_hz=f["clk_hz"], divisor=f["divisor"],
-                   model_hash=bytes(f["model_hash"]), version=f["version"])
+                   model_hash=bytes(f["model_hash"]), version=f["version"],
+                   bench=bool(flags & InfoFlags.BENCH))
 
     @property
     def baud(self) -> float:
@@ -534,6 +720,20 @@ class Result:
         if not isinstance(status, ResultStatus):
             raise ProtocolError(f"RESULT status {status:#04x} has unknown bits")
         return cls(f["index"], tuple(f.get("scores", ())), status)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """A REPORT payload (see BENCH)."""
+    frames: int
+    repeat: int
+    cycles: int
+    checksum: int
+    clock_hz: int
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> "BenchResult":
+        return cls(**from_bytes(BenchReport, payload))
 
 
 @dataclass(frozen=True)

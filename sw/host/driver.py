@@ -91,8 +91,16 @@ Bit rate
     (a bridge that sees bytes at the wrong rate answers nothing, or garbage, and drops the
     packet by its gap timeout and crc).
 
+On-device benchmark
+    :meth:`Accelerator.bench` measures the accelerator at its own rate, which the serial link
+    hides: it stores F <= K frames on the device (as FRAMEs, one at a time), sends BENCH with a
+    repeat count R, and gets back the device's count of accelerator cycles for the F*R replayed
+    frames and a CRC-32 of their results, which it checks against the golden model's
+    (:class:`BenchMeasurement`; protocol docstring, On-device benchmark).
+
 :func:`run_accelerator` is the body of ``xnorflow run``: a model file, a board port or the
-simulator, test frames, and a JSON-ready report.
+simulator, test frames, and a JSON-ready report; :func:`bench_accelerator` that of
+``xnorflow run --bench``.
 """
 
 from __future__ import annotations
@@ -108,12 +116,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xnorflow.hw.tops.protocol import (
+    BENCH_REPORT_BYTES,
     BITS_PER_BYTE,
     ERROR_BYTES,
     HEADER_BYTES,
     INFO_BYTES,
+    MAX_BENCH_REPEAT,
     OVERHEAD,
     PROTOCOL_VERSION,
+    BenchResult,
     Command,
     DeviceInfo,
     ErrorCode,
@@ -126,20 +137,27 @@ from xnorflow.hw.tops.protocol import (
     Result,
     ResultStatus,
     Sync,
+    bench_checksum,
+    bench_cycles,
+    encode_bench,
     encode_hello,
     encode_packet,
     from_bytes,
+    result_word_bytes,
 )
 from xnorflow.sim.board import SimDevice, SimLink, build_sim_device
 
 __all__ = [
     "Accelerator",
+    "BenchMeasurement",
+    "BenchRefused",
     "DeviceError",
     "DeviceTimeout",
     "DriverError",
     "FrameError",
     "FrameFailed",
     "InferenceReport",
+    "NetworkTiming",
     "ModelMismatch",
     "ProtocolVersionError",
     "SerialTransport",
@@ -148,6 +166,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "PROBE_BAUDS",
+    "bench_accelerator",
     "build_sim_device",
     "connect",
     "run_accelerator",
@@ -207,6 +226,14 @@ class DeviceTimeout(FrameFailed):
     """No reply in time (the last fault of the frame, or of the HELLO, was a timeout)."""
 
 
+class BenchRefused(DeviceError):
+    """The device answered BENCH with ERROR (``code``: BAD_BENCH, BUSY, ...)."""
+
+    def __init__(self, message: str, code):
+        self.code = code
+        super().__init__(message)
+
+
 class FrameError(ValueError):
     """Frames (or labels) the device cannot take: wrong shape, not 8-bit pixels."""
 
@@ -221,6 +248,9 @@ class Transport(abc.ABC):
     reply_timeout: float | None = None
     #: Quiet time after which nothing more is coming, in seconds (None: derived likewise).
     resync_quiet: float | None = None
+    #: The fewest accelerator cycles the device runs per second of wall time, for the wait for a
+    #: BENCH's REPORT (a simulator is far slower than a board).
+    min_cycles_per_s: float = 1e6
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None:
@@ -313,9 +343,10 @@ class SimTransport(SimLink, Transport):
     """The simulated board as a :class:`Transport`: :class:`xnorflow.sim.board.SimLink` (the
     bridge of a :class:`~xnorflow.sim.board.SimDevice`, or of a model, in Verilator; its
     arguments and :attr:`~xnorflow.sim.board.SimLink.stats`), failing with
-    :class:`TransportError`."""
+    :class:`TransportError`. ``min_cycles_per_s``: 2,000 (Verilator on a busy machine)."""
 
     error = TransportError
+    min_cycles_per_s = 2_000.0
 
 
 def _load_model(model):
@@ -354,6 +385,89 @@ class InferenceReport:
             "retries": self.retries,
             "in_flight": self.in_flight,
             "discarded_bytes": self.discarded_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class NetworkTiming:
+    """A network's ``latency``, ``ii`` and ``beats_per_frame`` (N0/SIMD0), as
+    :class:`~xnorflow.hw.tops.network.Network` and the manifest give them: the prediction of
+    :meth:`Accelerator.bench`."""
+
+    latency: int
+    ii: int
+    beats_per_frame: int
+
+    @classmethod
+    def of(cls, model, folding=None, *, with_scores: bool = True) -> NetworkTiming:
+        """The timing of ``model`` (a Model or its file) with ``folding`` (None: the default)."""
+        from xnorflow.hw.compiler import compile_plan, predict_ii, predict_latency
+
+        plan = compile_plan(_load_model(model), folding, with_scores=with_scores)
+        return cls(predict_latency(plan), predict_ii(plan), plan.input_beats)
+
+
+@dataclass
+class BenchMeasurement:
+    """What :meth:`Accelerator.bench` returns: the device's REPORT and what the host expected.
+
+    ``cycles`` are the accelerator's clock cycles from the handshake of the first replayed
+    frame's first input beat to the first cycle its last result is valid (protocol docstring,
+    On-device benchmark); ``frames_per_s = frames * repeat * clock_hz / cycles``. With a prediction
+    (``latency``, ``ii``, ``beats`` of the network), ``predicted_cycles = latency + (frames *
+    repeat - 1) * max(ii, beats)``, ``cycles_difference = cycles - predicted_cycles`` (0 when the
+    device runs as its model says), ``predicted_frames_per_s = clock_hz / max(ii, beats)`` and
+    ``ratio = frames_per_s / predicted_frames_per_s``."""
+
+    frames: int  #: F, the frames stored and replayed
+    repeat: int  #: R
+    cycles: int
+    checksum: int  #: the device's CRC-32 of the F*R result words
+    expected_checksum: int  #: the host's, from ``expected_from``'s results
+    expected_from: str  #: "golden" (the model's golden results) or "device" (the loads' RESULTs)
+    clock_hz: int  #: the accelerator's clock, the unit of ``cycles``
+    predicted_cycles: int | None = None
+    period_cycles: int | None = None  #: max(II, N0/SIMD0) of the prediction
+    wall_s: float = 0.0  #: the BENCH request to its REPORT, on the host's clock
+
+    @property
+    def total_frames(self) -> int:
+        return self.frames * self.repeat
+
+    @property
+    def checksum_ok(self) -> bool:
+        return self.checksum == self.expected_checksum
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.total_frames * self.clock_hz / self.cycles if self.cycles else 0.0
+
+    @property
+    def cycles_difference(self) -> int | None:
+        return None if self.predicted_cycles is None else self.cycles - self.predicted_cycles
+
+    @property
+    def predicted_frames_per_s(self) -> float | None:
+        return None if self.period_cycles is None else self.clock_hz / self.period_cycles
+
+    @property
+    def ratio(self) -> float | None:
+        predicted = self.predicted_frames_per_s
+        return None if not predicted else self.frames_per_s / predicted
+
+    def to_dict(self) -> dict:
+        def rounded(v, digits):
+            return None if v is None else round(v, digits)
+        return {
+            "frames": self.frames, "repeat": self.repeat, "total_frames": self.total_frames,
+            "cycles": self.cycles, "predicted_cycles": self.predicted_cycles,
+            "cycles_difference": self.cycles_difference,
+            "checksum": f"{self.checksum:08x}",
+            "expected_checksum": f"{self.expected_checksum:08x}",
+            "expected_from": self.expected_from, "checksum_ok": self.checksum_ok,
+            "clock_hz": self.clock_hz, "frames_per_s": round(self.frames_per_s, 3),
+            "predicted_frames_per_s": rounded(self.predicted_frames_per_s, 3),
+            "ratio": rounded(self.ratio, 6), "wall_s": round(self.wall_s, 3),
         }
 
 
@@ -498,7 +612,7 @@ class Accelerator:
     def _decoder_payload(self) -> int:
         if self._info is None:
             return INFO_BYTES
-        return max(INFO_BYTES, ERROR_BYTES, self._info.result_bytes)
+        return max(INFO_BYTES, ERROR_BYTES, BENCH_REPORT_BYTES, self._info.result_bytes)
 
     # -- handshake -------------------------------------------------------------------------------
 
@@ -645,6 +759,126 @@ class Accelerator:
             errors=dict(sorted(transfer.errors.items())),
             retries=sum(transfer.attempts) - n, in_flight=self._window(),
             discarded_bytes=transfer.discarded)
+
+
+    # -- the on-device benchmark -----------------------------------------------------------------
+
+    def bench(self, frames, repeat: int, *, network=None, timeout: float | None = None,
+              loads: int = 3) -> BenchMeasurement:
+        """The on-device benchmark (protocol docstring, On-device benchmark): store ``frames``
+        (F of them, 1 to the device's capacity K; see :meth:`check_frames`) in the device's
+        frame buffers by running them as FRAMEs one at a time (so that they are committed in
+        order, each once: a load that needed a retry is done again, up to ``loads`` times), then
+        BENCH: the device replays them ``repeat`` times (1 to
+        :data:`~xnorflow.hw.tops.protocol.MAX_BENCH_REPEAT`) at the accelerator's own rate and
+        reports the cycles and the checksum of the results.
+
+        The expected checksum is computed from the golden model's results when the driver has a
+        model (``expected_from = "golden"``), else from the RESULTs of the loads (``"device"``).
+        ``network``: anything with the network's ``latency``, ``ii`` and ``beats_per_frame``
+        (a :class:`~xnorflow.hw.tops.network.Network` of the device's model and folding), for
+        the prediction. ``timeout``: seconds to wait for the REPORT (None: the reply timeout
+        plus the predicted cycles, or 10,000 cycles per replayed frame without a prediction, at
+        the transport's ``min_cycles_per_s``). Raises :class:`BenchRefused` on an ERROR reply (the
+        message names the problem), :class:`DeviceTimeout` without a REPORT, and
+        :class:`DeviceError` when the device has no BENCH."""
+        info = self.info
+        if not info.bench:
+            raise DeviceError("the device does not take BENCH (its INFO has no BENCH flag): "
+                              "build its bitstream with the on-device benchmark (protocol "
+                              f"version {PROTOCOL_VERSION})")
+        x = self.check_frames(frames)
+        count = len(x)
+        if not 1 <= count <= info.capacity:
+            raise ValueError(f"frames: {count} given; the device stores 1 to {info.capacity} "
+                             f"(its frame buffers, K = {info.capacity})")
+        if not isinstance(repeat, int) or isinstance(repeat, bool) \
+                or not 1 <= repeat <= MAX_BENCH_REPEAT:
+            raise ValueError(f"repeat ({repeat!r}) must be an integer in [1, "
+                             f"{MAX_BENCH_REPEAT}]")
+        if not isinstance(loads, int) or loads < 1:
+            raise ValueError(f"loads ({loads!r}) must be a positive integer")
+        window = self._max_in_flight
+        self._max_in_flight = 1
+        try:
+            for _ in range(loads):
+                loaded = self.infer(x)
+                if loaded.retries == 0:
+                    break
+            else:
+                raise DeviceError(f"loading {count} frames needed retries {loads} times in a "
+                                  "row: the frames stored are not known to be the ones sent")
+        finally:
+            self._max_in_flight = window
+        if self.model is not None:
+            from xnorflow.golden import GoldenModel
+
+            golden = GoldenModel(self.model).run(x)
+            indexes, scores, source = golden.classes, golden.scores, "golden"
+        else:
+            indexes, scores, source = loaded.predictions, loaded.scores, "device"
+        block = b"".join(result_word_bytes(indexes[k], () if scores is None else scores[k], info)
+                         for k in range(count))
+        expected = bench_checksum(block, repeat)
+
+        predicted = period = None
+        if network is not None:
+            period = max(network.ii, network.beats_per_frame)
+            predicted = bench_cycles(network.latency, network.ii, network.beats_per_frame,
+                                     count, repeat)
+        if timeout is None:
+            cycles = 10_000 * count * repeat if predicted is None else predicted
+            timeout = self.reply_timeout() + cycles / self.transport.min_cycles_per_s
+        id = self._new_id(())
+        start = time.monotonic()
+        self.transport.write(encode_bench(id, count, repeat))
+        deadline = start + timeout
+        self._dirty = True
+        report = None
+        while report is None:
+            if time.monotonic() >= deadline:
+                self._retired.append(id)
+                raise DeviceTimeout(f"no REPORT for BENCH (id {id:#04x}, {count} frames x "
+                                    f"{repeat}) within {timeout:.1f} s on "
+                                    f"{self.transport.describe()}",
+                                    frame=None, id=id, attempts=1, waited=timeout)
+            packets, _ = self._receive(deadline)
+            for p in packets:
+                if p.id != id or not p.crc_ok:
+                    self.errors["stray_reply" if p.crc_ok else "reply_bad_crc"] += 1
+                    continue
+                if p.cmd == Command.ERROR and len(p.payload) == ERROR_BYTES:
+                    self._dirty = False
+                    raise self._bench_refused(ErrorReply.from_payload(p.payload), count, repeat)
+                if p.cmd != Command.REPORT or len(p.payload) != BENCH_REPORT_BYTES:
+                    raise DeviceError(f"BENCH (id {id:#04x}) answered by command {p.cmd!r} "
+                                      f"with {len(p.payload)} bytes, not a REPORT")
+                report = BenchResult.from_payload(p.payload)
+        wall = time.monotonic() - start
+        self._dirty = False
+        if (report.frames, report.repeat) != (count, repeat):
+            raise DeviceError(f"the REPORT is for {report.frames} frames x {report.repeat}, "
+                              f"the BENCH asked {count} x {repeat}")
+        return BenchMeasurement(
+            frames=count, repeat=repeat, cycles=report.cycles, checksum=report.checksum,
+            expected_checksum=expected, expected_from=source, clock_hz=report.clock_hz,
+            predicted_cycles=predicted, period_cycles=period, wall_s=wall)
+
+    def _bench_refused(self, error: ErrorReply, count: int, repeat: int) -> BenchRefused:
+        code = error.code
+        what = {
+            ErrorCode.BAD_BENCH: f"frames ({count}) or repeat ({repeat}) out of range: frames "
+                                 f"must be 1 to the device's capacity ({self.info.capacity}) "
+                                 "and at most the frames it has stored since reset, repeat 1 "
+                                 f"to {MAX_BENCH_REPEAT}",
+            ErrorCode.BUSY: "the device is busy: frames still outstanding or a BENCH run not "
+                            "yet reported",
+            ErrorCode.BAD_LENGTH: "the device took the BENCH packet's length for a wrong one",
+            ErrorCode.UNKNOWN_CMD: "the device does not know BENCH",
+        }.get(code, "")
+        name = code.name if isinstance(code, ErrorCode) else f"code {code}"
+        return BenchRefused(f"the device refused BENCH ({count} frames x {repeat}) with ERROR "
+                            f"{name}" + (f": {what}" if what else ""), code)
 
 
 class _Transfer:
@@ -844,7 +1078,7 @@ def _info_dict(info: DeviceInfo) -> dict:
         "signed_scores": info.signed_scores, "score_bits": info.score_bits,
         "gap_bits": info.gap_bits, "clk_hz": info.clk_hz, "divisor": info.divisor,
         "baud": round(info.baud, 3), "model_hash": info.model_hash.hex(),
-        "link_frames_per_s": round(info.frames_per_second, 3),
+        "link_frames_per_s": round(info.frames_per_second, 3), "bench": info.bench,
     }
 
 
@@ -915,6 +1149,65 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int | None = N
     }
     if report.scores is not None:
         out["scores_agreement"] = float((report.scores == golden.scores).all(axis=1).mean())
+    if device is not None:
+        out["sim"] = {**(transport.stats or {}), "build_dir": str(device.build_dir),
+                      "build_cached": device.cached, "verilog_sha256": device.verilog_sha256}
+    return out
+
+
+def bench_accelerator(model_path, *, port: str | None = None, baud: int | None = None,
+                      sim: bool = False, data=None, frames: int | None = None,
+                      repeat: int = 200, folding=None, timeout: float | None = None,
+                      build_root=None) -> dict:
+    """``xnorflow run --bench``: the on-device benchmark (:meth:`Accelerator.bench`) of
+    ``frames`` test frames of ``data`` (None: the device's capacity K), replayed ``repeat`` times,
+    on a board (``port``) or in the simulator (``sim=True``); the checksum checked against the
+    golden model. The prediction comes from the network of the model with ``folding`` (None:
+    the default folding; on a board give the folding of its bitstream). Returns a JSON-ready
+    dict: :meth:`BenchMeasurement.to_dict`, ``ii_cycles``, ``latency_cycles``,
+    ``beats_per_frame``, ``folding`` ("given" or "default"), ``model_hash``, ``transport``,
+    ``device_info``, ``data`` and, in the simulator, ``sim`` (the session's statistics; the
+    clock is then the simulated network clock)."""
+    from xnorflow.data import load
+    from xnorflow.sim.board import _load_folding
+
+    if sim == (port is not None):
+        raise ValueError("give either a port (a board) or sim=True (the simulator), not "
+                         f"{'both' if sim else 'neither'}")
+    if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool)
+                               or frames < 1):
+        raise ValueError(f"frames ({frames!r}) must be a positive integer")
+    model = _load_model(model_path)
+    network = NetworkTiming.of(model, _load_folding(folding, model))
+    device = None
+    if sim:
+        device = build_sim_device(model, folding, build_root=build_root)
+
+        def open_at(rate):
+            return SimTransport(device, baud=rate)
+
+        rate = device.info.clk_hz // device.info.divisor if baud is None else baud
+    else:
+        def open_at(rate):
+            return SerialTransport(port, rate)
+
+        rate = baud
+    acc = connect(open_at, rate, model=model, timeout=timeout)
+    transport = acc.transport
+    with transport:
+        info = acc.info
+        count = info.capacity if frames is None else frames
+        dataset = load(data, "test").spread(count)
+        x = dataset.frames_for(model.input_shape)
+        measured = acc.bench(x, repeat, network=network)
+    out = {
+        **measured.to_dict(),
+        "ii_cycles": network.ii, "latency_cycles": network.latency,
+        "beats_per_frame": network.beats_per_frame,
+        "folding": "default" if folding is None else "given",
+        "model_hash": model.content_hash, "transport": transport.describe(),
+        "device_info": _info_dict(info), "data": dataset.name,
+    }
     if device is not None:
         out["sim"] = {**(transport.stats or {}), "build_dir": str(device.build_dir),
                       "build_cached": device.cached, "verilog_sha256": device.verilog_sha256}
