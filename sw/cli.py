@@ -555,8 +555,7 @@ def _synth_board(args, model, folding) -> int:
                    if args.simulate else None)
         report = build_board(model, folding, board, freq_mhz=args.freq, baud=baud,
                              seed=args.seed, router=args.router or DEFAULT_ROUTER,
-                             build_dir=build,
-                             progress=progress)
+                             build_dir=build, progress=progress, timeout_s=args.timeout)
         if pending is not None:
             simulation = pending.result()
     obj = {"model": str(args.model), **report.to_dict()}
@@ -643,7 +642,7 @@ def cmd_synth(args) -> int:
 
     report = synthesize(net, device=device, build_dir=build, top_name="xnorflow_top",
                         freq_mhz=args.freq, seed=args.seed, bitstream=args.bitstream,
-                        progress=progress)
+                        progress=progress, timeout_s=args.timeout)
     fmax = report.min_fmax_mhz
     slowest = report.slowest_path()
     obj = {"model": str(args.model), "model_hash": model.content_hash, "device": device.name,
@@ -975,6 +974,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--simulate", type=int, metavar="N",
                     help="with --out: first run N test frames through the generated Verilog "
                          "(Verilator, 30%% stalls) and record the measured II and latency")
+    sy.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                    help="time limit of each tool run, in seconds (default 3 hours)")
     sy.add_argument("--json", action="store_true", help="print one JSON object")
     sy.set_defaults(func=cmd_synth)
 

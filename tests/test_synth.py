@@ -9,6 +9,7 @@ manifest.json there: which design, seed and tool versions produced each file). T
 import dataclasses
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -418,7 +419,11 @@ def test_every_tool_run_is_bounded(monkeypatch, tmp_path):
         flow.run_tools(runs, flow.Steps(None), build=tmp_path, device=get_device("up5k"),
                        timeout_s=limit)
     assert seen == [flow.DEFAULT_STEP_TIMEOUT_S, 60]
-    assert 0 < flow.DEFAULT_STEP_TIMEOUT_S <= 4 * 3600
+    # `xnorflow synth --help` states the default.
+    assert flow.DEFAULT_STEP_TIMEOUT_S == 3 * 3600
+    assert "(default 3 hours)" in " ".join(subprocess.run(
+        [sys.executable, "-m", "xnorflow", "synth", "--help"], capture_output=True, text=True,
+        check=True).stdout.split())
 
 
 def test_check_fit_returns_when_it_fits_or_fails(monkeypatch, tmp_path):

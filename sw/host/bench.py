@@ -658,26 +658,31 @@ def to_markdown(result: BenchResult) -> str:
 
 def builds_markdown(bitstreams: str | Path | None = None) -> str:
     """The reference builds under ``bitstreams`` (default :func:`default_bitstreams`) as the
-    README's Markdown table: utilization, clock, post-route Fmax, II (measured / predicted),
-    latency, frames/s at the clock, at Fmax and over the UART, and the build's tool time. Each
-    build is read by :func:`load_build` (model hash checked)."""
+    README's Markdown table: utilization, the accelerator's clock and post-route Fmax, the serial
+    bridge's (a two-clock build's ``sync`` domain), II (measured / predicted), latency, frames/s
+    at the clock, at Fmax and over the UART at the build's baud rate, and the build's tool time.
+    Each build is read by :func:`load_build` (model hash checked)."""
     root = Path(bitstreams) if bitstreams is not None else default_bitstreams()
     manifests = find_builds(root)
     if not manifests:
         raise BenchError(f"{root}: no reference builds (<board>/<model>/manifest.json)")
     out = ["| model | board (device) | LUTs | FFs | BRAMs | clock MHz | Fmax MHz | "
-           "II meas. / pred. | latency cycles | frames/s at clock | frames/s at Fmax | "
-           "frames/s over UART (1 Mbaud) | build |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "bridge clock / Fmax MHz | II meas. / pred. | latency cycles | frames/s at clock | "
+           "frames/s at Fmax | frames/s over UART | build |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for manifest in manifests:
         row = load_build(manifest, root)
+        m = _read_json(manifest, "manifest")
         report = _read_json(manifest.parent / "report.json", "synthesis report")
         minutes = sum(report.get("seconds", {}).values()) / 60
-        uart = "–" if row.uart_frames_per_s is None else f"{row.uart_frames_per_s:,}"
+        uart = "–" if row.uart_frames_per_s is None else (
+            f"{row.uart_frames_per_s:,}" + (f" @ {row.baud / 1e6:g} Mbaud" if row.baud else ""))
+        bridge = (m.get("domains") or {}).get("sync")
+        bridge = "–" if bridge is None else f"{bridge['mhz']:.2f} / {bridge['fmax_mhz']:.1f}"
         out.append(
             f"| {row.model.upper()} | {row.board} ({row.device}) | {row.luts:,} / "
             f"{row.luts_total:,} | {'–' if row.ffs is None else f'{row.ffs:,}'} | {row.brams} / "
-            f"{row.brams_total} | {row.clock_mhz:.2f} | **{row.min_fmax_mhz:.1f}** | "
+            f"{row.brams_total} | {row.clock_mhz:.2f} | **{row.min_fmax_mhz:.1f}** | {bridge} | "
             f"{row.ii_cycles} / {row.predicted_ii} | {row.latency_cycles} | "
             f"{row.frames_per_s:,.0f} | **{row.frames_per_s_at_fmax:,.0f}** | {uart} | "
             f"{max(1, round(minutes))} min |")
