@@ -1111,20 +1111,8 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int | None = N
     dataset = load(data, "test").spread(frames)
     x, y = dataset.frames_for(model.input_shape), dataset.labels
     golden = GoldenModel(model).run(x)
-    device = None
-    if sim:
-        device = build_sim_device(model, folding, build_root=build_root)
-
-        def open_at(rate):
-            return SimTransport(device, baud=rate)
-
-        rate = device.info.clk_hz // device.info.divisor if baud is None else baud
-    else:
-        def open_at(rate):
-            return SerialTransport(port, rate)
-
-        rate = baud
-    acc = connect(open_at, rate, model=model, timeout=timeout)
+    acc, device = _connect_to(model, port=port, baud=baud, sim=sim, folding=folding,
+                              timeout=timeout, build_root=build_root)
     transport = acc.transport
     with transport:
         report = acc.infer(x, y, progress)
@@ -1155,6 +1143,26 @@ def run_accelerator(model_path, *, port: str | None = None, baud: int | None = N
     return out
 
 
+def _connect_to(model, *, port, baud, sim, folding, timeout, build_root):
+    """``(Accelerator, SimDevice or None)``: :func:`connect` to the board on ``port`` (at
+    ``baud``, None: found by HELLO) or, with ``sim``, to a simulated board of ``model`` and
+    ``folding`` (at its own rate unless ``baud`` is given)."""
+    device = None
+    if sim:
+        device = build_sim_device(model, folding, build_root=build_root)
+
+        def open_at(rate):
+            return SimTransport(device, baud=rate)
+
+        rate = device.info.clk_hz // device.info.divisor if baud is None else baud
+    else:
+        def open_at(rate):
+            return SerialTransport(port, rate)
+
+        rate = baud
+    return connect(open_at, rate, model=model, timeout=timeout), device
+
+
 def bench_accelerator(model_path, *, port: str | None = None, baud: int | None = None,
                       sim: bool = False, data=None, frames: int | None = None,
                       repeat: int = 200, folding=None, timeout: float | None = None,
@@ -1179,20 +1187,8 @@ def bench_accelerator(model_path, *, port: str | None = None, baud: int | None =
         raise ValueError(f"frames ({frames!r}) must be a positive integer")
     model = _load_model(model_path)
     network = NetworkTiming.of(model, _load_folding(folding, model))
-    device = None
-    if sim:
-        device = build_sim_device(model, folding, build_root=build_root)
-
-        def open_at(rate):
-            return SimTransport(device, baud=rate)
-
-        rate = device.info.clk_hz // device.info.divisor if baud is None else baud
-    else:
-        def open_at(rate):
-            return SerialTransport(port, rate)
-
-        rate = baud
-    acc = connect(open_at, rate, model=model, timeout=timeout)
+    acc, device = _connect_to(model, port=port, baud=baud, sim=sim, folding=folding,
+                              timeout=timeout, build_root=build_root)
     transport = acc.transport
     with transport:
         info = acc.info
