@@ -774,6 +774,17 @@ def bench_session(dut, model, network, frames, runs, *, accel_period=None, after
 RUNS = [(2, 1), (1, 1), (2, 3), (1, 4)]
 
 
+def bench_engine(network, clock):
+    """``(engine, network clock period in s or None)``: the engine on one clock (``clock``
+    None) or with the network on its own clock of :data:`ACCEL_PERIODS`."""
+    if clock is None:
+        return engine(network), None
+    accel_period = ACCEL_PERIODS[clock] * 1e-6
+    return PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
+                        network_domain="accel", network_clk_hz=round(1 / accel_period)), \
+        accel_period
+
+
 @pytest.mark.parametrize(("case", "clock"), [
     ("lanes4", None),
     ("lanes1", None),          # one pixel a beat, II 240
@@ -790,12 +801,7 @@ def test_engine_bench_cycles_exact(case, clock):
     the golden result words, and FRAMEs after the runs still get their own results (the feeder
     is back where the ring expects it)."""
     model, network, frames = make(case, frames=5, seed=5)
-    if clock is None:
-        dut, accel_period = engine(network), None
-    else:
-        accel_period = ACCEL_PERIODS[clock] * 1e-6
-        dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
-                           network_domain="accel", network_clk_hz=round(1 / accel_period))
+    dut, accel_period = bench_engine(network, clock)
     period = max(network.ii, network.beats_per_frame)
     assert dut.bench_period == period
     cycles = bench_session(dut, model, network, frames[:2], RUNS, accel_period=accel_period,
@@ -886,12 +892,7 @@ def test_engine_bench_conv_net(clock):
     model = random_net("8x8x1-c4k3-p2-c4k3p-5", 3)
     network = Network(model)
     frames = np.random.default_rng(1).integers(0, 256, (3, 64))
-    if clock is None:
-        dut, accel_period = engine(network), None
-    else:
-        accel_period = ACCEL_PERIODS[clock] * 1e-6
-        dut = PacketEngine(network, clk_hz=1_000_000, divisor=1, gap_bits=GAP,
-                           network_domain="accel", network_clk_hz=round(1 / accel_period))
+    dut, accel_period = bench_engine(network, clock)
     runs = [(2, 1), (1, 2), (2, 3)]
     cycles = bench_session(dut, model, network, frames[:2], runs, accel_period=accel_period,
                            after=frames[2:])
