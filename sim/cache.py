@@ -5,10 +5,14 @@ the same build. ``xnorflow simulate`` (:mod:`xnorflow.sim.simulate`) and the sim
 (:mod:`xnorflow.sim.board`, under ``xnorflow run --sim``) both use it.
 
 Layout
-    ``<root>/<simulator>-<toplevel>-<first 16 hex digits of the Verilog's SHA-256>/`` holds
-    ``<toplevel>.v``, the simulator's build, ``build.log``, ``build.json`` (the record of a
-    finished build: the :class:`~xnorflow.sim.runner.SimBuild`) and ``runs/`` (the runs on that
-    build, named by their callers). The root is the caller's, else ``$XNORFLOW_SIM_CACHE``, else
+    ``<root>/<simulator>-<toplevel>-<key>/``, where ``<key>`` is the first 16 hex digits of the
+    SHA-256 of the Verilog text and of the build options
+    (:func:`~xnorflow.sim.runner.build_options`: the simulator, the flags the runner adds, which
+    signals the testbench may reach), holds ``<toplevel>.v``, the simulator's build,
+    ``build.log``, ``build.json`` (the record of a finished build: the
+    :class:`~xnorflow.sim.runner.SimBuild`, the Verilog's SHA-256 and the options) and ``runs/``
+    (the runs on that build, named by their callers). The same Verilog built with other flags
+    is another build. The root is the caller's, else ``$XNORFLOW_SIM_CACHE``, else
     ``$XDG_CACHE_HOME/xnorflow/sim`` (``~/.cache/xnorflow/sim``): :func:`default_root`.
 
 Concurrency
@@ -40,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from xnorflow.sim.runner import SimBuild, build
+from xnorflow.sim.runner import SimBuild, build, build_options
 
 __all__ = ["CACHE_ENV", "RECORD", "CachedBuild", "cache_dir", "cached_build", "default_root",
            "locked"]
@@ -104,42 +108,51 @@ class CachedBuild:
 Builder = Callable[..., SimBuild]
 
 
-def cache_dir(verilog: str, *, toplevel: str, simulator: str = "verilator", root=None) -> Path:
+def _key(verilog: str, options: dict) -> str:
+    text = json.dumps(options, sort_keys=True) + "\n" + verilog
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_dir(verilog: str, *, toplevel: str, simulator: str = "verilator", root=None,
+              access: str = "all") -> Path:
     """The build directory of the Verilog text ``verilog`` (top module ``toplevel``) for
-    ``simulator`` under ``root`` (None: :func:`default_root`), absolute (module docstring)."""
-    digest = hashlib.sha256(verilog.encode()).hexdigest()
+    ``simulator`` with ``access`` (:func:`~xnorflow.sim.runner.build`) under ``root`` (None:
+    :func:`default_root`), absolute (module docstring)."""
+    key = _key(verilog, build_options(simulator, access))
     root = Path(root) if root is not None else default_root()
-    return (root / f"{simulator}-{toplevel}-{digest[:16]}").resolve()
+    return (root / f"{simulator}-{toplevel}-{key}").resolve()
 
 
 def cached_build(verilog: str, *, toplevel: str, simulator: str = "verilator", root=None,
-                 builder: Builder = build) -> CachedBuild:
+                 access: str = "all", builder: Builder = build) -> CachedBuild:
     """The build of the Verilog text ``verilog`` (top module ``toplevel``) for ``simulator``
-    in its :func:`cache_dir`: made by this call, under the lock, when no finished build is
-    recorded there, else the recorded one (module docstring).
+    with ``access`` in its :func:`cache_dir`: made by this call, under the lock, when no
+    finished build is recorded there, else the recorded one (module docstring).
 
-    ``builder(sources, *, toplevel, build_dir, simulator)`` makes the build and returns its
-    :class:`~xnorflow.sim.runner.SimBuild` (default :func:`xnorflow.sim.runner.build`); its
+    ``builder(sources, *, toplevel, build_dir, simulator, access)`` makes the build and returns
+    its :class:`~xnorflow.sim.runner.SimBuild` (default :func:`xnorflow.sim.runner.build`); its
     errors (:class:`~xnorflow.sim.runner.SimulatorNotFound`,
     :class:`~xnorflow.sim.runner.BuildFailed`) pass through and nothing is recorded.
     """
     digest = hashlib.sha256(verilog.encode()).hexdigest()
-    work = cache_dir(verilog, toplevel=toplevel, simulator=simulator, root=root)
+    options = build_options(simulator, access)
+    work = cache_dir(verilog, toplevel=toplevel, simulator=simulator, root=root, access=access)
     work.mkdir(parents=True, exist_ok=True)
     record = work / RECORD
     start = time.monotonic()
     with locked(work / ".lock"):
-        found = _read_record(record, digest, work)
+        found = _read_record(record, digest, options, work)
         if found is not None:
             return CachedBuild(found, digest, True, time.monotonic() - start)
         source = work / f"{toplevel}.v"
         # Unchanged text keeps its mtime, so the simulator's own build skips what is up to date.
         if not (source.is_file() and source.read_text() == verilog):
             source.write_text(verilog)
-        sim_build = builder([source], toplevel=toplevel, build_dir=work, simulator=simulator)
+        sim_build = builder([source], toplevel=toplevel, build_dir=work, simulator=simulator,
+                            access=access)
         partial = record.with_suffix(".tmp")
         partial.write_text(json.dumps({
-            "verilog_sha256": digest, "simulator": sim_build.simulator,
+            "verilog_sha256": digest, "options": options, "simulator": sim_build.simulator,
             "toplevel": sim_build.toplevel, "build_dir": str(sim_build.build_dir),
             "sources": [str(s) for s in sim_build.sources], "waves": sim_build.waves,
             "seconds": sim_build.seconds, "log_file": str(sim_build.log_file),
@@ -148,15 +161,15 @@ def cached_build(verilog: str, *, toplevel: str, simulator: str = "verilator", r
     return CachedBuild(sim_build, digest, False, time.monotonic() - start)
 
 
-def _read_record(path: Path, digest: str, work: Path) -> SimBuild | None:
-    """The SimBuild recorded in ``path`` for this Verilog in this directory, else None (no
-    record, an unreadable one, or one made where the cache was before it moved)."""
+def _read_record(path: Path, digest: str, options: dict, work: Path) -> SimBuild | None:
+    """The SimBuild recorded in ``path`` for this Verilog and options in this directory, else
+    None (no record, an unreadable one, or one made where the cache was before it moved)."""
     try:
         r = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(r, dict) or r.get("verilog_sha256") != digest \
-            or r.get("build_dir") != str(work):
+            or r.get("options") != options or r.get("build_dir") != str(work):
         return None
     return SimBuild(r["simulator"], r["toplevel"], Path(r["build_dir"]),
                tuple(Path(s) for s in r["sources"]), r["waves"], r["seconds"],

@@ -32,8 +32,10 @@ until ``valid`` (or the reset) changes, then sets ``ready`` for the current cycl
 generator (also advanced one step per cycle). The one difference: a sleeping sink's ``ready``
 holds its last value instead of following the pauses while no beat is offered, so use
 ``idle_sleep`` only where the design must ignore ``ready`` while its ``valid`` is low (the stream
-rules). Both assume that the design's ``ready``/``valid`` change only in the time step of a rising
-edge (synchronous designs driven by these helpers), as the per-cycle sampling does.
+rules). Both assume that the design's ``ready``/``valid`` (and the reset) change only in the time
+step of a rising edge (synchronous designs driven by these helpers), as the per-cycle sampling
+does, and check it: a sleeping helper woken by a change at any other time raises
+:class:`StreamProtocolError` rather than sample a cycle late.
 
 Checks. Every wait has a timeout in clock cycles and raises :class:`StreamTimeout` with what
 the stream was doing. The sink checks the stream rules on what it receives: once ``valid`` is
@@ -322,6 +324,13 @@ class _StreamHelper:
         if self._reset is not None:
             trigger = First(trigger, self._reset.value_change)
         await trigger
+        now = int(get_sim_time("step"))
+        if self._rise_step is not None and (now - self._rise_step) % self._period_steps:
+            what = handle._name + (" or the reset" if self._reset is not None else "")
+            raise StreamProtocolError(
+                f"stream {self.name!r}: {what} changed between rising edges (sim step {now}, "
+                f"cycle {_cycle_now(self._period_steps)}); these helpers need ready, valid and "
+                "the reset to change only at rising edges of the clock")
         last = self._catch_up()
         self._sleep_from = None
         return last

@@ -66,14 +66,16 @@ Parameters (:func:`~xnorflow.sim.runner.tb_params`, a JSON object)
 ``summary``
     Where to write the JSON summary (optional): ``frames``, ``received``, ``mismatches`` and the
     other counts, ``ii_cycles``, ``ii_gaps``, ``latency_cycles``, ``predicted_ii``,
-    ``predicted_latency``, ``sim_cycles`` (after reset), ``wall_s`` (the test's wall time),
-    ``sim_cycles_per_s``, ``end_state``, ``predictions`` (the RTL classes, in frame order), with
-    labels ``accuracy``, ``golden_accuracy``, ``per_class_accuracy``; ``passed`` and
-    ``failures``. It is written before the test's verdict, also when it fails.
+    ``predicted_latency``, ``sim_cycles`` (after reset), ``transfers_sha256`` (a digest of every
+    beat on both streams with its cycle counted from the end of the reset), ``wall_s`` (the
+    test's wall time), ``sim_cycles_per_s``, ``end_state``, ``predictions`` (the RTL classes,
+    in frame order), with labels ``accuracy``, ``golden_accuracy``, ``per_class_accuracy``;
+    ``passed`` and ``failures``. It is written before the test's verdict, also when it fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -321,6 +323,13 @@ async def test_network(dut):
         failures.append(f"left inside at the end: {end_state} (expected s_axis_tready 1, "
                         "m_axis_tvalid 0, frame_error 0)")
 
+    # Every transfer on both streams with its cycle: equal digests, equal cycle-level behaviour
+    # (how two builds of one design, e.g. with and without xnorflow.sim.fast_top, are compared).
+    trace = hashlib.sha256()
+    for side, beats in (("s", tb.source.sent), ("m", tb.sink.received)):
+        for beat in beats:
+            trace.update(f"{side} {beat.cycle - start_cycle} {beat.data:x} {int(beat.last)}\n"
+                         .encode())
     wall = time.perf_counter() - wall_start
     predictions = [r[0] for r in received[:count]]
     summary = {
@@ -335,7 +344,8 @@ async def test_network(dut):
         "stream_cycles": stream_cycles,
         "source_stalled_cycles": tb.source.stalled_cycles - src_stall0,
         "sink_stalled_cycles": tb.sink.stalled_cycles - sink_stall0,
-        "sim_cycles": sim_cycles, "wall_s": round(wall, 3),
+        "sim_cycles": sim_cycles, "transfers_sha256": trace.hexdigest(),
+        "wall_s": round(wall, 3),
         "sim_cycles_per_s": round(sim_cycles / wall, 1) if wall > 0 else None,
         "end_state": end_state,
         "predictions": predictions,

@@ -4,6 +4,8 @@ made once under a lock while other builders, threads or processes, wait and then
 The builds here are fakes (a builder that writes a file and returns a SimBuild), so the tests
 check the cache's protocol, not Verilator."""
 
+import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -21,7 +23,7 @@ from xnorflow.sim.cache import (
     default_root,
     locked,
 )
-from xnorflow.sim.runner import BuildFailed, SimBuild
+from xnorflow.sim.runner import BuildFailed, SimBuild, build_options
 
 VERILOG = "module m(input clk); endmodule\n"
 
@@ -35,8 +37,9 @@ class FakeBuilder:
         self.seconds, self.release = seconds, release
         self.started = threading.Event()
 
-    def __call__(self, sources, *, toplevel, build_dir, simulator):
+    def __call__(self, sources, *, toplevel, build_dir, simulator, access="all"):
         self.calls.append((tuple(sources), toplevel, Path(build_dir), simulator))
+        self.access = access
         self.started.set()
         if self.release is not None:
             assert self.release.wait(30), "the test never released the build"
@@ -48,13 +51,25 @@ class FakeBuilder:
                         False, 1.5, Path(build_dir) / "build.log", ("%Warning-WIDTH: x",))
 
 
-def test_cache_dir_is_keyed_by_verilog_and_simulator(tmp_path, monkeypatch):
+def test_cache_dir_is_keyed_by_verilog_simulator_and_options(tmp_path, monkeypatch):
     d = cache_dir(VERILOG, toplevel="m", root=tmp_path)
-    # sha256 of VERILOG, first 16 hex digits
-    assert d == tmp_path.resolve() / "verilator-m-d403bc7a40628c6b", d
+    # sha256 of the build options (JSON) and VERILOG, first 16 hex digits
+    options = build_options("verilator", "all")
+    assert options == {"simulator": "verilator", "timescale": ["1ns", "1ps"],
+                       "args": ["-Wno-fatal"], "access": "all"}
+    key = hashlib.sha256((json.dumps(options, sort_keys=True) + "\n" + VERILOG).encode())
+    assert d == tmp_path.resolve() / f"verilator-m-{key.hexdigest()[:16]}", d
     assert cache_dir(VERILOG, toplevel="m", simulator="icarus", root=tmp_path).name \
-        == "icarus-m-d403bc7a40628c6b"
+        .startswith("icarus-m-")
     assert cache_dir(VERILOG + " ", toplevel="m", root=tmp_path) != d
+    # Other Verilator flags or another access are another build; Icarus has no access option.
+    assert cache_dir(VERILOG, toplevel="m", root=tmp_path, access="ports") != d
+    monkeypatch.setattr("xnorflow.sim.runner._VERILATOR_ARGS", ("-Wno-fatal", "-O3"))
+    assert cache_dir(VERILOG, toplevel="m", root=tmp_path) != d
+    assert cache_dir(VERILOG, toplevel="m", simulator="icarus", root=tmp_path, access="ports") \
+        == cache_dir(VERILOG, toplevel="m", simulator="icarus", root=tmp_path)
+    with pytest.raises(ValueError, match="Access 'some' must be one of all, ports"):
+        cache_dir(VERILOG, toplevel="m", root=tmp_path, access="some")
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
     assert default_root() == tmp_path / "env"
     assert cache_dir(VERILOG, toplevel="m").parent == (tmp_path / "env").resolve()
@@ -80,6 +95,23 @@ def test_a_build_is_made_once_and_recorded(tmp_path):
     other = cached_build(VERILOG, toplevel="m", simulator="icarus", root=tmp_path,
                          builder=builder)
     assert not other.cached and other.build_dir != work and len(builder.calls) == 2
+    # Another access is another build, made with that access.
+    ports = cached_build(VERILOG, toplevel="m", root=tmp_path, access="ports", builder=builder)
+    assert not ports.cached and ports.build_dir not in (work, other.build_dir)
+    assert builder.access == "ports" and len(builder.calls) == 3
+    assert json.loads((ports.build_dir / RECORD).read_text())["options"]["access"] == "ports"
+
+
+def test_a_record_of_other_options_is_not_reused(tmp_path):
+    builder = FakeBuilder()
+    first = cached_build(VERILOG, toplevel="m", root=tmp_path, builder=builder)
+    record = first.build_dir / RECORD
+    r = json.loads(record.read_text())
+    r["options"]["args"] = ["-Wno-fatal", "-O0"]
+    record.write_text(json.dumps(r))
+    (first.build_dir / "binary").unlink()
+    again = cached_build(VERILOG, toplevel="m", root=tmp_path, builder=builder)
+    assert not again.cached and len(builder.calls) == 2
 
 
 def test_a_failed_build_is_not_recorded(tmp_path):
@@ -126,7 +158,7 @@ CHILD = textwrap.dedent("""
 
     root, go = Path(sys.argv[1]), Path(sys.argv[2])
 
-    def builder(sources, *, toplevel, build_dir, simulator):
+    def builder(sources, *, toplevel, build_dir, simulator, access):
         (root / "child-building").touch()
         deadline = time.monotonic() + 30
         while not go.exists():

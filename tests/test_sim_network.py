@@ -30,6 +30,7 @@ from xnorflow.hw.tops.network import TOP_NAME
 from xnorflow.model import DenseLayer, Model
 from xnorflow.models import shipped
 from xnorflow.sim.cache import RECORD
+from xnorflow.sim.fast_top import SUFFIX, sampled_top
 from xnorflow.sim.fixtures import (
     conv_cycles,
     folding,
@@ -41,7 +42,7 @@ from xnorflow.sim.fixtures import (
     random_net,
 )
 from xnorflow.sim.network_results import ResultLayout, compare, frame_beats
-from xnorflow.sim.runner import SimulationFailed, build, run_tests
+from xnorflow.sim.runner import PORTS_VLT, SimulationFailed, build, run_tests
 from xnorflow.sim.simulate import simulate, stall_specs
 from xnorflow.sim.sweep import PAUSES, run_case
 from xnorflow.sim.sweep import main as sweep_main
@@ -173,6 +174,40 @@ def test_wrong_results_and_timing_are_caught(builds):
     assert any(f.startswith("latency ") for f in s["failures"])
 
 
+@pytest.mark.parametrize("name", ["mixed", "conv-mixed"])
+def test_fast_builds_are_cycle_exact(builds, name):
+    """The builds ``xnorflow simulate`` makes, many times faster (only the top's ports visible
+    to the testbench; and behind the wrapper that samples the inputs at the falling edge), move
+    every beat in the same cycle as the plain build that shows every signal: the same digest of
+    all transfers with their cycles, the same II gaps, latency, stalls and results."""
+    model, frames, manifest, sim_build, model_path, root = builds(name)
+    verilog = (root / f"{TOP_NAME}.v").read_text()
+    wrapper, sampled = sampled_top(verilog, TOP_NAME)
+    (root / "sampled").mkdir()
+    (root / "sampled" / "top.v").write_text(f"{verilog}\n{wrapper}")
+    fast = {
+        "ports": build([root / f"{TOP_NAME}.v"], toplevel=TOP_NAME, build_dir=root / "ports",
+                       access="ports"),
+        "sampled": build([root / "sampled" / "top.v"], toplevel=sampled,
+                         build_dir=root / "sampled", access="ports"),
+    }
+    assert (root / "ports" / PORTS_VLT).read_text().count("public_flat_rw") == 11
+    source_pause, sink_pause = PAUSES["random"]
+    summaries = {}
+    for label, b in (("all", sim_build), *fast.items()):
+        summary = root / f"summary-access-{label}.json"
+        params = {"model": str(model_path), "manifest": str(root / "manifest.json"),
+                  "frames": str(root / "frames.npy"), "source_pause": source_pause,
+                  "sink_pause": sink_pause, "summary": str(summary)}
+        run_tests(b, "xnorflow.sim.tb_network", params=params, run_name=f"tb-access-{label}")
+        s = json.loads(summary.read_text())
+        check_summary(s, FRAMES, sink_paused=True)
+        summaries[label] = {k: v for k, v in s.items() if k not in ("wall_s", "sim_cycles_per_s")}
+    assert summaries["ports"] == summaries["all"]
+    assert summaries["sampled"] == summaries["all"]
+    assert summaries["all"]["source_stalled_cycles"] > 0
+
+
 # --- The trained models on MNIST frames ---------------------------------------------------------
 
 
@@ -212,8 +247,11 @@ def test_tfc_on_mnist_with_stalls(tfc_report, cache):
     assert r["accuracy"] >= 0.9 and len(r["per_class_accuracy"]) == 10
     # Built into the build cache (xnorflow.sim.cache) under the given root, and recorded.
     build = Path(r["build_dir"])
-    assert build.parent == cache.resolve() and build.name.startswith(f"verilator-{TOP_NAME}-")
+    # The fast build: the top's ports only, behind the wrapper that samples its inputs.
+    assert build.parent == cache.resolve() \
+        and build.name.startswith(f"verilator-{TOP_NAME}{SUFFIX}-")
     assert (build / RECORD).is_file() and not r["build_cached"]
+    assert json.loads((build / RECORD).read_text())["options"]["access"] == "ports"
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from amaranth.hdl import UnusedElaboratable
 
 from xnorflow.sim.runner import (
     PARAMS_ENV,
+    PORTS_VLT,
     BuildFailed,
     SimulationFailed,
     SimulatorNotFound,
@@ -22,6 +23,7 @@ from xnorflow.sim.runner import (
     build_component,
     run_tests,
     tb_params,
+    top_ports,
     write_verilog,
 )
 from xnorflow.sim.selftest_dut import SelftestDut, SelftestPipe
@@ -170,6 +172,39 @@ def test_verilog_error_is_a_build_failure(tmp_path):
     source.write_text("module broken(input clk);\n  wire x = ;\nendmodule\n")
     with pytest.raises(BuildFailed, match="(?s)Building 'broken' with verilator failed.*%Error"):
         build([source], toplevel="broken", build_dir=tmp_path / "build")
+
+
+def test_ports_only_build_runs_the_selftests(selftest_build, tmp_path):
+    """``access="ports"``: the testbench still reaches every port (and nothing else), the
+    self-tests pass crossed with pauses, and the control file names exactly the top's ports."""
+    ports = build(selftest_build.sources, toplevel="selftest_top", build_dir=tmp_path,
+                  access="ports")
+    names = top_ports(selftest_build.sources, "selftest_top")
+    assert "clk" in names and "rst" in names and len(names) == len(set(names))
+    vlt = (tmp_path / PORTS_VLT).read_text().splitlines()
+    assert vlt[0] == "`verilator_config"
+    assert vlt[1:] == [f'public_flat_rw -module "selftest_top" -var "{n}"' for n in names]
+    params = {"source_pause": _pause_spec("random", seed=11),
+              "sink_pause": _pause_spec("fixed", seed=0),
+              "width": WIDTH, "depth": DEPTH, "beats": 200}
+    result = run_tests(ports, TB, params=params, seed=1)
+    assert (result.passed, result.failed, result.skipped) == \
+        (SELFTESTS_PASSING, 0, SELFTESTS_SKIPPED)
+
+
+def test_top_ports_reads_both_header_styles(tmp_path):
+    plain = tmp_path / "plain.v"
+    plain.write_text("/* module top(x); */\nmodule other(q);\nendmodule\n"
+                     "module top(a, b, // a comment\n  clk);\n  input a;\nendmodule\n")
+    ansi = tmp_path / "ansi.v"
+    ansi.write_text("module top #(parameter W = 8, parameter D = (2)) (\n  input wire clk,\n"
+                    "  input [W-1:0] data, output reg signed [3:0] q\n);\nendmodule\n")
+    assert top_ports([plain], "top") == ["a", "b", "clk"]
+    assert top_ports([tmp_path / "none.v", ansi][1:], "top") == ["clk", "data", "q"]
+    with pytest.raises(BuildFailed, match="No module 'missing'"):
+        top_ports([plain, ansi], "missing")
+    with pytest.raises(ValueError, match="Access 'none' must be one of all, ports"):
+        build([plain], toplevel="top", build_dir=tmp_path, access="none")
 
 
 def test_parameters_reach_tb_params(tmp_path, monkeypatch):
