@@ -57,7 +57,7 @@ from xnorflow.hw.compiler.plan import compile_plan, lower
 from xnorflow.hw.compiler.resources import Resources, bridge_resources
 
 __all__ = ["ICE40_CELL_BUDGET", "ICE40_FF_CELLS", "LUT_BUDGET", "TYPICAL_CLOCK_MHZ", "AutoFolding",
-           "DoesNotFitError", "auto_folding"]
+           "DoesNotFitError", "auto_folding", "ice40_logic_cells"]
 
 #: Share of the device's LUT4s the auto-folder may fill.
 LUT_BUDGET = 0.85
@@ -181,9 +181,17 @@ def _usage(res: Resources, device: Device):
     if family == "ice40":
         # An iCE40 logic cell holds one LUT4 and one flip-flop: flip-flops that find no LUT of
         # their own take cells too (TFC on the UP5K: 3,784 LUT4s and 2,382 FFs in 5,179 cells).
-        cells = res.luts(family) + math.ceil(ICE40_FF_CELLS * res.ff)
-        usage.append(("logic cell", cells, math.floor(ICE40_CELL_BUDGET * device.luts)))
+        usage.append(("logic cell", ice40_logic_cells(res),
+                      math.floor(ICE40_CELL_BUDGET * device.luts)))
     return tuple(usage)
+
+
+def ice40_logic_cells(res: Resources) -> int:
+    """iCE40 logic cells (nextpnr's ICESTORM_LC) of an estimate: its LUT4s, and
+    :data:`ICE40_FF_CELLS` per flip-flop for the flip-flops that find no LUT4 of their own to
+    pack with (the carry cells that need a cell of their own and the cells that legalise carry
+    chains are in that share)."""
+    return res.lut_ice40 + math.ceil(ICE40_FF_CELLS * res.ff)
 
 
 def _short(usage) -> str:
@@ -295,8 +303,7 @@ def _best_combination(dense, t, device, fixed, board):
     limit = device.brams
 
     def cells(res):
-        extra = math.ceil(ICE40_FF_CELLS * res.ff) if family == "ice40" else 0
-        return res.luts(family) + extra
+        return ice40_logic_cells(res) if family == "ice40" else res.luts(family)
 
     states = {}                      # (block RAMs, last PE) -> (cells, Resources, foldings)
 

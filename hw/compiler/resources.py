@@ -61,8 +61,8 @@ def mux_luts(words):
 #: read multiplexer and its control) and of a bit max-pool (``pool``). Fitted by least squares to
 #: Yosys' counts of the blocks of ``python -m xnorflow.hw.build.calibrate``.
 LUT_MODEL = {
-    "ice40": {"bin": 1.611, "pix": 13.016, "pix1": 26.466, "pair": 37.826, "acc": 0.0,
-              "pe": 16.45, "unit": 57.702, "rom": 1.13, "mux": 1.22, "win": 0.836,
+    "ice40": {"bin": 1.571, "pix": 12.973, "pix1": 25.437, "pair": 35.428, "acc": 0.0,
+              "pe": 12.963, "unit": 131.037, "rom": 1.055, "mux": 1.044, "win": 0.879,
               "pool": 0.943},
     "ecp5": {"bin": 1.762, "pix": 12.57, "pix1": 28.237, "pair": 53.813, "acc": 0.0,
              "pe": 17.207, "unit": 34.092, "rom": 1.05, "mux": 1.297, "win": 0.881,
@@ -174,10 +174,14 @@ def bridge_resources(n0: int, simd0: int, family: str, slots: int = 2) -> Resour
 
 #: LUT4s and flip-flops of the serial bridge without its frame buffer: UART, packet engine,
 #: the clock-domain crossings and the on-device benchmark (cycle counter, CRC-32 of the results,
-#: replay control). Calibrated on the reference builds: Yosys' count of the whole board design
-#: minus the model's count of the network (TFC on the iCE40UP5K; SFC and LFC on the ECP5-85F,
-#: whose bridge differs by a few hundred LUT4s with the width of the first layer's input).
-BRIDGE_LUTS = {"ice40": 1200, "ecp5": 1200}
+#: replay control). ECP5: calibrated on the reference builds, Yosys' count of the whole board
+#: design minus the model's count of the network (SFC and LFC on the ECP5-85F, whose bridge
+#: differs by a few hundred LUT4s with the width of the first layer's input). iCE40: measured,
+#: Yosys' count of the whole board design minus its count of the network synthesized alone
+#: (``synth_ice40 -top top.bridge.engine.network`` on the build's RTLIL): 1,376 LUT4s and 858
+#: flip-flops beside TFC (8 pixels a beat), 1,448 and 919 beside a convolutional network of one
+#: pixel a beat.
+BRIDGE_LUTS = {"ice40": 1410, "ecp5": 1200}
 BRIDGE_FFS = 900
 
 
