@@ -3,7 +3,8 @@
 A spec is the input followed by the layers, joined by ``-``::
 
     784-256-256-10                                   an MLP on 784 pixels (FINN's SFC: sfc)
-    28x28x1-c32k3-p2-c64k3-c64k3-p3-10               a small CNN (scnv)
+    28x28x1-c32k3-p2-c64k3-c96k3-p3-10               a small CNN (scnv)
+    28x28x1-c32k3s2-c32k3-c32k3-p3-10                a CNN for the iCE40UP5K board (icnv)
     32x32x1-c64k3-c64k3-p2-c128k3-c128k3-p2-c256k3-c256k3-512-512-10   FINN's CNV (cnv)
 
 - the input: ``N`` (a vector of N pixels), ``HxW`` (an image, one channel) or ``HxWxC``;
@@ -26,13 +27,17 @@ from .model import conv_output_size
 
 __all__ = ["PRESETS", "Conv", "Dense", "Pool", "Spec", "parse"]
 
-#: Named specs: FINN's MLPs (TFC, SFC, LFC) and CNV, and a CNN that fits the iCE40UP5K.
+#: Named specs: FINN's MLPs (TFC, SFC, LFC) and CNV; scnv, a small CNN; icnv, a CNN whose board
+#: design (serial bridge and on-device benchmark included) fits the iCE40UP5K of the iCEBreaker:
+#: its first convolution has stride 2 instead of a max-pool behind it, since a pool's row buffer
+#: is flip-flops (13 columns x 32 channels = 416 of the UP5K's 5,280 logic cells).
 PRESETS = {
     "tfc": "784-64-64-64-10",
     "sfc": "784-256-256-256-10",
     "lfc": "784-1024-1024-1024-10",
     "cnv": "32x32x1-c64k3-c64k3-p2-c128k3-c128k3-p2-c256k3-c256k3-512-512-10",
     "scnv": "28x28x1-c32k3-p2-c64k3-c96k3-p3-10",
+    "icnv": "28x28x1-c32k3s2-c32k3-c32k3-p3-10",
 }
 
 

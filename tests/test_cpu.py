@@ -16,7 +16,7 @@ def frames():
     return load(None, "test").images
 
 
-@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc"])
+@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc", "icnv"])
 def test_torch_cpu_model_is_bit_exact(name, frames):
     m = Model.load(shipped()[name])
     scores, classes = cpu.TorchCPUModel(m).run(frames)

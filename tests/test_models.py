@@ -29,7 +29,7 @@ needs_fashion = pytest.mark.skipif(
 
 #: Accuracy each shipped model must reach on the 10,000 test images of its dataset (cnv:
 #: Fashion-MNIST, the others: MNIST).
-TARGETS = {"tfc": 0.930, "sfc": 0.970, "lfc": 0.984, "scnv": 0.990, "cnv": 0.910}
+TARGETS = {"tfc": 0.930, "sfc": 0.970, "lfc": 0.984, "scnv": 0.990, "icnv": 0.980, "cnv": 0.910}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_shipped_models_are_there():
 
 @needs_mnist
 @pytest.mark.needs_mnist
-@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc", "scnv"])
+@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc", "scnv", "icnv"])
 def test_shipped_model_accuracy_on_full_mnist(name, mnist_test):
     if name not in shipped():
         pytest.skip(f"{name} is not shipped")

@@ -346,7 +346,7 @@ def _shipped_frames():
     return load(None, "test").images
 
 
-@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc"])
+@pytest.mark.parametrize("name", ["tfc", "sfc", "lfc", "icnv"])
 def test_shipped_models_on_mnist(name):
     """Every score and class of the shipped models on the test split (10,000 MNIST frames when
     the files are there, else the embedded 1,000)."""
