@@ -6,7 +6,7 @@ each write from the testbench). :func:`sampled_top` writes a wrapper module with
 that passes the clock straight through and every other input through a register clocked on the
 *falling* edge. Inside it no logic reads a top-level input: Verilator evaluates each part of the
 design only at the edge whose registers feed it, and a write from the testbench costs an
-``eval()`` that finds nothing to do (``cnv``: about 1.1x faster than the same ports-only build
+``eval()`` that finds nothing to do (``cnv``: 5 to 10 % faster than the same ports-only build
 without the wrapper).
 
 Why the behaviour at the ports is unchanged

@@ -285,7 +285,7 @@ def build(
     what changes is what Verilator may optimize: with every signal public and writable it keeps
     each one as a variable and evaluates every piece of logic that reads one at each ``eval()``
     (its input region), which makes large generated designs many times slower (``cnv``:
-    11x faster with ``"ports"``, and the build takes half the time).
+    about 10x faster with ``"ports"``, and the build takes half the time).
     """
     _check_simulator(simulator)
     if access not in ACCESS:
