@@ -149,6 +149,13 @@ CONFIGS = [
     pytest.param(12, 6, 3, 4, 1, "bram", True, 2, id="score-bin-12x6-pe3-simd4-bram"),
     pytest.param(6, 2, 1, 1, 8, "bram", True, 2, id="score-px-6x2-pe1-simd1-bram"),
     pytest.param(10, 4, 2, 5, 8, "lut", True, 2, id="score-px-10x4-pe2-simd5-lut"),
+    # Logic ROMs deeper than 16 words, their multiplexer split across two stages: 20 words
+    # (16 + 4), 240 words (4 sub-ROMs of 64, the last of 48), 160 words of a score layer.
+    pytest.param(20, 1, 1, 1, 1, "lut", False, 2, id="bin-20x1-pe1-simd1-lut-rom20"),
+    pytest.param(48, 10, 1, 2, 1, "lut", False, 2, id="bin-48x10-pe1-simd2-lut-rom240"),
+    pytest.param(16, 10, 1, 1, 8, "lut", True, 2, id="score-px-16x10-pe1-simd1-lut-rom160"),
+    # 17 PEs of 8-bit lanes: the shared lane-pair values in two replicas (16 + 1 trees).
+    pytest.param(6, 34, 17, 3, 8, "bram", False, 2, id="px-6x34-pe17-simd3-replicas"),
 ]
 
 

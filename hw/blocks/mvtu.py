@@ -7,7 +7,7 @@ its section 4; :class:`MVTU` documents its ports, timing and backpressure behavi
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,6 +39,10 @@ __all__ = ["BUFFER_LOGIC_MAX_BITS", "BUFFER_STYLES", "CREDIT_MIN_LANE_BITS", "MV
 
 #: Largest value of an 8-bit input lane (a pixel).
 _PIXEL_MAX = 255
+
+#: Address bits of a logic weight ROM read in one stage (one LUT4 per bit); a deeper ROM is
+#: split across two (see :meth:`MVTU._weight_word`).
+_LUT_ROM_DIRECT_BITS = 4
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -152,7 +156,7 @@ class MVTU(wiring.Component):
     (:func:`~xnorflow.hw.blocks.popcount.popcount_latency`), for 8-bit input
     ``ceil(ceil(log2(SIMD)) / levels_per_stage)`` (for an 8-bit threshold layer of several PEs,
     whose lane pairs take two registers first: ``2 + ceil(ceil(log2(ceil(SIMD / 2))) /
-    levels_per_stage)``). It is
+    levels_per_stage)``, one more with over 16 PEs, for the pair values' replicas). It is
     counted from the cycle in which the last input beat of a frame is accepted to the cycle in
     which that frame's first output beat is valid, for a unit that is not busy with an earlier
     frame and whose output is ready. With back-to-back input to an idle unit the last output beat
@@ -463,8 +467,9 @@ class MVTU(wiring.Component):
 
         Block RAM: the memory's read register, then a register in the fabric, so that the block
         RAM's slow clock-to-output path (about 6 ns on an ECP5 of speed grade 6) ends in a
-        flip-flop instead of running into the XNOR and the tree. Logic (``"lut"``): the address is
-        registered first and the logic ROM's read register is the second stage.
+        flip-flop instead of running into the XNOR and the tree. Logic (``"lut"``): up to 16
+        words, the address is registered first and the logic ROM's read register is the second
+        stage; deeper, the ROM's multiplexer tree is split between the two stages.
         """
         words = self.weight_words(p)
         name = f"pe{p}_weights"
@@ -477,9 +482,26 @@ class MVTU(wiring.Component):
             return word
         if len(words) == 1:
             return Const(words[0], self._simd)
-        addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1", reset_less=True)
-        _load(m, en, addr_s1, addr)
-        return self._rom(m, name, self._simd, words, addr_s1, en, style="logic")
+        bits = (len(words) - 1).bit_length()
+        if bits <= _LUT_ROM_DIRECT_BITS:
+            addr_s1 = Signal.like(addr, name=f"pe{p}_weight_addr_s1", reset_less=True)
+            _load(m, en, addr_s1, addr)
+            return self._rom(m, name, self._simd, words, addr_s1, en, style="logic")
+        # A deep logic ROM is split across the two stages (the technique: a pipelined
+        # multiplexer tree): stage 1 reads every sub-ROM of 2**low words at the low address
+        # bits into its read register, beside a register of the high bits; stage 2 selects
+        # among the sub-ROMs into the word register. Each stage has about half the tree's
+        # logic levels, where an unsplit ROM has them all between two registers (on a
+        # 640-word ROM, 8 levels of LUT4 on an iCE40).
+        low = min((bits + _LUT_ROM_DIRECT_BITS + 1) // 2, bits - 1)
+        subs = [self._rom(m, f"{name}{j}", self._simd, words[j << low:(j + 1) << low],
+                          addr[:low], en, style="logic")
+                for j in range(-(-len(words) >> low))]
+        high = Signal(bits - low, name=f"pe{p}_weight_high_s1", reset_less=True)
+        _load(m, en, high, addr[low:bits])
+        word = Signal(self._simd, name=f"pe{p}_weight_word", reset_less=True)
+        _load(m, en, word, Array(subs)[high])
+        return word
 
     def _output_queue(self, m, result, produce, depth):
         """The output queue: ``o_stream``'s registers at its head and ``depth - 1`` registers
@@ -620,8 +642,14 @@ class MVTU(wiring.Component):
             w_fill = Signal(range(sf + 1))
             m.d.comb += w_fill.eq(Mux(w_half, fill[1], fill[0]))
             write = Signal()
+            # `i_stream.ready` (the half being written is not full) is a register of its own,
+            # loaded with its next value (the technique: a registered ready), so that upstream
+            # logic it gates (a feeder's clock enables, hundreds of flip-flops) starts at a
+            # flip-flop. full_b mirrors fill_b == SF.
+            ready = Signal(init=1, name="ibuf_ready")
+            full = [Signal(name=f"full{b}") for b in range(2)]
             m.d.comb += [
-                i_stream.ready.eq(w_fill != sf),
+                i_stream.ready.eq(ready),
                 write.eq(i_stream.valid & i_stream.ready),
                 ibuf_w.addr.eq(Mux(w_half, sf + w_fill, w_fill)),
                 ibuf_w.data.eq(i_stream.payload),
@@ -661,6 +689,19 @@ class MVTU(wiring.Component):
                     m.d.sync += fill[1].eq(0)
                 with m.Else():
                     m.d.sync += fill[0].eq(0)
+            # A half fills with the write of its last chunk and empties when the reader clears
+            # it; the cleared half is full, so no write lands in it in the same cycle.
+            filled = write & (w_fill == sf - 1)
+            full_next = [
+                (full[b] & ~(issue & k_last & f_last & (r_half == b)))
+                | (filled & (w_half == b))
+                for b in range(2)
+            ]
+            m.d.sync += [
+                full[0].eq(full_next[0]),
+                full[1].eq(full_next[1]),
+                ready.eq(~Mux(w_half ^ filled, full_next[1], full_next[0])),
+            ]
             # Stage 2: the chunk in a register of its own (a block RAM's output is slow).
             chunk = Signal(chunk_width, name="chunk_s2", reset_less=True)
             _load(m, en, chunk, ibuf_r.data)

@@ -28,9 +28,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from xnorflow.hw.compiler.rules import (
+    PAIR_REPLICA_TREES,
     POPCOUNT_GROUP,
     check_levels_per_stage,
     complement_latency,
+    pair_replicas,
     pairs_shared,
     popcount_latency,
     tree_latency,
@@ -299,8 +301,11 @@ class ComplementSumTrees(wiring.Component):
     its first adders. An odd last lane enters as ``c_l``. The shared sums and differences are
     registers, and so are the trees' pair values: the shared values drive every tree, and
     across a large unit their wires are long, so each of the two steps has a cycle of its own
-    (their sign bits are delayed by one register to match). The latency is therefore ``2 +
-    ceil(ceil(log2(ceil(lanes / 2))) / levels_per_stage)`` (:func:`complement_latency`). A
+    (their sign bits are delayed by one register to match). With more than 16 trees, each group
+    of 16 takes the shared values through a registered copy of its own, placed near the group
+    (:func:`~xnorflow.hw.compiler.rules.pair_replicas`; one more cycle). The latency is therefore
+    ``2 + ceil(ceil(log2(ceil(lanes / 2))) / levels_per_stage)``, plus 1 with replicas
+    (:func:`complement_latency`). A
     single tree (``trees = 1``) shares nothing and costs less without pairs (about 10 % fewer
     LUT4s by Yosys): it adds the complemented lanes directly, its offset is 0 and its latency
     that of a tree over ``lanes`` leaves (:attr:`paired`).
@@ -410,8 +415,24 @@ class ComplementSumTrees(wiring.Component):
             shared.append((register(a + b, bits + 1, f"pair{i}_sum"),
                            register(lane_max + a - b, bits + 1, f"pair{i}_diff")))
         odd = register(lanes[-1], bits, "odd_lane") if self._lanes % 2 else None
+        # Pipelined, replicated distribution: with many trees, each group of
+        # PAIR_REPLICA_TREES takes the shared values through a register copy of its own, which
+        # the placer puts near the group. The copies are identical logic; the names ending in
+        # `_replica` are what the synthesis flow marks `keep` so that Yosys does not merge them
+        # back into one (xnorflow.hw.build.flow).
+        replicas = pair_replicas(self._lanes, self._trees)
+        copies = [(shared, odd)]
+        if replicas > 1:
+            copies = [([(register(s, bits + 1, f"pair{i}_sum_g{g}_replica"),
+                         register(d, bits + 1, f"pair{i}_diff_g{g}_replica"))
+                        for i, (s, d) in enumerate(shared)],
+                       None if odd is None else register(odd, bits, f"odd_lane_g{g}_replica"))
+                      for g in range(replicas)]
         for t in range(self._trees):
+            shared, odd = copies[t // PAIR_REPLICA_TREES] if replicas > 1 else copies[0]
             signs = register(self.signs[t], self._lanes, f"t{t}_signs")
+            if replicas > 1:
+                signs = register(signs, self._lanes, f"t{t}_signs_d")
             leaves = []
             for i, (s, d) in enumerate(shared):
                 sa, sb = signs[2 * i], signs[2 * i + 1]

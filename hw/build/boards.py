@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from xnorflow.hw.build.flow import (
+    KEEP_REPLICAS,
     FlowReport,
     Progress,
     Steps,
@@ -247,6 +248,7 @@ def _plan(model, folding: Folding | None, board: Board, pll: PllConfig, baud: in
     plan = board.platform().build(
         top, name=_TOP, do_build=False, emit_src=False, debug_verilog=False,
         synth_opts=synth_opts,
+        script_after_read="\n".join(KEEP_REPLICAS),
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=f"--seed {seed} --router {router} --report report.json "
                      "--timing-allow-fail")

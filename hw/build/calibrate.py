@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from xnorflow.hw.blocks.registry import block_for
-from xnorflow.hw.build.flow import parse_stat
+from xnorflow.hw.build.flow import KEEP_REPLICAS, parse_stat
 from xnorflow.hw.build.synth import SynthOptions
 from xnorflow.hw.build.tools import ToolFailed, run_tool
 from xnorflow.hw.compiler import ConverterOp, DenseOp, FifoOp, LayerFolding, Resources
@@ -53,6 +53,7 @@ def yosys_count(component, family: str, build_dir, *, name: str = "block"):
                             name=HARNESS_NAME)
     args = " ".join(SynthOptions().synth_args(family))
     script = [f"read_verilog -sv {block.name} {harness.name}", f"hierarchy -top {HARNESS_NAME}",
+              *KEEP_REPLICAS,
               f"setattr -mod -set keep_hierarchy 1 {name}",
               f"synth_{family} -top {HARNESS_NAME} {args}".rstrip(),
               "tee -q -o stat.json stat -json"]

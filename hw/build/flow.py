@@ -400,6 +400,14 @@ class ToolRun:
 #: The time limit of one tool run when the caller gives none (``timeout_s=None``): no synthesis
 #: or place-and-route step runs unbounded. The largest reference build's longest step takes
 #: about 17 minutes here (LFC on the ECP5-85F, place and route on 2 shared cores).
+#: Yosys commands, run right after the design is read, that mark ``keep`` every register named
+#: ``*_replica``: the copies of one value that a block makes on purpose (the technique:
+#: pipelined, replicated distribution of a high-fanout net, e.g.
+#: :class:`~xnorflow.hw.blocks.popcount.ComplementSumTrees`), which ``opt_merge`` would otherwise
+#: merge back into the one register they replicate. Every flow runs them (board, out of context,
+#: calibration).
+KEEP_REPLICAS = ("proc", "setattr -set keep 1 w:*_replica %ci1:+[Q]")
+
 DEFAULT_STEP_TIMEOUT_S = 3 * 3600
 
 

@@ -67,6 +67,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from xnorflow.hw.build.flow import (
+    KEEP_REPLICAS,
     CriticalPath,
     DoesNotFit,
     FlowReport,
@@ -537,7 +538,7 @@ def synthesize(
 
     # 2. Yosys, 3. nextpnr placing, 4. nextpnr routing the placed netlist, 5. the packer.
     synth_command = " ".join([f"synth_{family}", "-top", top, *synth_args, "-json", "synth.json"])
-    script = [f"read_verilog -sv {' '.join(sources)}", f"hierarchy -top {top}"]
+    script = [f"read_verilog -sv {' '.join(sources)}", f"hierarchy -top {top}", *KEEP_REPLICAS]
     if harnessed:
         script.append(f"setattr -mod -set keep_hierarchy 1 {top_name}")
     script += [synth_command, "tee -q -o stat.json stat -json"]

@@ -693,9 +693,14 @@ class PacketEngine(wiring.Component):
         result = Signal()                     # ... taken
         m.d.comb += [valid.eq(bench.run & net.m_axis_tvalid),
                      result.eq(valid & net.m_axis_tready)]
+        # A replayed frame counts from the cycle after its last beat is read (frame_fed
+        # registered: the count's adder then starts at flip-flops, not at the network's ready).
+        # Until it counts, the run is not over.
+        fed = Signal()
+        fd += fed.eq(frame_fed)
         last = Signal()                       # ... and it is the run's last
-        m.d.comb += last.eq(valid & ~feed & (pending == 1))
-        fd += pending.eq(pending + frame_fed - result)
+        m.d.comb += last.eq(valid & ~feed & ~fed & (pending == 1))
+        fd += pending.eq(pending + fed - result)
         with m.If(first & s_hs):
             fd += [first.eq(0), counting.eq(1), bench.cycles.eq(0)]
         with m.Elif(counting):
@@ -731,7 +736,7 @@ class PacketEngine(wiring.Component):
         with m.If(start):
             fd += [
                 go_seen.eq(go), bench.run.eq(1), feed.eq(1), first.eq(1), counting.eq(0),
-                ending.eq(0), pending.eq(0), in_pass.eq(0), pass_left.eq(bench.repeat),
+                ending.eq(0), pending.eq(0), fed.eq(0), in_pass.eq(0), pass_left.eq(bench.repeat),
                 rd_slot.eq(bench.start_slot), rd_addr.eq(bench.start_addr), rd_beat.eq(0),
             ]
 
