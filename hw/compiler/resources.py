@@ -38,8 +38,18 @@ _BRAM_CONFIGS = {
 
 def bram_blocks(depth: int, width: int, family: str) -> int:
     """Block RAMs of ``family`` for a ``depth x width`` memory marked ``ram_style = "block"``:
-    the fewest over the block's configurations, as Yosys' ``memory_libmap`` chooses them."""
-    return min(-(-depth // d) * -(-width // w) for d, w in _BRAM_CONFIGS[family])
+    the fewest over the block's configurations, as Yosys' ``memory_libmap`` chooses them. A
+    configuration may also hold ``k`` (a power of two) consecutive words in one of its words,
+    the low address bits choosing among them, where ``k x width`` fits its width: how Yosys puts
+    a 2,880 x 1 weight memory in one iCE40 block (2048 x 2), which has no 4096 x 1 mode."""
+    best = None
+    for d, w in _BRAM_CONFIGS[family]:
+        k = 1
+        while k * width <= w or k == 1:
+            blocks = -(-depth // (d * k)) * -(-(width * k) // w)
+            best = blocks if best is None else min(best, blocks)
+            k *= 2
+    return best
 
 
 def _rom_luts(words):
