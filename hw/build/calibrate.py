@@ -332,7 +332,7 @@ def _board_folding(*layers):
 _B = "block"
 
 #: Whole board designs on the iCEBreaker (iCE40UP5K: the network, the serial bridge and the
-#: on-device benchmark), measured: a random model of each spec (:func:`xnorflow.sim.fixtures.
+#: on-device benchmark), measured: a random model of each spec (:func:`xnorflow.random_models.
 #: random_net`, seed 1) at the folding the auto-folding chose for it, built with ``xnorflow synth
 #: MODEL --board icebreaker --folding F --freq 30 --seed 1 --baud 3000000``; Yosys' LUT4s,
 #: flip-flops and block RAMs, and nextpnr's logic cells after packing (ICESTORM_LC, carry
@@ -385,7 +385,7 @@ def board_errors(builds=ICE40_BOARD_BUILDS) -> list[dict]:
     cells."""
     from xnorflow.hw.compiler import Folding, bridge_resources, compile_plan
     from xnorflow.hw.compiler.autofold import ice40_logic_cells
-    from xnorflow.sim.fixtures import random_net
+    from xnorflow.random_models import random_net
 
     rows = []
     for spec, folding, measured in builds:
