@@ -135,18 +135,24 @@ def builds(tmp_path_factory):
     return get
 
 
+def tb_params(model_path, root, summary, pauses):
+    """The network testbench's parameters for a build made by ``builds``: its model, manifest
+    and frames, the pause pattern ``pauses`` (a key of PAUSES) and where the summary goes."""
+    source_pause, sink_pause = PAUSES[pauses]
+    return {"model": str(model_path), "manifest": str(root / "manifest.json"),
+            "frames": str(root / "frames.npy"), "source_pause": source_pause,
+            "sink_pause": sink_pause, "summary": str(summary)}
+
+
 @pytest.mark.parametrize("pauses", list(PAUSES))
 @pytest.mark.parametrize("name", [*CASES, *CONV_CASES])
 def test_random_model(builds, name, pauses):
     model, frames, manifest, sim_build, model_path, root = builds(name)
-    source_pause, sink_pause = PAUSES[pauses]
     summary = root / f"summary-{pauses}.json"
-    params = {"model": str(model_path), "manifest": str(root / "manifest.json"),
-              "frames": str(root / "frames.npy"), "source_pause": source_pause,
-              "sink_pause": sink_pause, "summary": str(summary)}
+    params = tb_params(model_path, root, summary, pauses)
     run_tests(sim_build, "xnorflow.sim.tb_network", params=params, run_name=f"tb-{pauses}")
     s = json.loads(summary.read_text())
-    check_summary(s, FRAMES, sink_paused=sink_pause is not None)
+    check_summary(s, FRAMES, sink_paused=params["sink_pause"] is not None)
     assert s["predicted_ii"] == case_ii(name) == manifest["performance"]["ii_cycles"]
     # The classes the RTL gave are the golden model's (the testbench compared every score too).
     assert s["predictions"] == GoldenModel(model).predict(frames).tolist()
@@ -192,13 +198,10 @@ def test_fast_builds_are_cycle_exact(builds, name):
                          build_dir=root / "sampled", access="ports"),
     }
     assert (root / "ports" / PORTS_VLT).read_text().count("public_flat_rw") == 11
-    source_pause, sink_pause = PAUSES["random"]
     summaries = {}
     for label, b in (("all", sim_build), *fast.items()):
         summary = root / f"summary-access-{label}.json"
-        params = {"model": str(model_path), "manifest": str(root / "manifest.json"),
-                  "frames": str(root / "frames.npy"), "source_pause": source_pause,
-                  "sink_pause": sink_pause, "summary": str(summary)}
+        params = tb_params(model_path, root, summary, "random")
         run_tests(b, "xnorflow.sim.tb_network", params=params, run_name=f"tb-access-{label}")
         s = json.loads(summary.read_text())
         check_summary(s, FRAMES, sink_paused=True)
